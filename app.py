@@ -1,0 +1,15 @@
+"""Composition root: logging and Sentry first, then the Chalice app and its blueprints. No logic."""
+
+from chalicelib.observability import configure_logging, init_sentry
+from chalicelib.settings import get_settings
+
+settings = get_settings()  # validated at cold start: a bad variable stops the function here
+configure_logging(settings.log_level)
+init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
+            environment=settings.stage)
+
+from chalicelib.api import create_app  # noqa: E402 - after logging and Sentry, by design
+from chalicelib.routes import health  # noqa: E402
+
+app = create_app("tenant-crm", [health.bp], max_body_bytes=settings.max_body_bytes,
+                 cors_origins=settings.cors_origins)

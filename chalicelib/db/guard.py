@@ -1,0 +1,185 @@
+"""Catalog guard: the tenancy rules of DESIGN section 3, checked against the live catalog.
+
+Each rule returns human-readable violations that name the offending object, so a new table that
+forgets RLS (or a role that gains a power it must not have) fails the test suite by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from psycopg import Connection
+
+from chalicelib.db.migrate import APP_ROLE, OWNER_ROLE
+
+# Tables whose tenant key is not called tenant_id (a workspace *is* the tenant).
+TENANT_KEYS = {"public.workspaces": "id"}
+
+Conn = Connection[tuple[object, ...]]
+Rows = list[tuple[object, ...]]
+
+
+
+def _tenant_tables(conn: Conn) -> list[tuple[str, str]]:
+    """(qualified table name, tenant key column) of every table that holds tenant data."""
+    rows = conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'p') AND n.nspname !~ '^(pg_|information_schema$)'"
+        "  AND (EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id'"
+        "               AND NOT a.attisdropped)"
+        "       OR has_table_privilege(%s, c.oid, 'SELECT,INSERT,UPDATE,DELETE'))"
+        " ORDER BY 1", (APP_ROLE,)).fetchall()
+    return [(str(name), TENANT_KEYS.get(str(name), "tenant_id")) for (name,) in rows]
+
+
+def _names(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def check_rls(conn: Conn) -> list[str]:
+    """ENABLE + FORCE RLS, a permissive policy and a RESTRICTIVE guard, both on the tenant key."""
+    problems = []
+    for table, key in _tenant_tables(conn):
+        row = conn.execute(
+            "SELECT relrowsecurity, relforcerowsecurity, EXISTS (SELECT 1 FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attname = %s AND attnotnull AND NOT attisdropped)"
+            " FROM pg_class WHERE oid = %s::regclass", (table, key, table)).fetchone()
+        assert row is not None
+        enabled, forced, key_not_null = row
+        if not key_not_null:
+            problems.append(f"{table}: tenant key column {key} missing or nullable")
+        if not enabled:
+            problems.append(f"{table}: row level security not enabled")
+        if not forced:
+            problems.append(f"{table}: row level security not forced")
+        policies = conn.execute(
+            "SELECT polname, polpermissive, polcmd, pg_get_expr(polqual, polrelid),"
+            " pg_get_expr(polwithcheck, polrelid),"
+            " (0 = ANY(polroles) OR %s::regrole = ANY(polroles))"
+            " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, table)).fetchall()
+        wanted = f"({key} = app.current_tenant())"
+        good = {True: False, False: False}
+        for name, permissive, cmd, qual, check, for_app in policies:
+            if qual is None or check is None:
+                problems.append(f"{table}: policy {name} lacks USING or WITH CHECK")
+                continue
+            if "true" in (str(qual).strip().lower(), str(check).strip().lower()):
+                problems.append(f"{table}: policy {name} is always true")
+            if for_app and cmd == "*" and qual == wanted and check == wanted:
+                good[bool(permissive)] = True
+        if not good[True]:
+            problems.append(f"{table}: no permissive tenant policy for {APP_ROLE}")
+        if not good[False]:
+            problems.append(f"{table}: no RESTRICTIVE tenant guard for {APP_ROLE}")
+    return problems
+
+
+def check_app_role(conn: Conn) -> list[str]:
+    """The API role is no superuser, cannot bypass RLS, owns nothing, creates nothing."""
+    problems = []
+    row = conn.execute("SELECT rolsuper, rolbypassrls, pg_has_role(%s, %s, 'member') FROM pg_roles"
+                       " WHERE rolname = %s", (APP_ROLE, OWNER_ROLE, APP_ROLE)).fetchone()
+    if row is None:
+        return [f"role {APP_ROLE} does not exist"]
+    if row[0]:
+        problems.append(f"role {APP_ROLE} is a superuser")
+    if row[1]:
+        problems.append(f"role {APP_ROLE} has BYPASSRLS")
+    if row[2]:
+        problems.append(f"role {APP_ROLE} is a member of {OWNER_ROLE}")
+    owned = conn.execute(
+        "SELECT 'table ' || c.oid::regclass::text FROM pg_class c WHERE c.relowner = %s::regrole"
+        " UNION ALL SELECT 'function ' || p.oid::regprocedure::text FROM pg_proc p"
+        "  WHERE p.proowner = %s::regrole"
+        " UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspowner = %s::regrole",
+        (APP_ROLE, APP_ROLE, APP_ROLE)).fetchall()
+    problems += [f"role {APP_ROLE} owns {name}" for (name,) in owned]
+    creatable = conn.execute(
+        "SELECT n.nspname FROM pg_namespace n WHERE n.nspname !~ '^(pg_|information_schema$)'"
+        " AND has_schema_privilege(%s, n.oid, 'CREATE')", (APP_ROLE,)).fetchall()
+    problems += [f"role {APP_ROLE} may CREATE in schema {name}" for (name,) in creatable]
+    extra = conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'p') AND n.nspname !~ '^(pg_|information_schema$)'"
+        " AND has_table_privilege(%s, c.oid, 'TRUNCATE,REFERENCES,TRIGGER')", (APP_ROLE,)).fetchall()
+    problems += [f"role {APP_ROLE} has TRUNCATE/REFERENCES/TRIGGER on {name}" for (name,) in extra]
+    return problems
+
+
+def check_views(conn: Conn) -> list[str]:
+    """Views run as the caller (security_invoker); materialized views are closed to the API role."""
+    rows = conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname), c.relkind,"
+        " coalesce('security_invoker=true' = ANY(c.reloptions) OR 'security_invoker=on' = ANY(c.reloptions),"
+        "          false), has_table_privilege(%s, c.oid, 'SELECT')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('v', 'm') AND n.nspname !~ '^(pg_|information_schema$)' ORDER BY 1",
+        (APP_ROLE,)).fetchall()
+    problems = []
+    for name, kind, invoker, readable in rows:
+        if kind == "v" and not invoker:
+            problems.append(f"view {name} lacks security_invoker")
+        if kind == "m" and readable:
+            problems.append(f"materialized view {name} is readable by {APP_ROLE} (no RLS on it)")
+    return problems
+
+
+def check_functions(conn: Conn) -> list[str]:
+    """SECURITY DEFINER functions pin search_path and are not executable by PUBLIC."""
+    rows = conn.execute(
+        "SELECT p.oid::regprocedure::text,"
+        " coalesce(EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search\\_path=%%'), false),"
+        " p.proacl IS NULL OR EXISTS (SELECT 1 FROM aclexplode(p.proacl) a"
+        "                             WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE p.prosecdef AND n.nspname !~ '^(pg_|information_schema$)' ORDER BY 1").fetchall()
+    problems = []
+    for name, pinned, public in rows:
+        if not pinned:
+            problems.append(f"security definer function {name} lacks a pinned search_path")
+        if public:
+            problems.append(f"security definer function {name} is executable by PUBLIC")
+    return problems
+
+
+def check_keys(conn: Conn) -> list[str]:
+    """Tenant tables: foreign keys and unique keys include the tenant key; no serial ids."""
+    problems = []
+    tenant = dict(_tenant_tables(conn))
+    for table, key in tenant.items():
+        fks = conn.execute(
+            "SELECT conname, confrelid::regclass::text,"
+            " (SELECT array_agg(attname::text) FROM pg_attribute WHERE attrelid = conrelid AND attnum = ANY(conkey)),"
+            " (SELECT array_agg(attname::text) FROM pg_attribute WHERE attrelid = confrelid"
+            "  AND attnum = ANY(confkey))"
+            " FROM pg_constraint WHERE contype = 'f' AND conrelid = %s::regclass", (table,)).fetchall()
+        for name, target, cols, target_cols in fks:
+            target_key = tenant.get(str(target)) or tenant.get(f"public.{target}")
+            if target_key is None:
+                continue
+            if key not in _names(cols) or target_key not in _names(target_cols):
+                problems.append(f"{table}: foreign key {name} to {target} does not include the tenant key")
+        uniques = conn.execute(
+            "SELECT i.indexrelid::regclass::text, (SELECT array_agg(attname::text) FROM pg_attribute"
+            "  WHERE attrelid = i.indrelid AND attnum = ANY(i.indkey))"
+            " FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique AND NOT i.indisprimary",
+            (table,)).fetchall()
+        problems += [f"{table}: unique index {name} does not include {key}"
+                     for name, cols in uniques if key not in _names(cols)]
+        serials = conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+            " AND NOT attisdropped AND (attidentity <> '' OR pg_get_serial_sequence(%s, attname) IS NOT NULL)",
+            (table, table)).fetchall()
+        problems += [f"{table}: column {col} is a sequential id (enumerable)" for (col,) in serials]
+    return problems
+
+
+RULES: tuple[Callable[[Conn], list[str]], ...] = (check_rls, check_app_role, check_views, check_functions,
+                                                  check_keys)
+
+
+def find_violations(conn: Conn) -> list[str]:
+    """Every violation of the tenancy rules in the connected database (empty when all is well)."""
+    return [problem for rule in RULES for problem in rule(conn)]

@@ -1,0 +1,91 @@
+"""Process-wide, lazily opened connection pools (one per database role)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool
+
+from chalicelib.settings import Settings, get_settings
+
+
+class DatabaseNotConfigured(RuntimeError):
+    """No connection string is known for the requested role."""
+
+
+class Database:
+    """A psycopg pool for one role; opened on first use so cold starts make no connection."""
+
+    def __init__(self, conninfo: str, *, size: int = 1, timeout: float = 5.0,
+                 prepare_threshold: int | None = None, name: str = "app") -> None:
+        self._conninfo = conninfo
+        self._size = size
+        self._timeout = timeout
+        self._prepare_threshold = prepare_threshold
+        self._name = name
+        self._pool: ConnectionPool[Connection[TupleRow]] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, role: str = "app") -> Database:
+        """Build the pool description for `role` ("app" or "jobs") from settings."""
+        secret = settings.database_url if role == "app" else settings.jobs_database_url
+        if secret is None:
+            raise DatabaseNotConfigured(f"no connection string for the {role} role")
+        return cls(secret.get_secret_value(), size=settings.db_pool_size,
+                   timeout=settings.db_pool_timeout,
+                   prepare_threshold=settings.db_prepare_threshold, name=role)
+
+    @property
+    def pool(self) -> ConnectionPool[Connection[TupleRow]]:
+        """The open pool (created on first access)."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    kwargs: dict[str, Any] = {
+                        # autocommit: a statement outside tenant_tx's transaction has no tenant and
+                        # so sees nothing; no implicit transaction can outlive a request.
+                        "autocommit": True,
+                        # None disables server-side prepared statements, which pin RDS Proxy sessions.
+                        "prepare_threshold": self._prepare_threshold,
+                        "application_name": f"crm-{self._name}",  # never PII (visible to all roles)
+                    }
+                    self._pool = ConnectionPool(
+                        self._conninfo, min_size=0, max_size=self._size, timeout=self._timeout,
+                        kwargs=kwargs, check=ConnectionPool.check_connection, max_idle=240,
+                        name=f"crm-{self._name}", open=True,
+                    )
+        return self._pool
+
+    def close(self) -> None:
+        """Close the pool and its connections (idempotent)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+_databases: dict[str, Database] = {}
+_registry_lock = threading.Lock()
+
+
+def get_database(role: str = "app") -> Database:
+    """The process-wide Database for `role`, built from settings on first use."""
+    with _registry_lock:
+        db = _databases.get(role)
+        if db is None:
+            db = _databases[role] = Database.from_settings(get_settings(), role=role)
+        return db
+
+
+def use_database(db: Database | None, role: str = "app") -> None:
+    """Install (or with None, forget) the Database for `role`, closing the one it replaces."""
+    with _registry_lock:
+        old = _databases.pop(role, None)
+        if db is not None:
+            _databases[role] = db
+    if old is not None and old is not db:
+        old.close()

@@ -1,0 +1,149 @@
+"""HTTP plumbing shared by every route: body parsing, problem+json responses, endpoint registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from chalice.app import Blueprint, Request, Response
+from pydantic import BaseModel, ValidationError
+
+from chalicelib import errors
+from chalicelib.observability import capture_exception
+
+M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("crm.http")
+
+PROBLEM_JSON = "application/problem+json"
+JSON_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+
+
+def request_id_of(request: Request | None) -> str:
+    """The request id of this request (set by the request middleware)."""
+    if request is None:
+        return "unknown"
+    return str(request.context.get("crm_request_id", "unknown"))
+
+
+def assign_request_id(request: Request) -> str:
+    """Give the request an id: API Gateway's when it has a safe shape, else a new UUID."""
+    candidate = request.context.get("requestId")
+    # Only a strict shape is accepted, because the id is echoed in headers and logs.
+    rid = candidate if isinstance(candidate, str) and _REQUEST_ID_OK.match(candidate) else str(uuid.uuid4())
+    request.context["crm_request_id"] = rid
+    return rid
+
+
+def problem_response(error: errors.AppError, request_id: str) -> Response:
+    """An RFC 9457 problem+json response for a domain error."""
+    body: dict[str, Any] = {
+        "type": f"/problems/{error.slug}",
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "request_id": request_id,
+    }
+    if error.errors:
+        body["errors"] = [{"field": e.field, "message": e.message, "code": e.code} for e in error.errors]
+    headers: dict[str, str | list[str]] = {"Content-Type": PROBLEM_JSON, "Cache-Control": "no-store",
+                                           **error.headers}
+    return Response(body=json.dumps(body), status_code=error.status, headers=headers)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON response; pydantic models are dumped in JSON mode (UUIDs, RFC 3339 timestamps)."""
+    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return Response(body=json.dumps(payload), status_code=status,
+                    headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(body)"
+
+
+def parse_body(request: Request, model: type[M]) -> M:
+    """Parse and validate a JSON body into `model` (415, 400, 422 as problems).
+
+    The size limit (413) is enforced earlier, for every route, by the request middleware.
+    """
+    raw = request.raw_body or b""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise errors.UnsupportedMediaType("send the body as application/json")
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        # No parser message: it quotes the offending input.
+        raise errors.BadRequest("the body is not valid UTF-8 JSON") from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        # Field paths and messages only; pydantic's `input` would echo (possibly personal) values.
+        fields = [errors.FieldError(_field_path(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+        raise errors.ValidationFailed("some fields are missing or invalid", errors=fields) from None
+
+
+@dataclass(frozen=True)
+class EndpointDoc:
+    """What the OpenAPI document says about one route."""
+
+    path: str
+    method: str
+    summary: str
+    view_name: str
+    request_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | None = None
+    status: int = 200
+    tags: tuple[str, ...] = ()
+    errors: tuple[int, ...] = field(default=())
+
+
+ENDPOINTS: dict[tuple[str, str], EndpointDoc] = {}
+
+
+def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
+             request_model: type[BaseModel] | None = None, response_model: type[BaseModel] | None = None,
+             status: int = 200, tags: tuple[str, ...] = (), errors_: tuple[int, ...] = (),
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a Chalice route that maps domain errors to problems and is described in OpenAPI."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        doc = EndpointDoc(path, method, summary, view.__name__, request_model, response_model,
+                          status, tags, errors_)
+        ENDPOINTS[(path, method)] = doc
+
+        def wrapped(**kwargs: Any) -> Any:
+            return guarded(bp.current_request, lambda: view(**kwargs))
+
+        wrapped.__name__ = view.__name__
+        wrapped.__doc__ = view.__doc__
+        # Body routes accept only JSON; Chalice answers other types with 415 (made a problem by the
+        # middleware). Routes without a body accept any content type.
+        content_types = ["application/json"] if method in JSON_BODY_METHODS and request_model else ["*/*"]
+        bp.route(path, methods=[method], content_types=content_types, name=view.__name__)(wrapped)
+        return view
+
+    return decorate
+
+
+def guarded(request: Request | None, call: Callable[[], Any]) -> Any:
+    """Run a view: domain errors become problems, anything else a generic 500 with a request id."""
+    try:
+        return call()
+    except errors.AppError as exc:
+        return problem_response(exc, request_id_of(request))
+    except Exception as exc:
+        # The traceback and message stay out of the response; the log line and Sentry get a
+        # scrubbed version (logsafe) so no SQL, row value or secret leaves the process.
+        log.error("unhandled error", exc_info=exc,
+                  extra={"fields": {"request_id": request_id_of(request)}})
+        capture_exception(exc)
+        return problem_response(errors.AppError("an internal error occurred"), request_id_of(request))

@@ -1,0 +1,57 @@
+"""Liveness, readiness and the API description."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import psycopg
+from chalice.app import Blueprint, Response
+from psycopg_pool import PoolTimeout
+from pydantic import BaseModel
+
+from chalicelib.db.pool import DatabaseNotConfigured, get_database
+from chalicelib.errors import ServiceUnavailable
+from chalicelib.http import endpoint, json_response
+
+bp = Blueprint(__name__)
+READY_TIMEOUT_S = 2.0
+
+
+class Health(BaseModel):
+    """Process liveness."""
+
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    """Database reachability."""
+
+    status: Literal["ready"]
+
+
+@endpoint(bp, "/health", "GET", summary="Liveness (no database)", response_model=Health, tags=("meta",))
+def health() -> Response:
+    """The process is up; touches nothing else."""
+    return json_response(Health(status="ok"))
+
+
+@endpoint(bp, "/health/ready", "GET", summary="Readiness: one database round trip",
+          response_model=Readiness, tags=("meta",), errors_=(503,))
+def ready() -> Response:
+    """The database answers a query through the app role's pool."""
+    try:
+        with get_database("app").pool.connection(timeout=READY_TIMEOUT_S) as conn:
+            conn.execute("SELECT 1").fetchone()
+    except (psycopg.Error, PoolTimeout, DatabaseNotConfigured):
+        raise ServiceUnavailable("the database is not reachable") from None
+    return json_response(Readiness(status="ready"))
+
+
+@endpoint(bp, "/openapi.json", "GET", summary="This API's OpenAPI 3.1 document", tags=("meta",))
+def openapi() -> Response:
+    """Generated from the route table and the pydantic models."""
+    from chalicelib.openapi import build_openapi
+
+    return Response(body=json.dumps(build_openapi(bp.current_app)),
+                    headers={"Content-Type": "application/json", "Cache-Control": "public, max-age=300"})

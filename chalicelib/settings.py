@@ -1,0 +1,122 @@
+"""One settings model, read from the environment and validated once at cold start."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Stage = Literal["local", "prod"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+KeySource = Literal["local", "kms"]
+
+
+class SettingsError(Exception):
+    """Raised when the environment does not describe a valid configuration."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the bundle; the README documents each variable (upper-case name)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", env_parse_none_str="none"
+    )
+
+    stage: Stage = "local"
+    data_dir: Path = Path(".data")
+    # Connection strings (URL or key=value). The API only ever uses database_url (the app role).
+    database_url: SecretStr | None = None
+    jobs_database_url: SecretStr | None = None
+    migrate_database_url: SecretStr | None = None
+    db_pool_size: int = Field(default=1, ge=1, le=64)
+    db_pool_timeout: float = Field(default=5.0, gt=0, le=25)  # well under API Gateway's 29 s
+    # psycopg auto-prepare; "none" disables it (required behind RDS Proxy / PgBouncer).
+    db_prepare_threshold: int | None = Field(default=None, ge=0)
+    public_base_url: str = "http://127.0.0.1:8000"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sentry_dsn: SecretStr | None = None
+    log_level: LogLevel = "INFO"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_000_000)  # Lambda sync payload is 6 MB
+    master_key_source: KeySource = "local"
+    kms_key_arn: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            # An allowlist of exact origins: a wildcard would send credentials to anyone.
+            if origin == "*" or not origin.startswith(("https://", "http://")) or origin.endswith("/"):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _prod_refuses_local_defaults(self) -> Settings:
+        if self.stage != "prod":
+            return self
+        # The prod stage must never silently fall back to the embedded database or a key file on disk.
+        if self.database_url is None:
+            raise ValueError("DATABASE_URL is required in prod (the embedded database is local-only)")
+        if self.master_key_source != "kms" or not self.kms_key_arn:
+            raise ValueError("MASTER_KEY_SOURCE=kms and KMS_KEY_ARN are required in prod (no local key file)")
+        if not self.public_base_url.startswith("https://"):
+            raise ValueError("PUBLIC_BASE_URL must be https in prod")
+        if any(o.startswith("http://") for o in self.cors_origins):
+            raise ValueError("CORS_ORIGINS must be https origins in prod")
+        return self
+
+    @property
+    def uses_embedded_db(self) -> bool:
+        """True when no DATABASE_URL is given and the local embedded PostgreSQL is used."""
+        return self.database_url is None
+
+    @property
+    def postgres_dir(self) -> Path:
+        """Data (and socket) directory of the embedded PostgreSQL."""
+        return self.data_dir / "postgres"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        name = "_".join(str(p) for p in item["loc"]).upper() or "SETTINGS"
+        # Never echo the offending value: it may be a secret such as a DSN with a password.
+        parts.append(f"{name}: {item['msg']}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings from the environment (plus explicit overrides)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, validated once (at cold start)."""
+    return load_settings()

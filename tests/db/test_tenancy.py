@@ -1,0 +1,198 @@
+"""tenant_tx under a pool of size 1: RLS isolates tenants and nothing leaks through reuse."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from tests.conftest import TestDatabase, make_tenant
+
+
+def _visible_names(db: Database, tenant: uuid.UUID) -> list[str]:
+    with tenant_tx(tenant, db=db) as conn:
+        rows = conn.execute("SELECT name FROM workspaces ORDER BY name").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def _leftover_tenant(db: Database) -> object:
+    with db.pool.connection() as conn:
+        row = conn.execute("SELECT current_setting('app.tenant_id', true)").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_tenant_a_row_is_invisible_to_tenant_b(fresh_db: TestDatabase, app_db: Database) -> None:
+    a, b = make_tenant(fresh_db, "alpha"), make_tenant(fresh_db, "beta")
+    assert _visible_names(app_db, a) == ["alpha"]
+    assert _visible_names(app_db, b) == ["beta"]
+    with tenant_tx(b, db=app_db) as conn:
+        assert conn.execute("SELECT count(*) FROM workspaces WHERE id = %s", (a,)).fetchone() == (0,)
+
+
+def test_connection_reused_after_commit_carries_no_tenant(fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db)
+    with tenant_tx(a, db=app_db) as conn:
+        conn.execute("UPDATE workspaces SET name = 'renamed'")
+    assert _leftover_tenant(app_db) in ("", None)
+    with app_db.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (0,)
+
+
+def test_connection_reused_after_rollback_carries_no_tenant(fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "kept")
+    with pytest.raises(RuntimeError), tenant_tx(a, db=app_db) as conn:
+        conn.execute("UPDATE workspaces SET name = 'lost'")
+        raise RuntimeError("boom")
+    assert _leftover_tenant(app_db) in ("", None)
+    assert _visible_names(app_db, a) == ["kept"]
+
+
+def test_connection_reused_after_failed_statement_carries_no_tenant(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "kept")
+    with pytest.raises(pg_errors.DivisionByZero), tenant_tx(a, db=app_db) as conn:
+        conn.execute("UPDATE workspaces SET name = 'lost'")
+        conn.execute("SELECT 1 / 0").fetchone()
+    assert _leftover_tenant(app_db) in ("", None)
+    assert _visible_names(app_db, a) == ["kept"]
+
+
+def test_failure_outside_pipeline_mode_rolls_back_too(fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "kept")
+    with pytest.raises(pg_errors.DivisionByZero), tenant_tx(a, db=app_db, pipeline=False) as conn:
+        conn.execute("UPDATE workspaces SET name = 'lost'")
+        conn.execute("SELECT 1 / 0")
+    assert _leftover_tenant(app_db) in ("", None)
+    assert _visible_names(app_db, a) == ["kept"]
+
+
+def test_query_without_tenant_sees_zero_rows_and_cannot_insert(fresh_db: TestDatabase, app_db: Database) -> None:
+    make_tenant(fresh_db)
+    with app_db.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (0,)
+        with pytest.raises(pg_errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'x')", (uuid.uuid4(),))
+        # The same inside an explicit transaction with the tenant left empty (what an earlier
+        # transaction-local set_config leaves behind): no rows, never all rows.
+        with conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', '', true)")
+            assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (0,)
+
+
+def test_insert_with_another_tenants_id_is_refused_by_with_check(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a, b = make_tenant(fresh_db), make_tenant(fresh_db)
+    with pytest.raises(pg_errors.InsufficientPrivilege, match="row-level security"), \
+            tenant_tx(a, db=app_db) as conn:
+        conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'spoof')", (b,))
+    with pytest.raises(pg_errors.InsufficientPrivilege), tenant_tx(a, db=app_db) as conn:
+        conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'new')", (uuid.uuid4(),))
+
+
+def test_update_cannot_move_a_row_to_another_tenant(fresh_db: TestDatabase, app_db: Database) -> None:
+    a, b = make_tenant(fresh_db, "alpha"), make_tenant(fresh_db, "beta")
+    with pytest.raises(pg_errors.InsufficientPrivilege), tenant_tx(a, db=app_db) as conn:
+        conn.execute("UPDATE workspaces SET id = %s WHERE id = %s", (uuid.uuid4(), a))
+    with tenant_tx(b, db=app_db) as conn:
+        # In pipeline mode results arrive on fetch: repositories use RETURNING to count rows.
+        assert conn.execute("UPDATE workspaces SET name = 'x' WHERE id = %s RETURNING id", (a,)).fetchall() == []
+    assert _visible_names(app_db, a) == ["alpha"]
+
+
+def test_app_role_cannot_delete_workspaces(fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db)
+    with pytest.raises(pg_errors.InsufficientPrivilege), tenant_tx(a, db=app_db) as conn:
+        conn.execute("DELETE FROM workspaces WHERE id = %s", (a,))
+
+
+def test_commit_mid_request_makes_later_statements_fail_closed(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "alpha")
+    with tenant_tx(a, db=app_db, pipeline=False) as conn:
+        assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (1,)
+        # A handler that commits by mistake: psycopg refuses inside a transaction block...
+        with pytest.raises(psycopg.ProgrammingError):
+            conn.commit()
+    with pytest.raises(pg_errors.InsufficientPrivilege), tenant_tx(a, db=app_db) as conn:
+        # ...and a raw COMMIT ends the tenant's transaction, so what follows sees nothing.
+        conn.execute("COMMIT")
+        assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (0,)
+        conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'x')", (a,)).fetchone()
+    assert _visible_names(app_db, a) == ["alpha"]
+
+
+def test_connection_returned_inside_a_transaction_is_rolled_back_by_the_pool(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db)
+    conn = app_db.pool.getconn()
+    conn.execute("BEGIN")
+    conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(a),))
+    app_db.pool.putconn(conn)  # a buggy caller hands it back mid-transaction
+    assert _leftover_tenant(app_db) in ("", None)
+
+
+def test_nested_transaction_is_a_savepoint_inside_the_tenant_transaction(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "alpha")
+    with tenant_tx(a, db=app_db) as conn:
+        with pytest.raises(RuntimeError), conn.transaction():
+            conn.execute("UPDATE workspaces SET name = 'undone' RETURNING id").fetchall()
+            raise RuntimeError("roll back to the savepoint only")
+        row = conn.execute("SELECT name, current_setting('app.tenant_id') FROM workspaces").fetchone()
+    assert row == ("alpha", str(a))
+
+
+def test_tenant_id_is_parsed_as_uuid_before_any_sql(app_db: Database) -> None:
+    hostile = "x', true); SELECT set_config('app.tenant_id','b"
+    with pytest.raises(ValueError, match="badly formed"), tenant_tx(hostile, db=app_db):
+        pass
+
+
+def test_owner_role_is_still_filtered_because_rls_is_forced(fresh_db: TestDatabase) -> None:
+    a, b = make_tenant(fresh_db, "alpha"), make_tenant(fresh_db, "beta")
+    with fresh_db.admin() as conn, conn.transaction():
+        conn.execute("SET LOCAL ROLE crm_owner")
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (str(b),))
+        # FORCE ROW LEVEL SECURITY: the owner has no policy, so it sees nothing at all.
+        assert conn.execute("SELECT count(*) FROM workspaces WHERE id = %s", (a,)).fetchone() == (0,)
+
+
+def test_next_request_recovers_after_backends_are_terminated(fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "alpha")
+    assert _visible_names(app_db, a) == ["alpha"]
+    with fresh_db.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'crm_app'"
+                      " AND datname = current_database()")
+    # The pool's check on checkout notices the dead connection and opens a new one.
+    assert _visible_names(app_db, a) == ["alpha"]
+
+
+def test_begin_set_config_and_first_statement_share_one_round_trip(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db)
+    with tempfile.TemporaryDirectory() as tmp:
+        trace_path = Path(tmp) / "trace"
+        with open(trace_path, "w") as trace_file:
+            with app_db.pool.connection() as conn:
+                conn.pgconn.trace(trace_file.fileno())
+                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            with tenant_tx(a, db=app_db) as conn:
+                cur = conn.execute("SELECT name FROM workspaces WHERE id = %s", (a,))
+            assert cur.fetchone() is not None
+            with app_db.pool.connection() as conn:
+                conn.pgconn.untrace()
+        lines = trace_path.read_text().splitlines()
+    # Skip the pool's checkout check (an empty query and its answer), then every frontend message up to
+    # the first backend answer is one round trip: it must hold BEGIN, set_config, SELECT and COMMIT.
+    start = next(i for i, line in enumerate(lines) if "Parse" in line and "BEGIN" in line)
+    first_answer = next(i for i in range(start, len(lines)) if lines[i].startswith("B"))
+    batch = "\n".join(lines[start:first_answer])
+    for needed in ("BEGIN", "set_config", "SELECT name FROM workspaces", "COMMIT"):
+        assert needed in batch, f"{needed} was not in the first round trip"

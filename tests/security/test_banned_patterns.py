@@ -1,0 +1,45 @@
+"""Source rules that keep tenancy safe: no session-level tenant, no string-built SQL, no debug."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = sorted([ROOT / "app.py", *(ROOT / "chalicelib").rglob("*.py"), *(ROOT / "functions").rglob("*.py")])
+SQL_FILES = sorted((ROOT / "chalicelib").rglob("*.sql"))
+
+RULES = {
+    # A session-level tenant survives COMMIT and would leak through the pool (R05).
+    "session SET of the tenant": re.compile(r"\bSET\s+(SESSION\s+)?app\.", re.I),
+    "set_config that outlives the transaction": re.compile(r"set_config\([^)]*,\s*false\s*\)", re.I),
+    # Values reach SQL only as bound parameters (R19).
+    "f-string SQL": re.compile(r"\.execute\(\s*f[\"']"),
+    "%-formatted SQL": re.compile(r"\.execute\([^)]*[\"']\s*%\s*[(\w]"),
+    ".format()-built SQL": re.compile(r"\.execute\(\s*[\"'][^\"']*[\"']\.format\("),
+    "Chalice debug mode": re.compile(r"debug\s*=\s*True"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_no_source_breaks_the_rule(rule: str) -> None:
+    pattern = RULES[rule]
+    hits = [f"{path.relative_to(ROOT)}:{n}" for path in [*SOURCES, *SQL_FILES]
+            for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert hits == [], f"{rule}: {hits}"
+
+
+def test_the_rules_catch_what_they_are_meant_to() -> None:
+    bad = {
+        "session SET of the tenant": "cur.execute('SET app.tenant_id = 1')",
+        "set_config that outlives the transaction": "SELECT set_config('app.tenant_id', %s, false)",
+        "f-string SQL": 'conn.execute(f"SELECT * FROM t WHERE id = {x}")',
+        "%-formatted SQL": 'conn.execute("SELECT %s" % x)',
+        ".format()-built SQL": 'conn.execute("SELECT {}".format(x))',
+        "Chalice debug mode": "app.debug = True",
+    }
+    for rule, line in bad.items():
+        assert RULES[rule].search(line), rule
+    assert not RULES["%-formatted SQL"].search('conn.execute("SELECT %s", (x,))')

@@ -1,0 +1,82 @@
+"""Settings: validated once, errors name the variable, prod refuses local-only defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chalicelib.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PROD_OK = {"stage": "prod", "database_url": "postgresql://crm_app@db/crm", "master_key_source": "kms",
+           "kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:key/abc", "public_base_url": "https://crm.example"}
+
+
+def test_local_defaults_use_the_embedded_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    settings = load_settings(stage="local")
+    assert settings.uses_embedded_db
+    assert settings.postgres_dir == Path(".data") / "postgres"
+    assert settings.db_prepare_threshold is None
+    assert settings.port == 8000
+
+
+def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_POOL_SIZE", "zero")
+    with pytest.raises(SettingsError, match="DB_POOL_SIZE"):
+        load_settings()
+
+
+def test_error_message_never_echoes_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_BASE_URL", "ftp://CANARY-secret")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "PUBLIC_BASE_URL" in str(info.value)
+    assert "CANARY" not in str(info.value)
+
+
+@pytest.mark.parametrize(("drop", "message"), [
+    ("database_url", "DATABASE_URL is required"),
+    ("kms_key_arn", "KMS_KEY_ARN"),
+])
+def test_prod_refuses_local_only_defaults(drop: str, message: str) -> None:
+    values = {k: v for k, v in PROD_OK.items() if k != drop}
+    with pytest.raises(SettingsError, match=message):
+        load_settings(**values)
+
+
+def test_prod_refuses_a_local_key_file_and_plain_http() -> None:
+    with pytest.raises(SettingsError, match="MASTER_KEY_SOURCE"):
+        load_settings(**{**PROD_OK, "master_key_source": "local"})
+    with pytest.raises(SettingsError, match="https"):
+        load_settings(**{**PROD_OK, "public_base_url": "http://crm.example"})
+
+
+def test_valid_prod_settings_load() -> None:
+    settings = load_settings(**PROD_OK)
+    assert not settings.uses_embedded_db
+
+
+def test_cors_origins_are_an_exact_comma_separated_allowlist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    assert load_settings().cors_origins == ["https://a.example", "https://b.example"]
+    monkeypatch.setenv("CORS_ORIGINS", "*")
+    with pytest.raises(SettingsError, match="CORS_ORIGINS"):
+        load_settings()
+
+
+def test_prepare_threshold_none_disables_prepared_statements(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", "none")
+    assert load_settings().db_prepare_threshold is None
+    monkeypatch.setenv("DB_PREPARE_THRESHOLD", "5")
+    assert load_settings().db_prepare_threshold == 5
+
+
+def test_app_refuses_to_start_on_invalid_settings() -> None:
+    result = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "STAGE": "prod"}, timeout=60)
+    assert result.returncode != 0
+    assert "DATABASE_URL" in result.stderr

@@ -25,7 +25,6 @@ _EXTRA_DENYLIST = [
 _TRACE_KEYS = ("trace_id", "span_id", "parent_span_id", "op", "status", "origin")
 _URL_TAIL_RE = re.compile(r"[?#].*", re.DOTALL)
 
-_installed_handler: logging.Handler | None = None
 _sentry_enabled = False
 
 
@@ -60,18 +59,17 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
     """Send the root logger to one JSON stream handler (stdout by default); safe to call repeatedly."""
-    global _installed_handler
     root = logging.getLogger()
     for handler in list(root.handlers):
-        # Ours from an earlier call, and the Lambda runtime's own root handler, which would write every
-        # record a second time as unscrubbed plain text to CloudWatch.
-        if handler is _installed_handler or type(handler).__name__.startswith("LambdaLoggerHandler"):
+        # Ours is the only way out: earlier ones of ours, the Lambda runtime's root handler and the
+        # plain-text one `chalice local` installs would each write records (tracebacks included)
+        # unscrubbed. pytest's capture handlers stay so tests can still inspect records.
+        if not type(handler).__module__.startswith("_pytest"):
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)
     root.setLevel(level.upper())
-    _installed_handler = handler
     for name in _QUIET_LOGGERS:
         # botocore at DEBUG logs full request bodies and signed headers.
         logging.getLogger(name).setLevel(logging.WARNING)

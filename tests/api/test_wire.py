@@ -106,6 +106,9 @@ def test_run_serves_the_api_on_embedded_postgres_and_stops_it(short_tmp: Path) -
     output = proc.stdout.read()
     assert "GET /health HTTP/1.1" in output  # the access log is there, without its query string
     assert canary not in output
+    # chalice local's own plain-text root handler is replaced by the JSON one (no unscrubbed copy).
+    assert "request" not in output.splitlines()
+    assert any('"logger":"crm.request"' in line for line in output.splitlines())
     assert not (data / "postgres" / "postmaster.pid").exists(), "PostgreSQL was left running"
     # A second run reuses the data directory.
     with devserver(data) as (base, _):

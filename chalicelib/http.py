@@ -88,6 +88,9 @@ def parse_body(request: Request, model: type[M]) -> M:
     except ValidationError as exc:
         # Field paths and messages only; pydantic's `input` would echo (possibly personal) values.
         fields = [errors.FieldError(_field_path(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
+        if any(f.code == "email_address" for f in fields):
+            # An address that is not one plain recipient is a malformed request, not a field value.
+            raise errors.BadRequest("an email address is not one plain address", errors=fields) from None
         raise errors.ValidationFailed("some fields are missing or invalid", errors=fields) from None
 
 

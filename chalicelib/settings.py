@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=6_000_000)  # Lambda sync payload is 6 MB
     master_key_source: KeySource = "local"
     kms_key_arn: str | None = None
+    # HMAC key for sign-in tokens, sessions, API keys, CSRF tokens and cursors. Local default: a key
+    # file in DATA_DIR created on first run; prod requires it from the environment (>= 32 bytes).
+    app_secret_key: SecretStr | None = None
+    magic_link_ttl_s: int = Field(default=900, ge=60, le=900)  # <= 15 minutes, by policy
+    session_idle_timeout_s: int = Field(default=7 * 86400, ge=300)
+    session_absolute_timeout_s: int = Field(default=30 * 86400, ge=3600)
+    magic_link_limit_per_email: int = Field(default=5, ge=1)  # per 15 minutes
+    magic_link_limit_per_ip: int = Field(default=20, ge=1)  # per 15 minutes
+    sign_in_attempts_per_ip: int = Field(default=30, ge=1)  # per 15 minutes
+    mail_backend: Literal["outbox", "ses"] = "outbox"
+    mail_from: str = "CRM <no-reply@crm.localhost>"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -86,12 +97,27 @@ class Settings(BaseSettings):
             raise ValueError("PUBLIC_BASE_URL must be https in prod")
         if any(o.startswith("http://") for o in self.cors_origins):
             raise ValueError("CORS_ORIGINS must be https origins in prod")
+        if self.app_secret_key is None or len(self.app_secret_key.get_secret_value()) < 32:
+            raise ValueError("APP_SECRET_KEY (at least 32 characters) is required in prod (no local key file)")
+        if self.mail_backend != "ses":
+            raise ValueError("MAIL_BACKEND=ses is required in prod (the outbox directory is local-only)")
         return self
 
     @property
     def uses_embedded_db(self) -> bool:
         """True when no DATABASE_URL is given and the local embedded PostgreSQL is used."""
         return self.database_url is None
+
+    @property
+    def public_origin(self) -> str:
+        """scheme://host[:port] of PUBLIC_BASE_URL (always an allowed Origin)."""
+        scheme, _, rest = self.public_base_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+
+    @property
+    def session_cookie_name(self) -> str:
+        """`__Host-` prefixed (Secure, Path=/, no Domain) in prod; plain for http on localhost."""
+        return "__Host-crm_session" if self.stage == "prod" else "crm_session"
 
     @property
     def postgres_dir(self) -> Path:

@@ -10,10 +10,24 @@ from collections.abc import Callable
 
 from psycopg import Connection
 
-from chalicelib.db.migrate import APP_ROLE, OWNER_ROLE
+from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, OWNER_ROLE
 
 # Tables whose tenant key is not called tenant_id (a workspace *is* the tenant).
 TENANT_KEYS = {"public.workspaces": "id"}
+# Account tables: about operators, not workspace content, read before any workspace is known (a
+# session is found by its hash). They must not carry a tenant_id; every other table the API role can
+# touch is a tenant table.
+ACCOUNT_TABLES = frozenset({"public.users", "public.login_tokens", "public.sessions", "public.rate_limits",
+                            "public.account_audit_log"})
+# Tenant tables whose RESTRICTIVE guard also lets the signed-in user READ their own rows (writes keep the
+# tenant-only WITH CHECK). The exact widening is pinned here, so any other change fails the guard.
+_MY_WORKSPACES = ("( SELECT m.tenant_id\n   FROM memberships m\n  WHERE (m.user_id = app.current_user_id()))")
+# Policies that are deliberately wide, for the jobs role only (never the API role).
+JOBS_ONLY_POLICIES = frozenset({("public.workspaces", "jobs_list_tenants")})
+USER_READABLE_GUARDS = {
+    "public.memberships": "((tenant_id = app.current_tenant()) OR (user_id = app.current_user_id()))",
+    "public.workspaces": f"((id = app.current_tenant()) OR (id IN {_MY_WORKSPACES}))",
+}
 
 Conn = Connection[tuple[object, ...]]
 Rows = list[tuple[object, ...]]
@@ -30,7 +44,18 @@ def _tenant_tables(conn: Conn) -> list[tuple[str, str]]:
         "               AND NOT a.attisdropped)"
         "       OR has_table_privilege(%s, c.oid, 'SELECT,INSERT,UPDATE,DELETE'))"
         " ORDER BY 1", (APP_ROLE,)).fetchall()
-    return [(str(name), TENANT_KEYS.get(str(name), "tenant_id")) for (name,) in rows]
+    return [(str(name), TENANT_KEYS.get(str(name), "tenant_id")) for (name,) in rows
+            if str(name) not in ACCOUNT_TABLES]
+
+
+def check_account_tables(conn: Conn) -> list[str]:
+    """Account tables hold no workspace data: no tenant_id column."""
+    rows = conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid"
+        " WHERE a.attname = 'tenant_id' AND NOT a.attisdropped").fetchall()
+    return [f"{name}: an account table must not hold tenant data" for (name,) in rows
+            if str(name) in ACCOUNT_TABLES]
 
 
 def _names(value: object) -> list[str]:
@@ -56,18 +81,27 @@ def check_rls(conn: Conn) -> list[str]:
         policies = conn.execute(
             "SELECT polname, polpermissive, polcmd, pg_get_expr(polqual, polrelid),"
             " pg_get_expr(polwithcheck, polrelid),"
-            " (0 = ANY(polroles) OR %s::regrole = ANY(polroles))"
-            " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, table)).fetchall()
+            " (0 = ANY(polroles) OR %s::regrole = ANY(polroles)), array_length(polroles, 1) = 1"
+            " AND %s::regrole = ALL(polroles)"
+            " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, JOBS_ROLE, table)).fetchall()
         wanted = f"({key} = app.current_tenant())"
+        wanted_guard = USER_READABLE_GUARDS.get(table, wanted)
         good = {True: False, False: False}
-        for name, permissive, cmd, qual, check, for_app in policies:
-            if qual is None or check is None:
+        for name, permissive, cmd, qual, check, for_app, jobs_only in policies:
+            if jobs_only and (table, name) in JOBS_ONLY_POLICIES:
+                continue
+            # SELECT-only policies cannot have WITH CHECK; every other policy needs both clauses.
+            if qual is None or (check is None and cmd != "r"):
                 problems.append(f"{table}: policy {name} lacks USING or WITH CHECK")
                 continue
             if "true" in (str(qual).strip().lower(), str(check).strip().lower()):
                 problems.append(f"{table}: policy {name} is always true")
-            if for_app and cmd == "*" and qual == wanted and check == wanted:
-                good[bool(permissive)] = True
+            if not (for_app and cmd == "*" and check == wanted):
+                continue
+            if permissive and qual == wanted:
+                good[True] = True
+            if not permissive and qual == wanted_guard:
+                good[False] = True
         if not good[True]:
             problems.append(f"{table}: no permissive tenant policy for {APP_ROLE}")
         if not good[False]:
@@ -176,8 +210,8 @@ def check_keys(conn: Conn) -> list[str]:
     return problems
 
 
-RULES: tuple[Callable[[Conn], list[str]], ...] = (check_rls, check_app_role, check_views, check_functions,
-                                                  check_keys)
+RULES: tuple[Callable[[Conn], list[str]], ...] = (check_rls, check_account_tables, check_app_role, check_views,
+                                                  check_functions, check_keys)
 
 
 def find_violations(conn: Conn) -> list[str]:

@@ -15,11 +15,12 @@ from chalicelib.db.pool import Database, get_database
 # Transaction-local (third argument true): the setting dies with COMMIT/ROLLBACK, so a pooled
 # connection can never carry a tenant into the next request. Never `SET`, never is_local=false.
 _SET_TENANT = "SELECT set_config('app.tenant_id', %s, true)"
+_SET_USER = "SELECT set_config('app.user_id', %s, true)"
 
 
-def _tenant_str(tenant_id: uuid.UUID | str) -> str:
-    # Parsed as a UUID before it goes anywhere near SQL: no injection through the tenant id.
-    return str(tenant_id if isinstance(tenant_id, uuid.UUID) else uuid.UUID(str(tenant_id)))
+def _tenant_str(value: uuid.UUID | str) -> str:
+    # Parsed as a UUID before it goes anywhere near SQL: no injection through a scope id.
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
 
 
 @contextlib.contextmanager
@@ -31,7 +32,30 @@ def tenant_tx(tenant_id: uuid.UUID | str, *, db: Database | None = None,
     one round trip, and COMMIT shares the final one; a result read after the block costs no extra
     round trip. Use ``pipeline=False`` for COPY. Any exception rolls the transaction back.
     """
-    value = _tenant_str(tenant_id)
+    with _transaction(_SET_TENANT, (_tenant_str(tenant_id),), db, pipeline) as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def user_tx(*, db: Database | None = None) -> Iterator[Connection[TupleRow]]:
+    """A transaction with no tenant: account tables only (tenant rows stay invisible).
+
+    After the caller has verified a session it may call bind_user() to read that user's own
+    memberships across workspaces.
+    """
+    with _transaction(None, (), db, True) as conn:
+        yield conn
+
+
+def bind_user(conn: Connection[TupleRow], user_id: uuid.UUID) -> None:
+    """Let the current transaction read the rows the RLS policies grant to this (verified) user."""
+    # Transaction-local, like the tenant: gone at COMMIT/ROLLBACK.
+    conn.execute(_SET_USER, (_tenant_str(user_id),))
+
+
+@contextlib.contextmanager
+def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | None,
+                 pipeline: bool) -> Iterator[Connection[TupleRow]]:
     database = db if db is not None else get_database("app")
     with database.pool.connection() as conn:
         try:
@@ -40,12 +64,14 @@ def tenant_tx(tenant_id: uuid.UUID | str, *, db: Database | None = None,
                 # BEGIN's result in pipeline mode, which would cost a round trip of its own.
                 with conn.pipeline():
                     conn.execute("BEGIN")
-                    conn.execute(_SET_TENANT, (value,))
+                    if scope_sql is not None:
+                        conn.execute(scope_sql, params)
                     yield conn
                     conn.execute("COMMIT")
             else:
                 with conn.transaction():
-                    conn.execute(_SET_TENANT, (value,))
+                    if scope_sql is not None:
+                        conn.execute(scope_sql, params)
                     yield conn
         except BaseException:
             _rollback(conn)

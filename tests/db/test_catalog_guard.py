@@ -26,8 +26,18 @@ BROKEN = {
                  "scratch.no_guard: no RESTRICTIVE tenant guard"),
     "using_only": (GOOD_TABLE.format(name="using_only")
                    + "CALL app.secure_tenant_table('scratch.using_only');"
-                   + "CREATE POLICY reader ON scratch.using_only FOR SELECT TO crm_app USING (true);",
+                   + "CREATE POLICY reader ON scratch.using_only FOR ALL TO crm_app"
+                   + " USING (tenant_id = app.current_tenant());",
                    "scratch.using_only: policy reader lacks USING or WITH CHECK"),
+    "select_true": (GOOD_TABLE.format(name="select_true")
+                    + "CALL app.secure_tenant_table('scratch.select_true');"
+                    + "CREATE POLICY reader ON scratch.select_true FOR SELECT TO crm_app USING (true);",
+                    "scratch.select_true: policy reader is always true"),
+    "widened_guard": (GOOD_TABLE.format(name="widened")
+                      + "CALL app.secure_tenant_table('scratch.widened');"
+                      + "ALTER POLICY tenant_guard ON scratch.widened USING (tenant_id = app.current_tenant()"
+                      + " OR email IS NOT NULL);",
+                      "scratch.widened: no RESTRICTIVE tenant guard"),
     "always_true": (GOOD_TABLE.format(name="always_true")
                     + "CALL app.secure_tenant_table('scratch.always_true');"
                     + "CREATE POLICY wide ON scratch.always_true TO crm_app USING (true) WITH CHECK (true);",

@@ -1,0 +1,80 @@
+"""Memberships of a workspace: roles owner/admin/member; a workspace always keeps an owner."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from chalicelib import audit, errors
+from chalicelib.accounts.models import MemberOut
+
+
+def list_members(conn: Connection[TupleRow]) -> list[MemberOut]:
+    """Members of the current workspace, owners first."""
+    rows = conn.execute(
+        "SELECT m.user_id, u.email, u.display_name, m.role, m.created_at FROM memberships m"
+        " JOIN users u ON u.id = m.user_id"
+        " ORDER BY array_position(ARRAY['owner', 'admin', 'member'], m.role), m.created_at, m.user_id").fetchall()
+    return [MemberOut(user_id=r[0], email=r[1], display_name=r[2], role=r[3], created_at=r[4])
+            for r in rows]
+
+
+def _lock_owners(conn: Connection[TupleRow]) -> set[uuid.UUID]:
+    # Locking every owner row serialises concurrent demotions/removals, so two owners cannot each
+    # remove the other and leave the workspace ownerless (write skew).
+    rows = conn.execute("SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE").fetchall()
+    return {r[0] for r in rows}
+
+
+def _current_role(conn: Connection[TupleRow], user_id: uuid.UUID) -> str:
+    row = conn.execute("SELECT role FROM memberships WHERE user_id = %s FOR UPDATE", (user_id,)).fetchone()
+    if row is None:
+        raise errors.NotFound("no such member")
+    return str(row[0])
+
+
+def set_role(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
+             actor: audit.Actor, actor_role: str, now: datetime) -> None:
+    """Change a member's role; only owners grant or take away ownership."""
+    owners = _lock_owners(conn)
+    current = _current_role(conn, user_id)
+    if "owner" in (role, current) and actor_role != "owner":
+        raise errors.Forbidden("only an owner can grant or take away ownership")
+    if current == "owner" and role != "owner" and owners == {user_id}:
+        raise errors.Conflict("a workspace needs at least one owner")
+    conn.execute("UPDATE memberships SET role = %s, updated_at = %s WHERE user_id = %s RETURNING 1",
+                 (role, now, user_id)).fetchall()
+    audit.record(conn, tenant_id=tenant_id, action="member.role_changed", actor=actor, target_type="user",
+                 target_id=user_id, details={"from": current, "to": role})
+
+
+def remove(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, actor: audit.Actor,
+           actor_role: str) -> None:
+    """Remove a member (or leave); the last owner cannot go."""
+    owners = _lock_owners(conn)
+    current = _current_role(conn, user_id)
+    leaving = user_id == actor.user_id
+    if not leaving and actor_role not in ("owner", "admin"):
+        raise errors.Forbidden("this needs the admin role")
+    if current == "owner" and not leaving and actor_role != "owner":
+        raise errors.Forbidden("only an owner can remove an owner")
+    if current == "owner" and owners == {user_id}:
+        raise errors.Conflict("a workspace needs at least one owner")
+    conn.execute("DELETE FROM memberships WHERE user_id = %s RETURNING 1", (user_id,)).fetchall()
+    audit.record(conn, tenant_id=tenant_id, action="member.removed", actor=actor, target_type="user",
+                 target_id=user_id)
+
+
+def add(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
+        actor: audit.Actor, now: datetime) -> None:
+    """Add a member from an accepted invitation (an existing membership keeps its role)."""
+    added = conn.execute(
+        "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (tenant_id, user_id) DO NOTHING RETURNING 1",
+        (tenant_id, user_id, role, now, now)).fetchall()
+    if added:
+        audit.record(conn, tenant_id=tenant_id, action="member.added", actor=actor, target_type="user",
+                     target_id=user_id, details={"role": role})

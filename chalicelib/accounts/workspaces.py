@@ -1,0 +1,85 @@
+"""Workspaces: created by a signed-in user (its first owner), renamed, soft-deleted, restored."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime, timedelta
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from chalicelib import audit, errors
+from chalicelib.accounts.models import WorkspaceOut
+
+# The privacy policy: deleted workspaces are purged from active databases within 7 days.
+PURGE_GRACE = timedelta(days=7)
+_COLUMNS = "id, name, created_at, updated_at, deleted_at"
+
+
+def _out(row: tuple[object, ...] | None, role: str | None) -> WorkspaceOut:
+    if row is None:
+        raise errors.NotFound("not found")
+    deleted = row[4]
+    purge = deleted + PURGE_GRACE if isinstance(deleted, datetime) else None
+    return WorkspaceOut(id=row[0], name=row[1], role=role, created_at=row[2],
+                        updated_at=row[3], deleted_at=deleted, purge_after=purge)
+
+
+def etag(workspace: WorkspaceOut) -> str:
+    """A strong validator that changes whenever the workspace does."""
+    digest = hashlib.sha256(f"{workspace.id}:{workspace.updated_at.isoformat()}".encode()).hexdigest()[:20]
+    return f'"{digest}"'
+
+
+def check_if_match(if_match: str | None, current: WorkspaceOut) -> None:
+    """Honour If-Match (412 when it names another version)."""
+    if if_match is not None and if_match.strip() != "*" and etag(current) not in {
+            tag.strip() for tag in if_match.split(",")}:
+        raise errors.PreconditionFailed("the workspace changed since you read it")
+
+
+def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
+           now: datetime) -> WorkspaceOut:
+    """Create the workspace of this tenant transaction with the actor as its owner."""
+    row = conn.execute("INSERT INTO workspaces (id, name, created_by, created_at, updated_at)"
+                       " VALUES (%s, %s, %s, %s, %s) RETURNING " + _COLUMNS,
+                       (tenant_id, name, actor.user_id, now, now)).fetchone()
+    conn.execute("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at)"
+                 " VALUES (%s, %s, 'owner', %s, %s)", (tenant_id, actor.user_id, now, now))
+    audit.record(conn, tenant_id=tenant_id, action="workspace.created", actor=actor,
+                 target_type="workspace", target_id=tenant_id)
+    return _out(row, "owner")
+
+
+def get(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, role: str | None) -> WorkspaceOut:
+    """The workspace of this tenant transaction."""
+    return _out(conn.execute("SELECT " + _COLUMNS + " FROM workspaces WHERE id = %s", (tenant_id,)).fetchone(),
+                role)
+
+
+def rename(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
+           now: datetime, role: str | None) -> WorkspaceOut:
+    """Rename the workspace."""
+    row = conn.execute("UPDATE workspaces SET name = %s, updated_at = %s WHERE id = %s RETURNING " + _COLUMNS,
+                       (name, now, tenant_id)).fetchone()
+    audit.record(conn, tenant_id=tenant_id, action="workspace.updated", actor=actor, target_type="workspace",
+                 target_id=tenant_id)
+    return _out(row, role)
+
+
+def set_deleted(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, deleted: bool, actor: audit.Actor,
+                now: datetime, role: str | None) -> WorkspaceOut:
+    """Soft-delete (purged by the jobs after PURGE_GRACE) or restore within the grace period."""
+    if deleted:
+        row = conn.execute("UPDATE workspaces SET deleted_at = %s, updated_at = %s WHERE id = %s"
+                           " AND deleted_at IS NULL RETURNING " + _COLUMNS, (now, now, tenant_id)).fetchone()
+    else:
+        row = conn.execute("UPDATE workspaces SET deleted_at = NULL, updated_at = %s WHERE id = %s"
+                           " AND deleted_at > %s RETURNING " + _COLUMNS,
+                           (now, tenant_id, now - PURGE_GRACE)).fetchone()
+    if row is None:
+        raise errors.Conflict("the workspace is not deleted" if not deleted else "already deleted")
+    audit.record(conn, tenant_id=tenant_id, action="workspace.deleted" if deleted else "workspace.restored",
+                 actor=actor, target_type="workspace", target_id=tenant_id)
+    return _out(row, role)

@@ -1,0 +1,69 @@
+"""Audit trail: workspace events (audit_log, under RLS) and sign-in events (account_audit_log).
+
+Entries carry who, what, when, from where; never tokens, secrets or message content. `details` is
+passed through logsafe.scrub as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from chalicelib.logsafe import scrub
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it and from where (any part may be unknown)."""
+
+    user_id: uuid.UUID | None = None
+    api_key_id: uuid.UUID | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+SYSTEM = Actor()
+
+
+def clean_ip(value: str | None) -> str | None:
+    """A valid IP address or None (never an arbitrary header value in an inet column)."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return None
+
+
+def _agent(value: str | None) -> str | None:
+    return value[:512] if value else None
+
+
+def record(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, action: str, actor: Actor = SYSTEM,
+           target_type: str | None = None, target_id: uuid.UUID | None = None,
+           details: dict[str, Any] | None = None) -> None:
+    """Append one workspace event inside the caller's tenant transaction."""
+    conn.execute(
+        "INSERT INTO audit_log (tenant_id, actor_user_id, actor_api_key_id, action, target_type, target_id,"
+        " ip, user_agent, details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (tenant_id, actor.user_id, actor.api_key_id, action, target_type, target_id, clean_ip(actor.ip),
+         _agent(actor.user_agent), Jsonb(scrub(details or {}))),
+    )
+
+
+def record_account(conn: Connection[TupleRow], *, action: str, actor: Actor = SYSTEM,
+                   user_id: uuid.UUID | None = None, subject_hash: bytes | None = None,
+                   details: dict[str, Any] | None = None) -> None:
+    """Append one sign-in/account event (no workspace involved)."""
+    conn.execute(
+        "INSERT INTO account_audit_log (user_id, subject_hash, action, ip, user_agent, details)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (user_id or actor.user_id, subject_hash, action, clean_ip(actor.ip), _agent(actor.user_agent),
+         Jsonb(scrub(details or {}))),
+    )

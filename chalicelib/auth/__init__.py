@@ -1,0 +1,1 @@
+"""Sign-in, sessions, API keys, CSRF and the principal of each request."""

@@ -1,0 +1,81 @@
+"""Workspace API keys: `crm_<prefix>_<secret>`, shown once, stored as an HMAC, looked up under RLS."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from chalicelib.auth.crypto import keyed_hash
+from chalicelib.settings import Settings
+
+KEY_SHAPE = re.compile(r"^crm_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$")
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A live API key of the current workspace."""
+
+    key_id: uuid.UUID
+    role: str
+    workspace_deleted_at: datetime | None
+
+
+def new_key() -> tuple[str, str]:
+    """A new key and its display prefix."""
+    prefix = "".join(secrets.choice("abcdefghijkmnpqrstuvwxyz23456789") for _ in range(8))
+    return f"crm_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, role: str,
+           expires_at: datetime | None, created_by: uuid.UUID | None, now: datetime,
+           settings: Settings) -> tuple[str, tuple[Any, ...]]:
+    """Create a key; returns the key (the only time it exists in clear) and its stored row."""
+    key, prefix = new_key()
+    row = conn.execute(
+        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash, role, created_by, created_at, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+        " RETURNING id, name, prefix, role, created_at, expires_at, last_used_at",
+        (tenant_id, name, prefix, keyed_hash("api-key", key, settings), role, created_by, now,
+         expires_at)).fetchone()
+    assert row is not None
+    return key, row
+
+
+def resolve(conn: Connection[TupleRow], *, key: str, now: datetime, settings: Settings) -> KeyInfo | None:
+    """Find a live key of the CURRENT tenant (RLS): another workspace's key simply is not there."""
+    if not KEY_SHAPE.match(key):
+        return None
+    row = conn.execute(
+        "WITH k AS (SELECT id, role, last_used_at FROM api_keys WHERE key_hash = %(hash)s"
+        "   AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %(now)s)),"
+        " touched AS (UPDATE api_keys SET last_used_at = %(now)s FROM k"
+        "   WHERE api_keys.tenant_id = app.current_tenant() AND api_keys.id = k.id"
+        "   AND (k.last_used_at IS NULL OR k.last_used_at < %(touch)s) RETURNING 1)"
+        " SELECT k.id, k.role, w.deleted_at FROM k JOIN workspaces w ON w.id = app.current_tenant()",
+        {"hash": keyed_hash("api-key", key, settings), "now": now, "touch": now - TOUCH_EVERY}).fetchone()
+    if row is None:
+        return None
+    key_id, role, deleted_at = row
+    return KeyInfo(key_id, str(role), deleted_at)
+
+
+def list_keys(conn: Connection[TupleRow]) -> list[tuple[Any, ...]]:
+    """Live and revoked keys of the current workspace (never the key or its hash)."""
+    return conn.execute(
+        "SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
+        " ORDER BY created_at DESC, id").fetchall()
+
+
+def revoke(conn: Connection[TupleRow], *, key_id: uuid.UUID, now: datetime) -> bool:
+    """Revoke at once; False when there is no such live key in this workspace."""
+    rows = conn.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL RETURNING id",
+                        (now, key_id)).fetchall()
+    return bool(rows)

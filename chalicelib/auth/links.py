@@ -1,0 +1,120 @@
+"""Magic links and one-time codes: issued for sign-in, invitations and email changes; consumed once."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from chalicelib.auth.crypto import keyed_hash, new_code, new_token, normalize_code
+from chalicelib.settings import Settings
+
+Purpose = Literal["login", "invitation", "email_change"]
+SIGN_IN_PURPOSES: tuple[Purpose, ...] = ("login", "invitation")
+MAX_CODE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """What goes into the email (and only there)."""
+
+    token: str
+    code: str
+    email: str
+    purpose: Purpose
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a consumed token or code proves: control of `email`, for `purpose`."""
+
+    token_id: uuid.UUID
+    purpose: Purpose
+    email: str
+    user_id: uuid.UUID | None
+    workspace_id: uuid.UUID | None
+    role: str | None
+    next_path: str | None
+
+
+_RETURNING = " RETURNING id, purpose, email, user_id, workspace_id, role, next_path"
+
+
+def _grant(row: tuple[object, ...] | None) -> Grant | None:
+    if row is None:
+        return None
+    token_id, purpose, email, user_id, workspace_id, role, next_path = row
+    return Grant(token_id, purpose, str(email), user_id, workspace_id, role,  # type: ignore[arg-type]
+                 str(next_path) if next_path else None)
+
+
+def issue(conn: Connection[TupleRow], *, purpose: Purpose, email: str, now: datetime, settings: Settings,
+          next_path: str | None = None, user_id: uuid.UUID | None = None,
+          workspace_id: uuid.UUID | None = None, role: str | None = None) -> IssuedLink:
+    """Store a new token and code (only their HMACs) valid for MAGIC_LINK_TTL_S."""
+    token, code = new_token(), new_code()
+    conn.execute(
+        "INSERT INTO login_tokens (token_hash, code_hash, purpose, email, user_id, workspace_id, role,"
+        " next_path, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (keyed_hash("login-token", token, settings), keyed_hash("login-code", f"{email}:{code}", settings),
+         purpose, email, user_id, workspace_id, role, next_path, now,
+         now + timedelta(seconds=settings.magic_link_ttl_s)))
+    return IssuedLink(token, code, email, purpose)
+
+
+def consume_token(conn: Connection[TupleRow], *, token: str, purposes: tuple[Purpose, ...], now: datetime,
+                  settings: Settings) -> Grant | None:
+    """Use a token once: one atomic UPDATE, so of N concurrent attempts exactly one wins."""
+    row = conn.execute(
+        "UPDATE login_tokens SET used_at = %s WHERE token_hash = %s AND purpose = ANY(%s)"
+        " AND used_at IS NULL AND expires_at > %s" + _RETURNING,
+        (now, keyed_hash("login-token", token, settings), list(purposes), now)).fetchone()
+    return _grant(row)
+
+
+def consume_code(conn: Connection[TupleRow], *, email: str, code: str, now: datetime,
+                 settings: Settings) -> Grant | None:
+    """Use a one-time code once; a wrong code spends one of the few attempts of every live code."""
+    code_hash = keyed_hash("login-code", f"{email}:{normalize_code(code)}", settings)
+    row = conn.execute(
+        "UPDATE login_tokens SET used_at = %(now)s WHERE id = ("
+        " SELECT id FROM login_tokens WHERE email = %(email)s AND code_hash = %(code)s"
+        " AND purpose = ANY(%(purposes)s) AND used_at IS NULL AND expires_at > %(now)s"
+        " AND code_attempts < %(max)s ORDER BY created_at DESC LIMIT 1)"
+        " AND used_at IS NULL" + _RETURNING,
+        {"now": now, "email": email, "code": code_hash, "purposes": list(SIGN_IN_PURPOSES),
+         "max": MAX_CODE_ATTEMPTS}).fetchone()
+    if row is None:
+        conn.execute(
+            "UPDATE login_tokens SET code_attempts = code_attempts + 1 WHERE email = %s AND used_at IS NULL"
+            " AND expires_at > %s RETURNING id", (email, now)).fetchall()
+    return _grant(row)
+
+
+def link_url(settings: Settings, issued: IssuedLink) -> str:
+    """The emailed link: the token travels in the fragment, which browsers never send to a server."""
+    suffix = "&purpose=email_change" if issued.purpose == "email_change" else ""
+    return f"{settings.public_base_url}/auth/confirm#token={issued.token}{suffix}"
+
+
+def compose(settings: Settings, issued: IssuedLink, *, workspace_name: str | None = None) -> tuple[str, str]:
+    """Subject and plain-text body of the email carrying `issued`."""
+    minutes = settings.magic_link_ttl_s // 60
+    if issued.purpose == "invitation":
+        subject = "You are invited to a CRM workspace"
+        intro = f"You have been invited to the workspace \"{workspace_name or 'a workspace'}\"."
+    elif issued.purpose == "email_change":
+        subject = "Confirm your new email address"
+        intro = "Confirm that this is your new sign-in address."
+    else:
+        subject = "Your sign-in link"
+        intro = "Use this link to sign in."
+    body = (f"{intro}\n\n{link_url(settings, issued)}\n\n"
+            f"Or enter this code on the sign-in page: {issued.code}\n\n"
+            f"The link and the code work once and expire in {minutes} minutes. "
+            "If you did not ask for this, ignore this email.\n")
+    return subject, body

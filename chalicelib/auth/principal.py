@@ -1,0 +1,177 @@
+"""Who is calling: a session cookie or a workspace API key, checked against the database per request."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.cookies import CookieError, SimpleCookie
+from typing import Literal
+from urllib.parse import urlsplit
+
+from chalice.app import Request
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from chalicelib import clock, errors
+from chalicelib.audit import Actor
+from chalicelib.auth import apikeys, sessions
+from chalicelib.auth.crypto import same
+from chalicelib.db.tenancy import bind_user, tenant_tx, user_tx
+from chalicelib.settings import Settings, get_settings
+
+Role = Literal["owner", "admin", "member"]
+RANK = {"member": 1, "admin": 2, "owner": 3}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("crm.auth")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of this request."""
+
+    actor: Actor
+    role: str | None = None
+    session_id: uuid.UUID | None = None
+    session_token: str | None = None
+    api_key_id: uuid.UUID | None = None
+
+    @property
+    def user_id(self) -> uuid.UUID | None:
+        """The signed-in user (None for API keys)."""
+        return self.actor.user_id
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's IP as API Gateway saw it (never X-Forwarded-For, which the client controls)."""
+    identity = request.context.get("identity") or {}
+    value = identity.get("sourceIp") if isinstance(identity, dict) else None
+    return str(value) if value else None
+
+
+def anonymous_actor(request: Request) -> Actor:
+    """IP and user agent of a not (yet) authenticated caller."""
+    return Actor(ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+
+
+def session_cookie(request: Request, settings: Settings) -> str | None:
+    """The session cookie's value, if any."""
+    raw = request.headers.get("cookie")
+    if not raw:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(raw)
+    except CookieError:
+        return None
+    morsel = jar.get(settings.session_cookie_name)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
+def bearer_key(request: Request) -> str | None:
+    """The API key of `Authorization: Bearer <key>`, if any."""
+    header = request.headers.get("authorization") or ""
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def check_origin(request: Request, settings: Settings) -> None:
+    """Cookie-authenticated writes must come from an allowed origin (Origin, else Referer)."""
+    allowed = {settings.public_origin, *settings.cors_origins}
+    origin = request.headers.get("origin")
+    if not origin:
+        referer = urlsplit(request.headers.get("referer") or "")
+        origin = f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
+    if origin not in allowed:
+        raise errors.Forbidden("cross-site request refused")
+
+
+def _check_csrf(request: Request, token: str, settings: Settings) -> None:
+    # Double defence for cookie-authenticated writes: an allowed origin AND the session's CSRF token,
+    # which a cross-site page can neither read nor guess.
+    header = request.headers.get("x-csrf-token") or ""
+    if not header or not same(header, sessions.csrf_token(token, settings)):
+        raise errors.Forbidden("missing or wrong X-CSRF-Token")
+
+
+def parse_id(value: str) -> uuid.UUID:
+    """A path id as a UUID; anything else is simply not found."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise errors.NotFound("not found") from None
+
+
+def _require_role(role: str | None, min_role: Role) -> None:
+    if RANK.get(role or "", 0) < RANK[min_role]:
+        log.warning("access denied", extra={"fields": {"needed": min_role}})
+        raise errors.Forbidden(f"this needs the {min_role} role")
+
+
+@contextlib.contextmanager
+def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "member",
+                    allow_deleted: bool = False) -> Iterator[tuple[Connection[TupleRow], Principal]]:
+    """A tenant transaction for the path's workspace, opened only for a member with `min_role`.
+
+    Not a member (or no such workspace) answers 404, indistinguishable on purpose.
+    """
+    settings = get_settings()
+    tenant = parse_id(workspace_id)
+    key = bearer_key(request)
+    token = None if key else session_cookie(request, settings)
+    if key is None and token is None:
+        raise errors.Unauthorized("sign in or send an API key")
+    unsafe = request.method in UNSAFE_METHODS
+    if token is not None and unsafe:
+        check_origin(request, settings)
+    now = clock.now()
+    with tenant_tx(tenant) as conn:
+        if key is not None:
+            found = apikeys.resolve(conn, key=key, now=now, settings=settings)
+            if found is None:
+                raise errors.NotFound("not found")  # a key of another workspace is no key here
+            principal = Principal(Actor(None, found.key_id, client_ip(request),
+                                        request.headers.get("user-agent")), found.role, api_key_id=found.key_id)
+            deleted = found.workspace_deleted_at
+        else:
+            assert token is not None
+            info = sessions.resolve(conn, token=token, now=now, settings=settings, workspace_id=tenant)
+            if info is None:
+                raise errors.Unauthorized("the session has expired; sign in again")
+            if info.role is None:
+                raise errors.NotFound("not found")
+            if unsafe:
+                _check_csrf(request, token, settings)
+            principal = Principal(Actor(info.user_id, None, client_ip(request), request.headers.get("user-agent")),
+                                  info.role, info.session_id, token)
+            deleted = info.workspace_deleted_at
+        if deleted is not None and not allow_deleted:
+            raise errors.NotFound("not found")
+        _require_role(principal.role, min_role)
+        yield conn, principal
+
+
+@contextlib.contextmanager
+def account_scope(request: Request) -> Iterator[tuple[Connection[TupleRow], Principal]]:
+    """A transaction for the signed-in user's own data (no workspace; cookie sessions only)."""
+    settings = get_settings()
+    if bearer_key(request):
+        raise errors.Unauthorized("API keys act within their workspace only")
+    token = session_cookie(request, settings)
+    if token is None:
+        raise errors.Unauthorized("sign in first")
+    unsafe = request.method in UNSAFE_METHODS
+    if unsafe:
+        check_origin(request, settings)
+    with user_tx() as conn:
+        info = sessions.resolve(conn, token=token, now=clock.now(), settings=settings)
+        if info is None:
+            raise errors.Unauthorized("the session has expired; sign in again")
+        if unsafe:
+            _check_csrf(request, token, settings)
+        # Only now, with the session verified, may the transaction read this user's memberships.
+        bind_user(conn, info.user_id)
+        yield conn, Principal(Actor(info.user_id, None, client_ip(request), request.headers.get("user-agent")),
+                              None, info.session_id, token)

@@ -1,0 +1,107 @@
+"""Server-side sessions: an opaque cookie value, stored only as an HMAC; idle and absolute expiry."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+
+from chalicelib.audit import Actor, clean_ip
+from chalicelib.auth.crypto import keyed_hash, keyed_token, new_token
+from chalicelib.settings import Settings
+
+# last_seen_at is written at most once a minute per session: the idle timeout needs no finer grain,
+# and most requests then stay read-only.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A live session as the request sees it (plus the caller's role in the path's workspace)."""
+
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str | None = None
+    workspace_deleted_at: datetime | None = None
+
+
+def csrf_token(session_token: str, settings: Settings) -> str:
+    """The CSRF token of a session: derived from its cookie, so nothing extra is stored."""
+    return keyed_token("csrf", session_token, settings)
+
+
+def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now: datetime,
+           settings: Settings) -> str:
+    """Start a session; returns the cookie value (shown once, stored only as an HMAC)."""
+    token = new_token()
+    conn.execute(
+        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (keyed_hash("session", token, settings), user_id, now, now,
+         now + timedelta(seconds=settings.session_absolute_timeout_s), clean_ip(actor.ip),
+         (actor.user_agent or "")[:512] or None))
+    return token
+
+
+def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings,
+            workspace_id: uuid.UUID | None = None) -> SessionInfo | None:
+    """Find a live session and the caller's membership in one statement (one round trip)."""
+    params: dict[str, Any] = {
+        "hash": keyed_hash("session", token, settings), "now": now,
+        "idle": now - timedelta(seconds=settings.session_idle_timeout_s), "touch": now - TOUCH_EVERY,
+        "ws": workspace_id,
+    }
+    row = conn.execute(
+        "WITH s AS (SELECT id, user_id, last_seen_at FROM sessions WHERE token_hash = %(hash)s"
+        "   AND revoked_at IS NULL AND expires_at > %(now)s AND last_seen_at > %(idle)s),"
+        " touched AS (UPDATE sessions SET last_seen_at = %(now)s FROM s"
+        "   WHERE sessions.id = s.id AND s.last_seen_at < %(touch)s RETURNING 1)"
+        " SELECT s.id, s.user_id, m.role, w.deleted_at FROM s"
+        " LEFT JOIN memberships m ON m.user_id = s.user_id AND m.tenant_id = %(ws)s"
+        " LEFT JOIN workspaces w ON w.id = m.tenant_id", params).fetchone()
+    if row is None:
+        return None
+    session_id, user_id, role, deleted_at = row
+    return SessionInfo(session_id, user_id, role, deleted_at)
+
+
+def revoke(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,
+           session_id: uuid.UUID | None = None, keep: uuid.UUID | None = None) -> int:
+    """Revoke one session of the user (session_id) or all of them except `keep`; returns how many."""
+    if session_id is not None:
+        rows = conn.execute("UPDATE sessions SET revoked_at = %s WHERE id = %s AND user_id = %s"
+                            " AND revoked_at IS NULL RETURNING id", (now, session_id, user_id)).fetchall()
+    else:
+        rows = conn.execute("UPDATE sessions SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL"
+                            " AND id IS DISTINCT FROM %s RETURNING id", (now, user_id, keep)).fetchall()
+    return len(rows)
+
+
+def list_for_user(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,
+                  settings: Settings) -> list[tuple[Any, ...]]:
+    """The user's live sessions: id, created, last seen, IP, user agent (newest first)."""
+    return conn.execute(
+        "SELECT id, created_at, last_seen_at, host(ip), user_agent FROM sessions WHERE user_id = %s"
+        " AND revoked_at IS NULL AND expires_at > %s AND last_seen_at > %s ORDER BY created_at DESC",
+        (user_id, now, now - timedelta(seconds=settings.session_idle_timeout_s))).fetchall()
+
+
+def set_cookie(token: str, settings: Settings) -> str:
+    """Set-Cookie for a new session: HttpOnly, SameSite=Lax, Path=/, and Secure + __Host- in prod."""
+    parts = [f"{settings.session_cookie_name}={token}", "Path=/", "HttpOnly", "SameSite=Lax",
+             f"Max-Age={settings.session_absolute_timeout_s}"]
+    if settings.stage == "prod":
+        parts.append("Secure")  # required by the __Host- prefix, and by plain sense on https
+    return "; ".join(parts)
+
+
+def clear_cookie(settings: Settings) -> str:
+    """Set-Cookie that removes the session cookie from the browser."""
+    parts = [f"{settings.session_cookie_name}=", "Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=0"]
+    if settings.stage == "prod":
+        parts.append("Secure")
+    return "; ".join(parts)

@@ -1,0 +1,64 @@
+"""Outbound email: SES in production, one RFC 5322 .eml file per message in DATA_DIR/outbox locally."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+
+from chalicelib.settings import Settings, get_settings
+
+log = logging.getLogger("crm.mail")
+
+
+def build_message(*, sender: str, to: str, subject: str, text: str) -> EmailMessage:
+    """An RFC 5322 message; the stdlib refuses header injection (CR/LF in headers)."""
+    # Lines up to RFC 5322's 998 characters and no quoted-printable: the sign-in link stays one
+    # readable, copyable line in the .eml file and in every mail client.
+    message = EmailMessage(policy=policy.SMTP.clone(max_line_length=998))
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain="crm.localhost")
+    message.set_content(text, cte="7bit" if text.isascii() else "8bit")
+    return message
+
+
+def send_email(*, to: str, subject: str, text: str, settings: Settings | None = None) -> str:
+    """Send one message; returns its outbox file name or SES message id (never logs the body)."""
+    settings = settings or get_settings()
+    message = build_message(sender=settings.mail_from, to=to, subject=subject, text=text)
+    if settings.mail_backend == "ses":
+        return _send_ses(message)
+    return _write_outbox(message, settings.data_dir / "outbox")
+
+
+def _write_outbox(message: EmailMessage, outbox: Path) -> str:
+    outbox.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    name = f"{stamp}-{uuid.uuid4().hex[:8]}.eml"
+    temporary = outbox / f".{name}.tmp"
+    # Written then renamed: a reader never sees half a message. 0600: it may hold a sign-in link.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(message.as_bytes())
+    temporary.rename(outbox / name)
+    # The file name only: the recipient and the body (with its link) stay out of the log.
+    log.info("email written to outbox", extra={"fields": {"file": str(outbox / name)}})
+    return name
+
+
+def _send_ses(message: EmailMessage) -> str:
+    import boto3  # lazily: cold start
+
+    client = boto3.client("sesv2")
+    response = client.send_email(Content={"Raw": {"Data": message.as_bytes()}})
+    message_id = str(response.get("MessageId", ""))
+    log.info("email sent", extra={"fields": {"ses_message_id": message_id}})
+    return message_id

@@ -1,0 +1,96 @@
+"""Workspace API keys and the workspace audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from chalice.app import Blueprint, Response
+
+from chalicelib import audit, clock, errors, pagination
+from chalicelib.accounts.models import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut, AuditEntry, AuditPage
+from chalicelib.auth import apikeys
+from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.settings import get_settings
+
+bp = Blueprint(__name__)
+WS = "/workspaces/{workspace_id}"
+
+
+def _key(row: tuple[object, ...]) -> ApiKeyOut:
+    return ApiKeyOut(id=row[0], name=row[1], prefix=row[2], role=row[3], created_at=row[4],
+                     expires_at=row[5], last_used_at=row[6],
+                     revoked_at=row[7] if len(row) > 7 else None)
+
+
+@endpoint(bp, WS + "/api-keys", "POST", summary="Create an API key (admin); the key is shown once",
+          request_model=ApiKeyCreate, response_model=ApiKeyCreated, status=201, errors_=(401, 403, 404),
+          tags=("api-keys",))
+def create_key(workspace_id: str) -> Response:
+    """`Authorization: Bearer <key>` then acts in this workspace only, with the key's role."""
+    request = bp.current_request
+    body = parse_body(request, ApiKeyCreate)
+    now = clock.now()
+    if body.expires_at is not None and (body.expires_at.tzinfo is None or body.expires_at <= now):
+        raise errors.ValidationFailed("expires_at must be a future time with a timezone",
+                                      errors=[errors.FieldError("expires_at", "must be in the future", "value_error")])
+    tenant = parse_id(workspace_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        if body.role == "admin" and principal.role not in ("owner", "admin"):
+            raise errors.Forbidden("this needs the admin role")
+        key, row = apikeys.create(conn, tenant_id=tenant, name=body.name, role=body.role,
+                                  expires_at=body.expires_at, created_by=principal.user_id, now=now,
+                                  settings=get_settings())
+        audit.record(conn, tenant_id=tenant, action="api_key.created", actor=principal.actor, target_type="api_key",
+                     target_id=row[0], details={"role": body.role})
+    created = ApiKeyCreated(**_key(row).model_dump(), key=key)
+    return json_response(created, 201, headers={"Location": f"/workspaces/{tenant}/api-keys/{row[0]}"})
+
+
+@endpoint(bp, WS + "/api-keys", "GET", summary="API keys: name, prefix, role, created, last used (admin)",
+          response_model=ApiKeyList, errors_=(401, 403, 404), tags=("api-keys",))
+def list_keys(workspace_id: str) -> Response:
+    """Never the key itself."""
+    with workspace_scope(bp.current_request, workspace_id, min_role="admin") as (conn, _principal):
+        rows = apikeys.list_keys(conn)
+    return json_response(ApiKeyList(data=[_key(r) for r in rows]))
+
+
+@endpoint(bp, WS + "/api-keys/{key_id}", "DELETE", summary="Revoke an API key at once (admin)", status=204,
+          errors_=(401, 403, 404), tags=("api-keys",))
+def revoke_key(workspace_id: str, key_id: str) -> Response:
+    """The next request with the key is refused."""
+    target = parse_id(key_id)
+    with workspace_scope(bp.current_request, workspace_id, min_role="admin") as (conn, principal):
+        if not apikeys.revoke(conn, key_id=target, now=clock.now()):
+            raise errors.NotFound("no such API key")
+        audit.record(conn, tenant_id=parse_id(workspace_id), action="api_key.revoked", actor=principal.actor,
+                     target_type="api_key", target_id=target)
+    return Response(body="", status_code=204)
+
+
+@endpoint(bp, WS + "/audit-log", "GET", summary="The workspace audit log, newest first (owner/admin, paged)",
+          response_model=AuditPage, errors_=(400, 401, 403, 404), tags=("audit",))
+def audit_log(workspace_id: str) -> Response:
+    """`limit` (<= 200) and an opaque `cursor`."""
+    request = bp.current_request
+    query: dict[str, str] = dict(request.query_params or {})
+    limit = pagination.parse_limit(query.get("limit"))
+    binding = f"audit|{parse_id(workspace_id)}"
+    where, params = "", dict[str, object](limit=limit + 1)
+    if query.get("cursor"):
+        at, last_id = pagination.decode(query["cursor"], binding=binding)
+        where = " WHERE (occurred_at, id) < (%(at)s, %(id)s)"
+        params.update({"at": datetime.fromisoformat(str(at)), "id": str(last_id)})
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, _principal):
+        rows = conn.execute(
+            "SELECT id, occurred_at, action, actor_user_id, actor_api_key_id, target_type, target_id, host(ip),"
+            " user_agent, details FROM audit_log" + where + " ORDER BY occurred_at DESC, id DESC LIMIT %(limit)s",
+            params).fetchall()
+    page = rows[:limit]
+    data = [AuditEntry(id=r[0], occurred_at=r[1], action=r[2], actor_user_id=r[3],
+                       actor_api_key_id=r[4], target_type=r[5], target_id=r[6], ip=r[7],
+                       user_agent=r[8], details=r[9]) for r in page]
+    cursor = (pagination.encode([page[-1][1].isoformat(), str(page[-1][0])], binding=binding)
+              if len(rows) > limit else None)
+    return json_response(AuditPage(data=data, next_cursor=cursor))

@@ -6,29 +6,24 @@ with D ms added to every client->server write, elapsed / D is the number of roun
 
 from __future__ import annotations
 
-import statistics
-import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from bench.common import DBNAME, bench_database, interleaved_medians, per_call
 from bench.delayproxy import DelayProxy
-from chalicelib.db.embedded import start_embedded, stop_embedded
-from chalicelib.db.migrate import APP_ROLE, bootstrap, migrate, role_conninfo
+from chalicelib.db.migrate import APP_ROLE
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 
-ROOT = Path(__file__).resolve().parent.parent
-DBNAME = "crm_bench"
 OTHER_TENANTS = 20_000
 QUERY = "SELECT id, name, created_at FROM workspaces WHERE id = %s"
 
 
-def _seed(admin: str) -> uuid.UUID:
-    with psycopg.connect(role_conninfo(admin, dbname=DBNAME), autocommit=True) as conn:
+def _seed(admin_url: str) -> uuid.UUID:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         count = conn.execute("SELECT count(*) FROM workspaces").fetchone()
         if count is None or count[0] < OTHER_TENANTS:
             # Many other tenants' rows: RLS must still be one index probe, not a scan.
@@ -68,50 +63,29 @@ def _baseline(conninfo: str, tenant: uuid.UUID) -> Database:
     return Database(make_conninfo(conninfo, options=f"-c app.tenant_id={tenant}"), size=1, name="floor")
 
 
-def _time_per_call(fn: Callable[[], object], n: int) -> float:
-    started = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - started) / n
-
-
 def run() -> dict[str, float]:
     """Run B1 and print its figures; returns them for the summary."""
-    server, started = start_embedded(ROOT / ".data" / "bench-postgres")
-    try:
-        admin = str(server.get_uri())
-        bootstrap(admin, DBNAME)
-        migrate(role_conninfo(admin, dbname=DBNAME))
-        tenant = _seed(admin)
-        app_url = role_conninfo(admin, user=APP_ROLE, dbname=DBNAME)
-        db = Database(app_url, size=1)
-        baseline = _baseline(app_url, tenant)
+    with bench_database() as bench:
+        tenant = _seed(bench.admin_url)
+        db = Database(bench.app_url, size=1)
+        baseline = _baseline(bench.app_url, tenant)
         paths = _paths(db, baseline, tenant)
         for fn in paths.values():
             assert fn() is not None  # every path really reads the row
-            _time_per_call(fn, 300)  # warm up
-        samples: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(7):  # interleaved rounds: noise hits every path alike
-            for name, fn in paths.items():
-                samples[name].append(_time_per_call(fn, 1000))
-        base = statistics.median(samples["raw autocommit"])
+        medians = interleaved_medians(paths)
+        base = medians["raw autocommit"]
         results: dict[str, float] = {}
         print("B1 tenant read (unix socket, pool size 1, 1 thread, median of 7 x 1000 reads)")
-        for name, values in samples.items():
-            median = statistics.median(values)
+        for name, median in medians.items():
             results[f"B1 {name} ratio"] = median / base
             print(f"  {name:32s} {median * 1e6:8.1f} us/read   ratio {median / base:5.2f}x")
         db.close()
         baseline.close()
-        results.update(_round_trips(server, tenant))
+        results.update(_round_trips(bench.socket_path, tenant))
         return results
-    finally:
-        if started:
-            stop_embedded(server)
 
 
-def _round_trips(server: object, tenant: uuid.UUID, delay: float = 0.025) -> dict[str, float]:
-    socket_path = str(Path(str(server.pgdata)) / ".s.PGSQL.5432")  # type: ignore[attr-defined]
+def _round_trips(socket_path: str, tenant: uuid.UUID, delay: float = 0.025) -> dict[str, float]:
     proxy = DelayProxy(socket_path, delay)
     url = f"host=127.0.0.1 port={proxy.port} user={APP_ROLE} dbname={DBNAME}"
     db, baseline = Database(url, size=1), _baseline(url, tenant)
@@ -121,8 +95,7 @@ def _round_trips(server: object, tenant: uuid.UUID, delay: float = 0.025) -> dic
               "each path includes the pool's checkout check, 1 round trip)")
         for name, fn in _paths(db, baseline, tenant).items():
             fn()
-            per_call = _time_per_call(fn, 12)
-            trips = per_call / delay
+            trips = per_call(fn, 12) / delay
             results[f"B1 {name} round trips"] = round(trips)
             print(f"  {name:32s} {trips:5.2f} -> {round(trips)} round trips")
     finally:

@@ -41,10 +41,15 @@ def _root_key(secret: str | None, data_dir: str) -> bytes:
     return load_or_create_key(Path(data_dir) / "app_secret.key")
 
 
+@functools.cache
+def _derived_key(purpose: str, secret: str | None, data_dir: str) -> bytes:
+    # One root secret, independent keys per purpose: a session hash can never double as a token hash.
+    return hmac.new(_root_key(secret, data_dir), purpose.encode(), hashlib.sha256).digest()
+
+
 def _purpose_key(purpose: str, settings: Settings) -> bytes:
     secret = settings.app_secret_key.get_secret_value() if settings.app_secret_key else None
-    # One root secret, independent keys per purpose: a session hash can never double as a token hash.
-    return hmac.new(_root_key(secret, str(settings.data_dir)), purpose.encode(), hashlib.sha256).digest()
+    return _derived_key(purpose, secret, str(settings.data_dir))
 
 
 def keyed_hash(purpose: str, value: str, settings: Settings | None = None) -> bytes:

@@ -50,22 +50,16 @@ def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now:
 def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings,
             workspace_id: uuid.UUID | None = None) -> SessionInfo | None:
     """Find a live session and the caller's membership in one statement (one round trip)."""
-    params: dict[str, Any] = {
-        "hash": keyed_hash("session", token, settings), "now": now,
-        "idle": now - timedelta(seconds=settings.session_idle_timeout_s), "touch": now - TOUCH_EVERY,
-        "ws": workspace_id,
-    }
     row = conn.execute(
-        "WITH s AS (SELECT id, user_id, last_seen_at FROM sessions WHERE token_hash = %(hash)s"
-        "   AND revoked_at IS NULL AND expires_at > %(now)s AND last_seen_at > %(idle)s),"
-        " touched AS (UPDATE sessions SET last_seen_at = %(now)s FROM s"
-        "   WHERE sessions.id = s.id AND s.last_seen_at < %(touch)s RETURNING 1)"
-        " SELECT s.id, s.user_id, m.role, w.deleted_at FROM s"
-        " LEFT JOIN memberships m ON m.user_id = s.user_id AND m.tenant_id = %(ws)s"
-        " LEFT JOIN workspaces w ON w.id = m.tenant_id", params).fetchone()
+        "SELECT * FROM app.session_lookup(%s, %s, %s, %s)",
+        (keyed_hash("session", token, settings), workspace_id, now,
+         now - timedelta(seconds=settings.session_idle_timeout_s))).fetchone()
     if row is None:
         return None
-    session_id, user_id, role, deleted_at = row
+    session_id, user_id, last_seen, role, deleted_at = row
+    if last_seen < now - TOUCH_EVERY:
+        # Queued, not awaited: in pipeline mode it travels with the handler's next statement.
+        conn.execute("UPDATE sessions SET last_seen_at = %s WHERE id = %s", (now, session_id))
     return SessionInfo(session_id, user_id, role, deleted_at)
 
 

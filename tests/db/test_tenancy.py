@@ -196,3 +196,28 @@ def test_begin_set_config_and_first_statement_share_one_round_trip(
     batch = "\n".join(lines[start:first_answer])
     for needed in ("BEGIN", "set_config", "SELECT name FROM workspaces", "COMMIT"):
         assert needed in batch, f"{needed} was not in the first round trip"
+
+
+def test_jobs_role_lists_workspaces_but_reads_tenant_rows_only_per_tenant(fresh_db: TestDatabase) -> None:
+    a, b = make_tenant(fresh_db, "alpha"), make_tenant(fresh_db, "beta")
+    with fresh_db.admin() as conn:
+        for tenant in (a, b):
+            conn.execute("INSERT INTO audit_log (tenant_id, action) VALUES (%s, 'probe')", (tenant,))
+    jobs = Database(fresh_db.jobs_url, size=1, name="jobs")
+    try:
+        with jobs.pool.connection() as conn:
+            # Which tenants exist: the one cross-tenant read the jobs role has.
+            assert {r[0] for r in conn.execute("SELECT id FROM workspaces").fetchall()} == {a, b}
+            assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
+            # Listing is all: without a tenant it changes nothing.
+            assert conn.execute("UPDATE workspaces SET name = 'x' WHERE id = %s RETURNING id", (a,)).fetchall() == []
+        with tenant_tx(a, db=jobs) as conn:
+            assert conn.execute("SELECT tenant_id FROM audit_log").fetchall() == [(a,)]
+    finally:
+        jobs.close()
+
+
+def test_app_role_cannot_list_other_workspaces(fresh_db: TestDatabase, app_db: Database) -> None:
+    make_tenant(fresh_db, "alpha")
+    with app_db.pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM workspaces").fetchone() == (0,)

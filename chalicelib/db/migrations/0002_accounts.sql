@@ -156,3 +156,24 @@ ALTER POLICY tenant_guard ON public.workspaces
 -- The workspaces guard therefore binds crm_app only; crm_jobs keeps the tenant policy for writes.
 ALTER POLICY tenant_guard ON public.workspaces TO crm_app;
 CREATE POLICY jobs_list_tenants ON public.workspaces AS PERMISSIVE FOR SELECT TO crm_jobs USING (true);
+
+-- The per-request session + membership lookup. PL/pgSQL caches its plan per connection, so the
+-- hottest query of the API is planned once per backend even with client-side prepared statements
+-- off (they pin RDS Proxy sessions). SECURITY INVOKER: it runs as crm_app, under RLS.
+CREATE FUNCTION app.session_lookup(p_hash bytea, p_workspace uuid, p_now timestamptz, p_idle_since timestamptz)
+    RETURNS TABLE (session_id uuid, user_id uuid, last_seen_at timestamptz, role text, deleted_at timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, public
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT s.id, s.user_id, s.last_seen_at, m.role, w.deleted_at
+      FROM public.sessions s
+      LEFT JOIN public.memberships m ON m.user_id = s.user_id AND m.tenant_id = p_workspace
+      LEFT JOIN public.workspaces w ON w.id = m.tenant_id
+     WHERE s.token_hash = p_hash AND s.revoked_at IS NULL AND s.expires_at > p_now
+       AND s.last_seen_at > p_idle_since;
+END
+$$;
+REVOKE ALL ON FUNCTION app.session_lookup(bytea, uuid, timestamptz, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.session_lookup(bytea, uuid, timestamptz, timestamptz) TO crm_app;

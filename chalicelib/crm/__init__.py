@@ -1,0 +1,1 @@
+"""CRM resources: companies, contacts, pipelines and stages, leads, notes, custom fields, import."""

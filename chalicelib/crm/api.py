@@ -1,0 +1,183 @@
+"""The five routes every CRM resource has (list, create, read, update, delete), registered from a spec.
+
+Routes stay thin: authenticate and scope (workspace_scope), parse, call the resource's hooks, answer.
+Reads carry ETag; PATCH/DELETE honour If-Match; POST honours Idempotency-Key; every write is audited
+(ids only, never contents) in the same round trip as the write itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from chalice.app import Blueprint, Request, Response
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from pydantic import BaseModel
+
+from chalicelib import audit, clock
+from chalicelib.auth.principal import Principal, Role, parse_id, workspace_scope
+from chalicelib.crm import idempotency, store
+from chalicelib.crm.listing import parse_list
+from chalicelib.http import endpoint, json_response, parse_body
+
+T = TypeVar("T", bound=BaseModel)
+Conn = Connection[TupleRow]
+Values = dict[str, Any]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list: `data` and the opaque cursor of the next page (null at the end)."""
+
+    data: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a hook gets: the tenant transaction, the workspace, the caller, the time."""
+
+    conn: Conn
+    tenant: uuid.UUID
+    principal: Principal
+    request: Request
+
+    @property
+    def now(self) -> Any:
+        """The request's clock."""
+        return clock.now()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A CRM resource: its table, API models and the hooks that turn requests into column values."""
+
+    path: str  # e.g. "/companies"
+    singular: str  # e.g. "company" (audit actions, operation names)
+    id_param: str  # e.g. "company_id"
+    table: store.Table
+    out: Callable[[store.Row], BaseModel]
+    out_model: type[BaseModel]
+    create_model: type[BaseModel]
+    patch_model: type[BaseModel]
+    prepare_create: Callable[[Context, Any], Values]
+    prepare_patch: Callable[[Context, store.Row, Any], Values]
+    after_write: Callable[[Context, uuid.UUID, Values, store.Row | None], None] | None = None
+    before_delete: Callable[[Context, store.Row], None] | None = None
+    write_role: Role = "member"
+    tags: tuple[str, ...] = ("crm",)
+    skip: frozenset[str] = frozenset()  # methods on the item path registered by hand (e.g. {"PATCH"})
+
+
+def _raw(request: Request) -> bytes:
+    raw = request.raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def _query_params(request: Request) -> dict[str, str]:
+    return dict(request.query_params or {})
+
+
+def _with_etag(resource: Resource, row: store.Row, status: int = 200, extra: dict[str, str] | None = None) -> Response:
+    return json_response(resource.out(row), status, headers={"ETag": store.etag(row, resource.table), **(extra or {})})
+
+
+def register(bp: Blueprint, resource: Resource) -> None:
+    """Register list/create/read/update/delete routes of `resource` on `bp`."""
+    base = "/workspaces/{workspace_id}" + resource.path
+    item = base + "/{" + resource.id_param + "}"
+    name = resource.table.name
+    page_model = Page[resource.out_model]  # type: ignore[name-defined]
+
+    def list_view(workspace_id: str) -> Response:
+        request = bp.current_request
+        tenant = parse_id(workspace_id)
+        query = parse_list(resource.table.listing, _query_params(request), tenant=tenant)
+        with workspace_scope(request, workspace_id) as (conn, _principal):
+            rows, cursor = store.list_rows(conn, resource.table, query)
+        return json_response({"data": [resource.out(r).model_dump(mode="json") for r in rows], "next_cursor": cursor})
+
+    def create_view(workspace_id: str) -> Response:
+        request = bp.current_request
+        body = parse_body(request, resource.create_model)
+        tenant = parse_id(workspace_id)
+        with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
+            ctx = Context(conn, tenant, principal, request)
+            return idempotency.run(conn, tenant_id=tenant, key=request.headers.get("idempotency-key"),
+                                   route=f"POST {resource.path}", body=_raw(request),
+                                   produce=lambda: _create(ctx, resource, body, workspace_id))
+
+    def read_view(workspace_id: str, **ids: str) -> Response:
+        record = parse_id(ids[resource.id_param])
+        with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
+            row = store.require(conn, resource.table, record)
+        return _with_etag(resource, row)
+
+    def patch_view(workspace_id: str, **ids: str) -> Response:
+        request = bp.current_request
+        body = parse_body(request, resource.patch_model)
+        record = parse_id(ids[resource.id_param])
+        with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
+            ctx = Context(conn, parse_id(workspace_id), principal, request)
+            existing = store.require(conn, resource.table, record)
+            store.check_if_match(request.headers.get("if-match"), existing, resource.table)
+            values = resource.prepare_patch(ctx, existing, body)
+            row = store.update(conn, resource.table, record, values, ctx.now) if values else existing
+            if values:
+                _after(ctx, resource, record, values, existing, "updated")
+        return _with_etag(resource, row)
+
+    def delete_view(workspace_id: str, **ids: str) -> Response:
+        request = bp.current_request
+        record = parse_id(ids[resource.id_param])
+        with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
+            ctx = Context(conn, parse_id(workspace_id), principal, request)
+            existing = store.require(conn, resource.table, record)
+            store.check_if_match(request.headers.get("if-match"), existing, resource.table)
+            if resource.before_delete is not None:
+                resource.before_delete(ctx, existing)
+            store.delete(conn, resource.table, record)
+            audit.record(conn, tenant_id=ctx.tenant, action=f"{resource.singular}.deleted", actor=principal.actor,
+                         target_type=resource.singular, target_id=record)
+        return Response(body="", status_code=204)
+
+    views: list[tuple[str, str, Callable[..., Response], dict[str, Any]]] = [
+        (base, "GET", list_view, {"summary": f"List {name}", "response_model": page_model, "errors_": (400, 401, 404)}),
+        (base, "POST", create_view, {"summary": f"Create a {resource.singular}", "request_model": resource.create_model,
+                                     "response_model": resource.out_model, "status": 201,
+                                     "errors_": (401, 403, 404, 409)}),
+        (item, "GET", read_view, {"summary": f"Read a {resource.singular}", "response_model": resource.out_model,
+                                  "errors_": (401, 404)}),
+        (item, "PATCH", patch_view, {"summary": f"Update a {resource.singular}", "request_model": resource.patch_model,
+                                     "response_model": resource.out_model, "errors_": (401, 403, 404, 409, 412)}),
+        (item, "DELETE", delete_view, {"summary": f"Delete a {resource.singular}", "status": 204,
+                                       "errors_": (401, 403, 404, 409, 412)}),
+    ]
+    for path, method, view, doc in views:
+        if path == item and method in resource.skip:
+            continue
+        view.__name__ = f"{method.lower()}_{name}_{'item' if path == item else 'collection'}"
+        endpoint(bp, path, method, tags=resource.tags, **doc)(view)
+
+
+def _create(ctx: Context, resource: Resource, body: Any, workspace_id: str) -> Response:
+    values = resource.prepare_create(ctx, body)
+    record = values.setdefault("id", uuid.uuid4())
+    values["tenant_id"] = ctx.tenant
+    # Queued, not awaited: the row, its follow-ups and the audit entry travel in one round trip.
+    pending = store.insert_pending(ctx.conn, resource.table, values)
+    _after(ctx, resource, record, values, None, "created")
+    row = pending()
+    location = f"/workspaces/{workspace_id}{resource.path}/{record}"
+    return _with_etag(resource, row, 201, {"Location": location})
+
+
+def _after(ctx: Context, resource: Resource, record: uuid.UUID, values: Values, existing: store.Row | None,
+           verb: str) -> None:
+    if resource.after_write is not None:
+        resource.after_write(ctx, record, values, existing)
+    changed = sorted(k for k in values if k not in ("id", "tenant_id"))
+    audit.record(ctx.conn, tenant_id=ctx.tenant, action=f"{resource.singular}.{verb}", actor=ctx.principal.actor,
+                 target_type=resource.singular, target_id=record, details={"fields": changed})

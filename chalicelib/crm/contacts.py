@@ -1,0 +1,102 @@
+"""Contacts: people, with an E.164 phone and a per-workspace unique email."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from chalicelib.auth.addresses import EmailAddress
+from chalicelib.crm.api import Context, Resource
+from chalicelib.crm.common import merged_custom, patch_values
+from chalicelib.crm.listing import Filter, ListSpec, parse_uuid, text_sort, time_sort
+from chalicelib.crm.store import Row, Table
+from chalicelib.crm.values import Phone
+
+TABLE = Table(
+    name="contacts",
+    columns=("id", "first_name", "last_name", "email", "phone", "company_id", "owner_id", "custom", "created_at",
+             "updated_at"),
+    listing=ListSpec(
+        "contacts",
+        {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"), "name": text_sort("name")},
+        "created_at",
+        {"company_id": Filter("company_id", parse_uuid("company_id")),
+         "owner_id": Filter("owner_id", parse_uuid("owner_id"))}),
+    references={"contacts_company_fk": "company_id", "contacts_owner_fk": "owner_id"},
+    conflicts={"contacts_email_unique": "a contact with this email already exists in this workspace"},
+)
+
+
+class ContactCreate(BaseModel):
+    """A new contact: at least a name or an email."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: EmailAddress | None = None
+    phone: Phone | None = None
+    company_id: UUID | None = None
+    owner_id: UUID | None = None
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _someone(self) -> ContactCreate:
+        if not (self.first_name or self.last_name or self.email):
+            raise ValueError("a contact needs a first name, a last name or an email")
+        return self
+
+
+class ContactPatch(BaseModel):
+    """Changes to a contact (null clears a field)."""
+
+    model_config = ConfigDict(extra="forbid")
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    email: EmailAddress | None = None
+    phone: Phone | None = None
+    company_id: UUID | None = None
+    owner_id: UUID | None = None
+    custom: dict[str, Any] | None = None
+
+
+class ContactOut(BaseModel):
+    """A contact."""
+
+    id: UUID
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    company_id: UUID | None
+    owner_id: UUID | None
+    custom: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+def out(row: Row) -> ContactOut:
+    """Row to API shape."""
+    return ContactOut(**dict(zip(TABLE.columns, row, strict=True)))
+
+
+def prepare_create(ctx: Context, body: ContactCreate) -> dict[str, Any]:
+    """Column values of a new contact."""
+    values = body.model_dump(exclude={"custom"})
+    values["custom"] = merged_custom(ctx.conn, "contact", None, body.custom)
+    return values
+
+
+def prepare_patch(ctx: Context, existing: Row, body: ContactPatch) -> dict[str, Any]:
+    """Column values to change."""
+    values = patch_values(body)
+    if "custom" in body.model_fields_set:
+        values["custom"] = merged_custom(ctx.conn, "contact", existing[TABLE.index("custom")], body.custom)
+    return values
+
+
+RESOURCE = Resource(path="/contacts", singular="contact", id_param="contact_id", table=TABLE, out=out,
+                    out_model=ContactOut, create_model=ContactCreate, patch_model=ContactPatch,
+                    prepare_create=prepare_create, prepare_patch=prepare_patch)

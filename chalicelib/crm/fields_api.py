@@ -1,0 +1,46 @@
+"""Custom field definitions as a resource; changing a field's type is checked (and dry-runnable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalicelib import errors
+from chalicelib.crm.api import Context, Resource
+from chalicelib.crm.common import patch_values
+from chalicelib.crm.custom_fields import TABLE, FieldCreate, FieldOut, FieldPatch, failures, out
+from chalicelib.crm.store import Row
+
+CHOICE_TYPES = frozenset({"select", "multi_select"})
+
+
+def _check_options(field_type: str, options: list[str]) -> None:
+    if field_type in CHOICE_TYPES and not options:
+        raise errors.ValidationFailed("select fields need options",
+                                      errors=[errors.FieldError("options", "at least one option", "missing")])
+    if field_type not in CHOICE_TYPES and options:
+        raise errors.ValidationFailed("only select fields have options", errors=[
+            errors.FieldError("options", "must be empty for this type", "value_error")])
+
+
+def prepare_create(ctx: Context, body: FieldCreate) -> dict[str, Any]:
+    """Column values of a new definition."""
+    _check_options(body.type, body.options)
+    return body.model_dump()
+
+
+def prepare_patch(ctx: Context, existing: Row, body: FieldPatch) -> dict[str, Any]:
+    """Column values to change; refused (409) when stored values would stop being valid."""
+    current = out(existing)
+    values = patch_values(body, required=("label", "type", "options", "required"))
+    _check_options(values.get("type", current.type), values.get("options", current.options))
+    broken = failures(ctx.conn, current, body)
+    if broken:
+        raise errors.Conflict(f"{len(broken)} records would not fit the changed field; "
+                              "PATCH with ?dry_run=true lists them")
+    return values
+
+
+RESOURCE = Resource(path="/custom-fields", singular="custom_field", id_param="field_id", table=TABLE, out=out,
+                    out_model=FieldOut, create_model=FieldCreate, patch_model=FieldPatch,
+                    prepare_create=prepare_create, prepare_patch=prepare_patch, write_role="admin",
+                    skip=frozenset({"PATCH"}))

@@ -1,0 +1,169 @@
+"""List semantics shared by every CRM list route: limit, signed cursor, sort allowlist, q, filters."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from chalicelib import errors, pagination
+
+
+def parse_uuid(name: str) -> Callable[[str], Any]:
+    """A filter parser for an id (400 naming the parameter when it is not one)."""
+    def parse(raw: str) -> Any:
+        try:
+            return uuid.UUID(raw)
+        except ValueError:
+            raise errors.BadRequest(f"{name} must be an id") from None
+    return parse
+
+
+def parse_datetime(name: str) -> Callable[[str], Any]:
+    """A filter parser for an RFC 3339 timestamp with a timezone."""
+    def parse(raw: str) -> Any:
+        try:
+            value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            value = None
+        if value is None or value.tzinfo is None:
+            raise errors.BadRequest(f"{name} must be an RFC 3339 timestamp with a timezone")
+        return value
+    return parse
+
+
+def parse_choice(name: str, choices: frozenset[str]) -> Callable[[str], Any]:
+    """A filter parser for one of a fixed set of words."""
+    def parse(raw: str) -> Any:
+        if raw not in choices:
+            raise errors.BadRequest(f"{name} must be one of {', '.join(sorted(choices))}")
+        return raw
+    return parse
+
+
+@dataclass(frozen=True)
+class Filter:
+    """`?name=value` compared with a trusted SQL expression using `op`."""
+
+    expression: str
+    parse: Callable[[str], Any]
+    op: str = "="
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A sortable key: a trusted SQL expression, its default direction and its JSON-able cursor form."""
+
+    expression: str
+    descending: bool
+    to_cursor: Callable[[Any], Any] = field(default=lambda v: v.isoformat() if isinstance(v, (datetime, date)) else v)
+    from_cursor: Callable[[Any], Any] = field(default=lambda v: v)
+
+
+def _from_iso(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+TIME_SORT_DESC = {"to_cursor": lambda v: v.isoformat(), "from_cursor": _from_iso}
+
+
+def time_sort(column: str) -> Sort:
+    """Newest first by a timestamptz column."""
+    return Sort(column, True, **TIME_SORT_DESC)
+
+
+def text_sort(column: str) -> Sort:
+    """A to Z by a text column."""
+    return Sort(column, False)
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """What a list route accepts."""
+
+    resource: str
+    sorts: Mapping[str, Sort]
+    default_sort: str
+    filters: Mapping[str, Filter]
+    search: bool = True
+    custom_select_filters: bool = True
+
+
+@dataclass
+class ListQuery:
+    """A parsed list request: WHERE conditions and params, ORDER BY, LIMIT and the cursor binding."""
+
+    conditions: list[sql.Composable]
+    params: dict[str, Any]
+    sort: Sort
+    sort_key: str
+    limit: int
+    binding: str
+
+
+def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -> ListQuery:
+    """Turn query parameters into a ListQuery; every unknown or malformed parameter is a 400."""
+    allowed = {"limit", "cursor", "sort", "q", "created_after", "created_before", *spec.filters}
+    for name in query:
+        if name not in allowed and not (spec.custom_select_filters and name.startswith("custom.")):
+            raise errors.BadRequest(f"unknown query parameter {name}")
+    limit = pagination.parse_limit(query.get("limit"))
+    sort_key = query.get("sort", spec.default_sort)
+    if sort_key not in spec.sorts:
+        raise errors.BadRequest(f"sort must be one of {', '.join(sorted(spec.sorts))}")
+    conditions: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    for index, (name, flt) in enumerate(sorted(spec.filters.items())):
+        if name in query:
+            params[f"f{index}"] = flt.parse(query[name])
+            conditions.append(sql.SQL(f"{flt.expression} {flt.op} %(f{index})s"))
+    for bound, op in (("created_after", ">"), ("created_before", "<")):
+        if bound in query:
+            params[bound] = parse_datetime(bound)(query[bound])
+            conditions.append(sql.SQL(f"created_at {op} %({bound})s"))
+    if spec.search and query.get("q"):
+        text = query["q"].strip().lower()
+        if len(text) > 200:
+            raise errors.BadRequest("q must be at most 200 characters")
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        params["q"] = f"%{escaped}%"
+        conditions.append(sql.SQL("search LIKE %(q)s"))
+    for index, name in enumerate(sorted(n for n in query if n.startswith("custom."))):
+        key = name.removeprefix("custom.")
+        if not key.replace("_", "").isalnum():
+            raise errors.BadRequest(f"{name} is not a custom field")
+        # custom @> {"key": "value"} matches a select field's value (and a multi_select member).
+        params[f"c{index}"] = Jsonb({key: query[name]})
+        params[f"m{index}"] = Jsonb({key: [query[name]]})
+        conditions.append(sql.SQL(f"(custom @> %(c{index})s OR custom @> %(m{index})s)"))
+    canonical = "&".join(f"{k}={query[k]}" for k in sorted(query) if k not in ("cursor", "limit"))
+    binding = f"{spec.resource}|{tenant}|{sort_key}|{canonical}"
+    sort = spec.sorts[sort_key]
+    if query.get("cursor"):
+        position = pagination.decode(query["cursor"], binding=binding)
+        if len(position) != 2:
+            raise errors.BadRequest("the cursor is invalid for this list")
+        params["cursor_value"] = sort.from_cursor(position[0])
+        params["cursor_id"] = str(position[1])
+        op = "<" if sort.descending else ">"
+        conditions.append(sql.SQL(f"({sort.expression}, id) {op} (%(cursor_value)s, %(cursor_id)s::uuid)"))
+    return ListQuery(conditions, params, sort, sort_key, limit, binding)
+
+
+def order_by(query: ListQuery) -> sql.Composable:
+    """ORDER BY the sort key then id, in the sort's direction."""
+    direction = "DESC" if query.sort.descending else "ASC"
+    return sql.SQL(f" ORDER BY {query.sort.expression} {direction}, id {direction}")
+
+
+def next_cursor(query: ListQuery, rows: list[tuple[Any, ...]], sort_value_index: int) -> str | None:
+    """The cursor after the last row shown, when more rows exist (rows holds limit + 1)."""
+    if len(rows) <= query.limit:
+        return None
+    last = rows[query.limit - 1]
+    return pagination.encode([query.sort.to_cursor(last[sort_value_index]), str(last[0])], binding=query.binding)

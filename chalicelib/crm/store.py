@@ -1,0 +1,161 @@
+"""Generic SQL for CRM resources: one row by id, insert, update, delete, list; DB errors to HTTP meaning.
+
+Table and column names come from trusted resource specs (psycopg.sql identifiers); values are always
+bound parameters. Every call runs inside the caller's tenant_tx, so RLS scopes it to one workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import Connection, sql
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from chalicelib import errors
+from chalicelib.crm.listing import ListQuery, ListSpec, next_cursor, order_by
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CRM table: its columns (id first, updated_at present), list spec and constraint meanings."""
+
+    name: str
+    columns: tuple[str, ...]
+    listing: ListSpec
+    # constraint name -> request field, for references that do not exist in this workspace
+    references: Mapping[str, str] = field(default_factory=dict)
+    # unique constraint/index name -> conflict message
+    conflicts: Mapping[str, str] = field(default_factory=dict)
+
+    def index(self, column: str) -> int:
+        """Position of `column` in a selected row."""
+        return self.columns.index(column)
+
+
+def _select(table: Table) -> sql.Composable:
+    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns)),
+                                                 sql.Identifier(table.name))
+
+
+def _returning(table: Table) -> sql.Composable:
+    return sql.SQL(" RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns)))
+
+
+def _adapt(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, (dict, list)) else value
+
+
+@contextlib.contextmanager
+def db_errors(table: Table) -> Iterator[None]:
+    """Constraint violations as 422/409 problems that name the field, never the row values."""
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation as exc:
+        # Another workspace's row and a row that never existed fail the same composite key.
+        name = table.references.get(exc.diag.constraint_name or "", "reference")
+        raise errors.ValidationFailed("a referenced record does not exist",
+                                      errors=[errors.FieldError(name, "not found", "not_found")]) from None
+    except psycopg.errors.UniqueViolation as exc:
+        message = table.conflicts.get(exc.diag.constraint_name or "", "a record with these values exists")
+        raise errors.Conflict(message) from None
+    except (psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation,
+            psycopg.errors.StringDataRightTruncation, psycopg.errors.NumericValueOutOfRange):
+        raise errors.ValidationFailed("a value is out of range") from None
+
+
+def get(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row | None:
+    """One row of the current workspace, or None."""
+    return conn.execute(sql.Composed([_select(table), sql.SQL(" WHERE id = %s")]), (record_id,)).fetchone()
+
+
+def require(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
+    """One row, or 404 (also for another workspace's id: RLS hides it)."""
+    row = get(conn, table, record_id)
+    if row is None:
+        raise errors.NotFound("not found")
+    return row
+
+
+def insert_pending(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Callable[[], Row]:
+    """Queue an INSERT (pipeline mode: nothing is awaited); call the result to get the row."""
+    names = list(values)
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names)),
+        sql.SQL(", ").join(sql.Placeholder() * len(names)))
+    cursor = conn.execute(sql.Composed([query, _returning(table)]), [_adapt(values[n]) for n in names])
+
+    def row() -> Row:
+        with db_errors(table):
+            result = cursor.fetchone()
+        assert result is not None
+        return result
+
+    return row
+
+
+def insert(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Row:
+    """Insert one row; returns it."""
+    return insert_pending(conn, table, values)()
+
+
+def update(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID, values: Mapping[str, Any],
+           now: datetime) -> Row:
+    """Update one row (and updated_at); returns it, or 404."""
+    names = list(values)
+    assignments: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(n)) for n in names]
+    assignments.append(sql.SQL("updated_at = %s"))
+    query = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(sql.Identifier(table.name),
+                                                             sql.SQL(", ").join(assignments))
+    with db_errors(table):
+        row = conn.execute(sql.Composed([query, _returning(table)]),
+                           [*(_adapt(values[n]) for n in names), now, record_id]).fetchone()
+    if row is None:
+        raise errors.NotFound("not found")
+    return row
+
+
+def delete(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> None:
+    """Delete one row, or 404."""
+    query = sql.SQL("DELETE FROM {} WHERE id = %s RETURNING id").format(sql.Identifier(table.name))
+    with db_errors(table):
+        if not conn.execute(query, (record_id,)).fetchall():
+            raise errors.NotFound("not found")
+
+
+def list_rows(conn: Connection[TupleRow], table: Table, query: ListQuery) -> tuple[list[Row], str | None]:
+    """One page of rows and the cursor of the next page."""
+    where: sql.Composable = (sql.SQL(" WHERE ") + sql.SQL(" AND ").join(query.conditions)
+                             if query.conditions else sql.SQL(""))
+    sort_value = sql.SQL(", {} AS sort_value").format(sql.SQL(query.sort.expression))
+    statement = sql.Composed([
+        sql.SQL("SELECT {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns))), sort_value,
+        sql.SQL(" FROM {}").format(sql.Identifier(table.name)), where, order_by(query), sql.SQL(" LIMIT %(limit)s"),
+    ])
+    rows = conn.execute(statement, {**query.params, "limit": query.limit + 1}).fetchall()
+    cursor = next_cursor(query, rows, len(table.columns))
+    return [row[: len(table.columns)] for row in rows[: query.limit]], cursor
+
+
+def etag(row: Row, table: Table) -> str:
+    """A strong validator of one row version (id + updated_at)."""
+    stamp = row[table.index("updated_at")]
+    digest = hashlib.sha256(f"{row[0]}:{stamp.isoformat()}".encode()).hexdigest()[:20]
+    return f'"{digest}"'
+
+
+def check_if_match(if_match: str | None, row: Row, table: Table) -> None:
+    """Honour If-Match (412 when it names another version of the row)."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    if etag(row, table) not in {tag.strip() for tag in if_match.split(",")}:
+        raise errors.PreconditionFailed("the record changed since you read it")

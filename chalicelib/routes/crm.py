@@ -1,0 +1,38 @@
+"""CRM routes: the generic five per resource, plus the custom-field PATCH with its dry run."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.crm import companies, contacts, fields_api, notes, store
+from chalicelib.crm.api import Context, register
+from chalicelib.crm.custom_fields import TABLE as FIELDS
+from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, failures, out
+from chalicelib.http import endpoint, json_response, parse_body
+
+bp = Blueprint(__name__)
+
+for _resource in (companies.RESOURCE, contacts.RESOURCE, notes.RESOURCE, fields_api.RESOURCE):
+    register(bp, _resource)
+
+
+@endpoint(bp, "/workspaces/{workspace_id}/custom-fields/{field_id}", "PATCH",
+          summary="Change a custom field (admin); ?dry_run=true reports the records that would not fit",
+          request_model=FieldPatch, response_model=FieldOut, errors_=(401, 403, 404, 409, 412), tags=("crm",))
+def patch_custom_field(workspace_id: str, field_id: str) -> Response:
+    """A type or options change is refused while stored values would break; the dry run lists them."""
+    request = bp.current_request
+    body = parse_body(request, FieldPatch)
+    record = parse_id(field_id)
+    query: dict[str, str] = dict(request.query_params or {})
+    dry_run = query.get("dry_run") == "true"
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        existing = store.require(conn, FIELDS, record)
+        store.check_if_match(request.headers.get("if-match"), existing, FIELDS)
+        if dry_run:
+            return json_response(DryRunReport(dry_run=True, would_fail=failures(conn, out(existing), body)))
+        ctx = Context(conn, parse_id(workspace_id), principal, request)
+        values = fields_api.prepare_patch(ctx, existing, body)
+        row = store.update(conn, FIELDS, record, values, ctx.now) if values else existing
+    return json_response(out(row), headers={"ETag": store.etag(row, FIELDS)})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import b1_tenant_read, b8_cold_start, b9_auth
+from bench import b1_tenant_read, b7_vault, b8_cold_start, b9_auth
 from bench.common import bench_environment
 
 
@@ -10,6 +10,8 @@ def main() -> None:
     """Run all benchmarks in order."""
     bench_environment()
     b1_tenant_read.run()
+    print()
+    b7_vault.run()
     print()
     b8_cold_start.run()
     print()

@@ -3,6 +3,7 @@ per test. Embedded by default; TEST_DATABASE_URL (a superuser URL) points at ano
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -60,8 +61,18 @@ def pg_admin_url() -> Iterator[str]:
     try:
         yield str(server.get_uri())
     finally:
-        if started:
+        if started and not _shared_with_others(str(server.get_uri())):
             stop_embedded(server)
+
+
+def _shared_with_others(admin_url: str) -> bool:
+    """Whether another test run (a live process) still uses the server we started."""
+    with psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True) as conn:
+        names = [str(r[0]) for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'crm\\_t\\_%%'")]
+        others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+                              " AND backend_type = 'client backend'").fetchone()
+    pids = {n.removeprefix(TEST_DB_PREFIX).split("_", 1)[0] for n in names}
+    return bool(others and others[0]) or any(p.isdigit() and int(p) != os.getpid() and _alive(int(p)) for p in pids)
 
 
 @pytest.fixture(scope="session")
@@ -69,27 +80,54 @@ def template_db(pg_admin_url: str) -> str:
     """Name of a database holding every migration, reused while the migrations are unchanged."""
     name = _template_name()
     with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-        # Leftovers of interrupted runs.
-        stale = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s OR "
-                             "(datname LIKE 'crm\\_tpl\\_%%' AND datname <> %s)",
-                             (TEST_DB_PREFIX + "%", name)).fetchall()
-        for (old,) in stale:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(old)))
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-    if exists is None:
-        building = name + "_building"
-        bootstrap(pg_admin_url, building)
-        migrate(role_conninfo(pg_admin_url, dbname=building))
-        with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(building), sql.Identifier(name)))
+        # Concurrent test runs on one server build the template once, one at a time.
+        conn.execute("SELECT pg_advisory_lock(7301552099)")
+        try:
+            _drop_leftovers(conn, keep_template=name)
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                building = name + "_building"
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(building)))
+                bootstrap(pg_admin_url, building)
+                migrate(role_conninfo(pg_admin_url, dbname=building))
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(building), sql.Identifier(name)))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7301552099)")
     return name
+
+
+def _drop_leftovers(conn: psycopg.Connection[tuple[object, ...]], *, keep_template: str) -> None:
+    """Drop databases of interrupted runs: test databases of dead processes, unused old templates.
+
+    Several test runs may share one server (each names its databases after its pid), so a database
+    of a live process, or a template in use, is left alone.
+    """
+    for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'crm\\_t\\_%%'").fetchall():
+        pid = str(name).removeprefix(TEST_DB_PREFIX).split("_", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
+    old = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'crm\\_tpl\\_%%' AND datname <> %s"
+                       " AND datname NOT LIKE '%%\\_building'", (keep_template,)).fetchall()
+    for (name,) in old:
+        with contextlib.suppress(psycopg.errors.ObjectInUse):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(str(name))))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @pytest.fixture
 def fresh_db(pg_admin_url: str, template_db: str) -> Iterator[TestDatabase]:
     """A new database copied from the template, dropped after the test."""
-    name = TEST_DB_PREFIX + uuid.uuid4().hex[:12]
+    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER crm_owner STRATEGY FILE_COPY").format(
             sql.Identifier(name), sql.Identifier(template_db)))

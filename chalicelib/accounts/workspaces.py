@@ -11,6 +11,7 @@ from psycopg.rows import TupleRow
 
 from chalicelib import audit, errors
 from chalicelib.accounts.models import WorkspaceOut
+from chalicelib.crm import pipelines
 
 # The privacy policy: deleted workspaces are purged from active databases within 7 days.
 PURGE_GRACE = timedelta(days=7)
@@ -47,6 +48,7 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor
                        (tenant_id, name, actor.user_id, now, now)).fetchone()
     conn.execute("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at)"
                  " VALUES (%s, %s, 'owner', %s, %s)", (tenant_id, actor.user_id, now, now))
+    pipelines.create_default(conn, tenant_id=tenant_id, now=now)
     audit.record(conn, tenant_id=tenant_id, action="workspace.created", actor=actor,
                  target_type="workspace", target_id=tenant_id)
     return _out(row, "owner")

@@ -170,7 +170,11 @@ def validate(conn: Any, object_type: str, custom: Mapping[str, Any]) -> dict[str
     Unknown keys are refused, values are normalized, required fields must be present and not null;
     a null value clears an optional field.
     """
-    fields = definitions(conn, object_type)
+    return check(definitions(conn, object_type), custom)
+
+
+def check(fields: Mapping[str, tuple[str, list[str], bool]], custom: Mapping[str, Any]) -> dict[str, Any]:
+    """validate() against definitions already read (bulk writes read them once, not per record)."""
     problems: list[errors.FieldError] = []
     result: dict[str, Any] = {}
     for key, value in custom.items():

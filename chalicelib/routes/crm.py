@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from chalicelib.auth.principal import parse_id, workspace_scope
-from chalicelib.crm import companies, contacts, fields_api, notes, store
+from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
 from chalicelib.crm.api import Context, register
 from chalicelib.crm.custom_fields import TABLE as FIELDS
 from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, failures, out
@@ -13,7 +13,7 @@ from chalicelib.http import endpoint, json_response, parse_body
 
 bp = Blueprint(__name__)
 
-for _resource in (companies.RESOURCE, contacts.RESOURCE, notes.RESOURCE, fields_api.RESOURCE):
+for _resource in (companies.RESOURCE, contacts.RESOURCE, leads.RESOURCE, notes.RESOURCE, fields_api.RESOURCE):
     register(bp, _resource)
 
 

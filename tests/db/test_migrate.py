@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from chalicelib.db.migrate import (
 @pytest.fixture
 def empty_db(pg_admin_url: str) -> Iterator[str]:
     """A brand-new database with no migrations applied (admin conninfo)."""
-    name = "crm_t_empty_" + uuid.uuid4().hex[:8]
+    name = f"crm_t_{os.getpid()}_empty_{uuid.uuid4().hex[:8]}"
     bootstrap(pg_admin_url, name)
     yield role_conninfo(pg_admin_url, dbname=name)
     with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:

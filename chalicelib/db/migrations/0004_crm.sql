@@ -96,6 +96,7 @@ CREATE TABLE public.leads (
     company_id           uuid,
     pipeline_id          uuid NOT NULL,
     stage_id             uuid NOT NULL,
+    status               text NOT NULL CHECK (status IN ('open', 'won', 'lost')),  -- the stage's kind
     owner_id             uuid,
     value_amount_minor   bigint,
     value_currency       char(3) CHECK (value_currency ~ '^[A-Z]{3}$'),
@@ -127,6 +128,7 @@ CREATE INDEX leads_pipeline ON public.leads (tenant_id, pipeline_id, created_at 
 CREATE INDEX leads_contact ON public.leads (tenant_id, contact_id);
 CREATE INDEX leads_company ON public.leads (tenant_id, company_id);
 CREATE INDEX leads_owner ON public.leads (tenant_id, owner_id);
+CREATE INDEX leads_status ON public.leads (tenant_id, status, created_at DESC);
 CREATE INDEX leads_search ON public.leads USING gin (tenant_id, search gin_trgm_ops);
 CALL app.secure_tenant_table('public.leads');
 

@@ -1,0 +1,202 @@
+"""Leads: the items of a pipeline; status follows the stage's kind; every stage change is kept."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib import audit, errors
+from chalicelib.crm import pipelines
+from chalicelib.crm.api import Context, Resource
+from chalicelib.crm.common import merged_custom, patch_values
+from chalicelib.crm.listing import Filter, ListSpec, Sort, parse_choice, parse_uuid, text_sort, time_sort
+from chalicelib.crm.store import Row, Table
+from chalicelib.crm.values import Money
+
+TABLE = Table(
+    name="leads",
+    columns=("id", "title", "contact_id", "company_id", "pipeline_id", "stage_id", "status", "owner_id",
+             "value_amount_minor", "value_currency", "lost_reason", "expected_close_date", "custom", "created_at",
+             "updated_at"),
+    listing=ListSpec(
+        "leads",
+        {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"), "title": text_sort("title"),
+         "value": Sort("coalesce(value_amount_minor, 0)", True)},
+        "created_at",
+        {**{name: Filter(name, parse_uuid(name))
+            for name in ("stage_id", "pipeline_id", "owner_id", "company_id", "contact_id")},
+         "status": Filter("status", parse_choice("status", frozenset({"open", "won", "lost"})))}),
+    references={"leads_contact_fk": "contact_id", "leads_company_fk": "company_id", "leads_stage_fk": "stage_id",
+                "leads_owner_fk": "owner_id"},
+)
+
+
+class LeadCreate(BaseModel):
+    """A new lead; without stage_id it starts in the first stage (of pipeline_id or the default pipeline)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=200)
+    contact_id: uuid.UUID | None = None
+    company_id: uuid.UUID | None = None
+    pipeline_id: uuid.UUID | None = None
+    stage_id: uuid.UUID | None = None
+    owner_id: uuid.UUID | None = None
+    value: Money | None = None
+    lost_reason: str | None = Field(default=None, max_length=500)
+    expected_close_date: date | None = None
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+
+class LeadPatch(BaseModel):
+    """Changes to a lead; moving stage_id (or pipeline_id) is recorded in the stage history."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    contact_id: uuid.UUID | None = None
+    company_id: uuid.UUID | None = None
+    pipeline_id: uuid.UUID | None = None
+    stage_id: uuid.UUID | None = None
+    owner_id: uuid.UUID | None = None
+    value: Money | None = None
+    lost_reason: str | None = Field(default=None, max_length=500)
+    expected_close_date: date | None = None
+    custom: dict[str, Any] | None = None
+
+
+class LeadOut(BaseModel):
+    """A lead."""
+
+    id: uuid.UUID
+    title: str
+    contact_id: uuid.UUID | None
+    company_id: uuid.UUID | None
+    pipeline_id: uuid.UUID
+    stage_id: uuid.UUID
+    status: Literal["open", "won", "lost"]
+    owner_id: uuid.UUID | None
+    value: Money | None
+    lost_reason: str | None
+    expected_close_date: date | None
+    custom: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class StageChange(BaseModel):
+    """One entry of a lead's stage history."""
+
+    from_stage_id: uuid.UUID | None
+    to_stage_id: uuid.UUID
+    changed_at: datetime
+    actor_user_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+
+
+class StageHistory(BaseModel):
+    """A lead's stage changes, oldest first."""
+
+    data: list[StageChange]
+
+
+def out(row: Row) -> LeadOut:
+    """Row to API shape (money as one value object)."""
+    data = dict(zip(TABLE.columns, row, strict=True))
+    amount, currency = data.pop("value_amount_minor"), data.pop("value_currency")
+    data["value"] = Money(amount_minor=amount, currency=currency) if amount is not None else None
+    return LeadOut(**data)
+
+
+def _not_found(field: str) -> errors.ValidationFailed:
+    # The same answer for another workspace's id and an id that never existed.
+    return errors.ValidationFailed("a referenced record does not exist",
+                                   errors=[errors.FieldError(field, "not found", "not_found")])
+
+
+def _placement(ctx: Context, pipeline_id: uuid.UUID | None, stage_id: uuid.UUID | None) -> dict[str, Any]:
+    """pipeline_id, stage_id and status for a requested stage and/or pipeline."""
+    if stage_id is not None:
+        found = pipelines.stage(ctx.conn, stage_id)
+        if found is None:
+            raise _not_found("stage_id")
+        if pipeline_id is not None and found[0] != pipeline_id:
+            raise errors.ValidationFailed("the stage is not in that pipeline",
+                                          errors=[errors.FieldError("stage_id", "not a stage of pipeline_id",
+                                                                    "stage_mismatch")])
+        return {"pipeline_id": found[0], "stage_id": stage_id, "status": found[1]}
+    first = pipelines.first_stage(ctx.conn, pipeline_id)
+    if first is None:
+        raise _not_found("pipeline_id")
+    return {"pipeline_id": first[0], "stage_id": first[1], "status": first[2]}
+
+
+def _money(values: dict[str, Any]) -> None:
+    if "value" in values:
+        value = values.pop("value")
+        values["value_amount_minor"] = value["amount_minor"] if value else None
+        values["value_currency"] = value["currency"] if value else None
+
+
+def prepare_create(ctx: Context, body: LeadCreate) -> dict[str, Any]:
+    """Column values of a new lead."""
+    values = body.model_dump(exclude={"custom", "pipeline_id", "stage_id"})
+    _money(values)
+    values.update(_placement(ctx, body.pipeline_id, body.stage_id))
+    values["custom"] = merged_custom(ctx.conn, "lead", None, body.custom)
+    return values
+
+
+def prepare_patch(ctx: Context, existing: Row, body: LeadPatch) -> dict[str, Any]:
+    """Column values to change."""
+    values = patch_values(body, required=("title", "pipeline_id", "stage_id"), skip=("custom", "pipeline_id",
+                                                                                      "stage_id"))
+    _money(values)
+    sent = body.model_fields_set
+    if ("pipeline_id" in sent and body.pipeline_id is None) or ("stage_id" in sent and body.stage_id is None):
+        raise errors.ValidationFailed("a lead always has a pipeline and a stage", errors=[
+            errors.FieldError("stage_id" if "stage_id" in sent else "pipeline_id", "cannot be null",
+                              "null_not_allowed")])
+    same_pipeline = body.pipeline_id in (None, existing[TABLE.index("pipeline_id")])
+    if body.stage_id is not None or not same_pipeline:
+        # A new stage (checked against pipeline_id when both are sent), or the first stage of a new pipeline.
+        placement = _placement(ctx, body.pipeline_id, body.stage_id)
+        if placement["stage_id"] != existing[TABLE.index("stage_id")]:
+            values.update(placement)
+    if "custom" in body.model_fields_set:
+        values["custom"] = merged_custom(ctx.conn, "lead", existing[TABLE.index("custom")], body.custom)
+    return values
+
+
+def after_write(ctx: Context, lead_id: uuid.UUID, values: dict[str, Any], existing: Row | None) -> None:
+    """Keep the stage history: queued with the write, no extra round trip."""
+    if "stage_id" in values:
+        previous = existing[TABLE.index("stage_id")] if existing is not None else None
+        record_moves(ctx, [lead_id], previous, values["stage_id"])
+
+
+def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.UUID | None,
+                 to_stage: uuid.UUID) -> None:
+    """Append stage-history rows for leads moved from one stage to another."""
+    actor: audit.Actor = ctx.principal.actor
+    with ctx.conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO lead_stage_history (tenant_id, lead_id, from_stage_id, to_stage_id, changed_at,"
+            " actor_user_id, actor_api_key_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            [(ctx.tenant, lead, from_stage, to_stage, ctx.now, actor.user_id, actor.api_key_id) for lead in lead_ids])
+
+
+def history(ctx: Context, lead_id: uuid.UUID) -> StageHistory:
+    """A lead's stage changes, oldest first."""
+    rows = ctx.conn.execute(
+        "SELECT from_stage_id, to_stage_id, changed_at, actor_user_id, actor_api_key_id FROM lead_stage_history"
+        " WHERE lead_id = %s ORDER BY changed_at, id", (lead_id,)).fetchall()
+    return StageHistory(data=[StageChange(from_stage_id=r[0], to_stage_id=r[1], changed_at=r[2], actor_user_id=r[3],
+                                          actor_api_key_id=r[4]) for r in rows])
+
+
+RESOURCE = Resource(path="/leads", singular="lead", id_param="lead_id", table=TABLE, out=out, out_model=LeadOut,
+                    create_model=LeadCreate, patch_model=LeadPatch, prepare_create=prepare_create,
+                    prepare_patch=prepare_patch, after_write=after_write)

@@ -1,0 +1,227 @@
+"""Pipelines and their ordered stages; the default "Sales" pipeline; the board (one query)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib import errors
+from chalicelib.crm.listing import ListSpec, text_sort, time_sort
+from chalicelib.crm.store import Row, Table
+
+Kind = Literal["open", "won", "lost"]
+Conn = Connection[TupleRow]
+DEFAULT_STAGES: tuple[tuple[str, Kind], ...] = (("New", "open"), ("Qualified", "open"), ("Proposal", "open"),
+                                                ("Won", "won"), ("Lost", "lost"))
+
+TABLE = Table(
+    name="pipelines",
+    columns=("id", "name", "is_default", "created_at", "updated_at"),
+    listing=ListSpec("pipelines", {"created_at": time_sort("created_at"), "name": text_sort("name")}, "name", {},
+                     search=False, custom_select_filters=False),
+)
+STAGES = Table(
+    name="stages",
+    columns=("id", "pipeline_id", "name", "position", "kind", "probability", "created_at", "updated_at"),
+    listing=ListSpec("stages", {"position": text_sort("position")}, "position", {}, search=False,
+                     custom_select_filters=False),
+)
+
+
+class StageIn(BaseModel):
+    """A stage of a new pipeline, or a new stage (position: where to insert; default last)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    kind: Kind = "open"
+    probability: int | None = Field(default=None, ge=0, le=100)
+    position: int | None = Field(default=None, ge=0)
+
+
+class StagePatch(BaseModel):
+    """Changes to a stage; `position` moves it (the others shift)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    kind: Kind | None = None
+    probability: int | None = Field(default=None, ge=0, le=100)
+    position: int | None = Field(default=None, ge=0)
+
+
+class PipelineCreate(BaseModel):
+    """A new pipeline; without `stages` it gets the default five."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    stages: list[StageIn] | None = Field(default=None, min_length=1, max_length=50)
+
+
+class PipelinePatch(BaseModel):
+    """Rename a pipeline, or make it the default."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    is_default: Literal[True] | None = None
+
+
+class StageOut(BaseModel):
+    """A stage."""
+
+    id: uuid.UUID
+    name: str
+    position: int
+    kind: Kind
+    probability: int | None
+
+
+class PipelineOut(BaseModel):
+    """A pipeline with its stages in order."""
+
+    id: uuid.UUID
+    name: str
+    is_default: bool
+    stages: list[StageOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class BoardColumn(BaseModel):
+    """One stage on the board: how many leads, and their value per currency (integer minor units)."""
+
+    stage: StageOut
+    leads: int
+    totals: dict[str, int]
+
+
+class Board(BaseModel):
+    """A pipeline's stages in order with counts and totals."""
+
+    pipeline_id: uuid.UUID
+    columns: list[BoardColumn]
+
+
+def _stage(row: Row) -> StageOut:
+    return StageOut(id=row[0], name=row[2], position=row[3], kind=row[4], probability=row[5])
+
+
+def stages_of(conn: Conn, pipeline_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[StageOut]]:
+    """Stages of several pipelines (one query), each list in order."""
+    rows = conn.execute("SELECT id, pipeline_id, name, position, kind, probability FROM stages"
+                        " WHERE pipeline_id = ANY(%s) ORDER BY pipeline_id, position", (pipeline_ids,)).fetchall()
+    found: dict[uuid.UUID, list[StageOut]] = {pid: [] for pid in pipeline_ids}
+    for row in rows:
+        found[row[1]].append(_stage(row))
+    return found
+
+
+def out(row: Row, stages: list[StageOut]) -> PipelineOut:
+    """Row plus stages to API shape."""
+    return PipelineOut(id=row[0], name=row[1], is_default=row[2], stages=stages, created_at=row[3], updated_at=row[4])
+
+
+def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, stages: list[StageIn] | None, is_default: bool,
+           now: datetime) -> uuid.UUID:
+    """Insert a pipeline and its stages (queued; nothing awaited)."""
+    pipeline_id = uuid.uuid4()
+    conn.execute("INSERT INTO pipelines (tenant_id, id, name, is_default, created_at, updated_at)"
+                 " VALUES (%s, %s, %s, %s, %s, %s)", (tenant_id, pipeline_id, name, is_default, now, now))
+    specs = stages or [StageIn(name=n, kind=k) for n, k in DEFAULT_STAGES]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO stages (tenant_id, pipeline_id, name, position, kind, probability, created_at, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [(tenant_id, pipeline_id, s.name, i, s.kind, s.probability, now, now) for i, s in enumerate(specs)])
+    return pipeline_id
+
+
+def create_default(conn: Conn, *, tenant_id: uuid.UUID, now: datetime) -> uuid.UUID:
+    """The "Sales" pipeline every new workspace starts with."""
+    return create(conn, tenant_id=tenant_id, name="Sales", stages=None, is_default=True, now=now)
+
+
+def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
+    """Make this pipeline the workspace's default (one default at a time)."""
+    conn.execute("UPDATE pipelines SET is_default = false WHERE is_default AND id <> %s RETURNING 1",
+                 (pipeline_id,)).fetchall()
+    conn.execute("UPDATE pipelines SET is_default = true WHERE id = %s RETURNING 1", (pipeline_id,)).fetchall()
+
+
+def first_stage(conn: Conn, pipeline_id: uuid.UUID | None) -> tuple[uuid.UUID, uuid.UUID, str] | None:
+    """(pipeline, stage, kind) of the first stage of a pipeline, or of the default pipeline."""
+    if pipeline_id is None:
+        row = conn.execute("SELECT s.pipeline_id, s.id, s.kind FROM stages s JOIN pipelines p ON p.id = s.pipeline_id"
+                           " WHERE p.is_default ORDER BY s.position LIMIT 1").fetchone()
+    else:
+        row = conn.execute("SELECT pipeline_id, id, kind FROM stages WHERE pipeline_id = %s ORDER BY position LIMIT 1",
+                           (pipeline_id,)).fetchone()
+    return (row[0], row[1], str(row[2])) if row else None
+
+
+def stage(conn: Conn, stage_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
+    """(pipeline, kind) of a stage of this workspace."""
+    row = conn.execute("SELECT pipeline_id, kind FROM stages WHERE id = %s", (stage_id,)).fetchone()
+    return (row[0], str(row[1])) if row else None
+
+
+def reorder(conn: Conn, pipeline_id: uuid.UUID, moved: uuid.UUID | None = None, to: int | None = None) -> None:
+    """Renumber a pipeline's stages 0..n-1, moving `moved` to index `to` first."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM stages WHERE pipeline_id = %s ORDER BY position, created_at",
+                                      (pipeline_id,)).fetchall()]
+    if moved is not None and to is not None:
+        ids.remove(moved)
+        ids.insert(min(to, len(ids)), moved)
+    # The unique (pipeline, position) check waits for the end of the statement's transaction.
+    conn.execute("SET CONSTRAINTS stages_position_unique DEFERRED")
+    conn.execute("UPDATE stages SET position = v.position FROM unnest(%s::uuid[], %s::int[]) AS v(id, position)"
+                 " WHERE stages.id = v.id AND stages.position <> v.position RETURNING 1",
+                 (ids, list(range(len(ids))))).fetchall()
+
+
+def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None) -> list[
+        uuid.UUID]:
+    """Delete a stage; its leads move to `target` (same pipeline) first. Returns the moved lead ids."""
+    ids = [r[0] for r in conn.execute("SELECT id FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchall()]
+    if stage_id not in ids:
+        raise errors.NotFound("no such stage")
+    if len(ids) == 1:
+        raise errors.Conflict("a pipeline keeps at least one stage")
+    holding = [r[0] for r in conn.execute("SELECT id FROM leads WHERE stage_id = %s", (stage_id,)).fetchall()]
+    if holding and target is None:
+        raise errors.Conflict("the stage holds leads; pass target_stage_id to move them")
+    if holding and (target not in ids or target == stage_id):
+        raise errors.ValidationFailed("the target must be another stage of this pipeline",
+                                      errors=[errors.FieldError("target_stage_id", "not found", "not_found")])
+    if holding:
+        kind = conn.execute("SELECT kind FROM stages WHERE id = %s", (target,)).fetchone()
+        conn.execute("UPDATE leads SET stage_id = %s, status = %s, updated_at = now() WHERE stage_id = %s RETURNING 1",
+                     (target, kind[0] if kind else "open", stage_id)).fetchall()
+    conn.execute("DELETE FROM stages WHERE id = %s RETURNING 1", (stage_id,)).fetchall()
+    reorder(conn, pipeline_id)
+    return list(holding)
+
+
+def board(conn: Conn, pipeline_id: uuid.UUID) -> Board:
+    """Stages in order with lead counts and value totals per currency: one query."""
+    rows = conn.execute(
+        "WITH per AS (SELECT stage_id, value_currency, count(*) AS n, sum(value_amount_minor) AS total"
+        "  FROM leads WHERE pipeline_id = %(p)s GROUP BY stage_id, value_currency)"
+        " SELECT s.id, s.pipeline_id, s.name, s.position, s.kind, s.probability, coalesce(sum(per.n), 0)::bigint,"
+        "  coalesce(jsonb_object_agg(per.value_currency, per.total) FILTER (WHERE per.value_currency IS NOT NULL),"
+        "  '{}'::jsonb)"
+        " FROM stages s LEFT JOIN per ON per.stage_id = s.id WHERE s.pipeline_id = %(p)s"
+        " GROUP BY s.tenant_id, s.id ORDER BY s.position", {"p": pipeline_id}).fetchall()
+    if not rows:
+        raise errors.NotFound("no such pipeline")
+    return Board(pipeline_id=pipeline_id, columns=[
+        BoardColumn(stage=_stage(r), leads=int(r[6]), totals={str(k): int(v) for k, v in dict(r[7]).items()})
+        for r in rows])
+
+
+def pipeline_values(body: PipelinePatch) -> dict[str, Any]:
+    """Column values a pipeline PATCH changes (is_default is handled by make_default)."""
+    return {"name": body.name} if body.name is not None else {}

@@ -1,0 +1,207 @@
+"""Pipelines, their stages, the board, and a lead's stage history."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from chalicelib import audit, errors
+from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.crm import leads, pipelines, store
+from chalicelib.crm.api import Context, Page
+from chalicelib.crm.listing import parse_list
+from chalicelib.crm.pipelines import (
+    STAGES,
+    TABLE,
+    Board,
+    PipelineCreate,
+    PipelineOut,
+    PipelinePatch,
+    StageIn,
+    StagePatch,
+)
+from chalicelib.http import endpoint, json_response, parse_body
+
+bp = Blueprint(__name__)
+WS = "/workspaces/{workspace_id}"
+ONE = WS + "/pipelines/{pipeline_id}"
+TAGS = ("crm",)
+
+
+def _pipeline(ctx: Context, pipeline_id: str) -> tuple[store.Row, PipelineOut]:
+    row = store.require(ctx.conn, TABLE, parse_id(pipeline_id))
+    return row, pipelines.out(row, pipelines.stages_of(ctx.conn, [row[0]])[row[0]])
+
+
+def _answer(row: store.Row, pipeline: PipelineOut, status: int = 200, extra: dict[str, str] | None = None) -> Response:
+    return json_response(pipeline, status, headers={"ETag": store.etag(row, TABLE), **(extra or {})})
+
+
+@endpoint(bp, WS + "/pipelines", "GET", summary="List pipelines with their stages",
+          response_model=Page[PipelineOut], errors_=(400, 401, 404), tags=TAGS)
+def list_pipelines(workspace_id: str) -> Response:
+    """Pipelines (paged) each with its stages in order."""
+    request = bp.current_request
+    query = parse_list(TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
+    with workspace_scope(request, workspace_id) as (conn, _principal):
+        rows, cursor = store.list_rows(conn, TABLE, query)
+        stages = pipelines.stages_of(conn, [r[0] for r in rows])
+    data = [pipelines.out(r, stages[r[0]]).model_dump(mode="json") for r in rows]
+    return json_response({"data": data, "next_cursor": cursor})
+
+
+@endpoint(bp, WS + "/pipelines", "POST", summary="Create a pipeline (admin)", request_model=PipelineCreate,
+          response_model=PipelineOut, status=201, errors_=(401, 403, 404), tags=TAGS)
+def create_pipeline(workspace_id: str) -> Response:
+    """Without stages it gets New, Qualified, Proposal, Won, Lost."""
+    request = bp.current_request
+    body = parse_body(request, PipelineCreate)
+    tenant = parse_id(workspace_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        ctx = Context(conn, tenant, principal, request)
+        created = pipelines.create(conn, tenant_id=tenant, name=body.name, stages=body.stages, is_default=False,
+                                   now=ctx.now)
+        audit.record(conn, tenant_id=tenant, action="pipeline.created", actor=principal.actor,
+                     target_type="pipeline", target_id=created)
+        row, pipeline = _pipeline(ctx, str(created))
+    return _answer(row, pipeline, 201, {"Location": f"/workspaces/{tenant}/pipelines/{created}"})
+
+
+@endpoint(bp, ONE, "GET", summary="A pipeline with its stages", response_model=PipelineOut, errors_=(401, 404),
+          tags=TAGS)
+def get_pipeline(workspace_id: str, pipeline_id: str) -> Response:
+    """With ETag."""
+    request = bp.current_request
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        row, pipeline = _pipeline(Context(conn, parse_id(workspace_id), principal, request), pipeline_id)
+    return _answer(row, pipeline)
+
+
+@endpoint(bp, ONE, "PATCH", summary="Rename a pipeline or make it the default (admin)", request_model=PipelinePatch,
+          response_model=PipelineOut, errors_=(401, 403, 404, 412), tags=TAGS)
+def patch_pipeline(workspace_id: str, pipeline_id: str) -> Response:
+    """Honours If-Match."""
+    request = bp.current_request
+    body = parse_body(request, PipelinePatch)
+    record = parse_id(pipeline_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        ctx = Context(conn, parse_id(workspace_id), principal, request)
+        existing = store.require(conn, TABLE, record)
+        store.check_if_match(request.headers.get("if-match"), existing, TABLE)
+        if body.is_default:
+            pipelines.make_default(conn, record)
+        store.update(conn, TABLE, record, pipelines.pipeline_values(body), ctx.now)
+        audit.record(conn, tenant_id=ctx.tenant, action="pipeline.updated", actor=principal.actor,
+                     target_type="pipeline", target_id=record)
+        row, pipeline = _pipeline(ctx, pipeline_id)
+    return _answer(row, pipeline)
+
+
+@endpoint(bp, ONE, "DELETE", summary="Delete a pipeline without leads (admin; not the default)", status=204,
+          errors_=(401, 403, 404, 409, 412), tags=TAGS)
+def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
+    """409 while it holds leads or is the default."""
+    request = bp.current_request
+    record = parse_id(pipeline_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        existing = store.require(conn, TABLE, record)
+        store.check_if_match(request.headers.get("if-match"), existing, TABLE)
+        if existing[TABLE.index("is_default")]:
+            raise errors.Conflict("the default pipeline cannot be deleted; make another one the default first")
+        if conn.execute("SELECT 1 FROM leads WHERE pipeline_id = %s LIMIT 1", (record,)).fetchone():
+            raise errors.Conflict("the pipeline holds leads; move or delete them first")
+        store.delete(conn, TABLE, record)
+        audit.record(conn, tenant_id=parse_id(workspace_id), action="pipeline.deleted", actor=principal.actor,
+                     target_type="pipeline", target_id=record)
+    return Response(body="", status_code=204)
+
+
+@endpoint(bp, ONE + "/stages", "POST", summary="Add a stage at a position (admin)", request_model=StageIn,
+          response_model=PipelineOut, status=201, errors_=(401, 403, 404), tags=TAGS)
+def add_stage(workspace_id: str, pipeline_id: str) -> Response:
+    """The stages after `position` shift down one."""
+    request = bp.current_request
+    body = parse_body(request, StageIn)
+    record = parse_id(pipeline_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        ctx = Context(conn, parse_id(workspace_id), principal, request)
+        store.require(conn, TABLE, record)
+        last = conn.execute("SELECT count(*) FROM stages WHERE pipeline_id = %s", (record,)).fetchone()
+        row = store.insert(conn, STAGES, {"tenant_id": ctx.tenant, "pipeline_id": record, "name": body.name,
+                                          "kind": body.kind, "probability": body.probability,
+                                          "position": int(last[0]) if last else 0})
+        if body.position is not None:
+            pipelines.reorder(conn, record, row[0], body.position)
+        audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=principal.actor, target_type="stage",
+                     target_id=row[0])
+        prow, pipeline = _pipeline(ctx, pipeline_id)
+    return _answer(prow, pipeline, 201)
+
+
+@endpoint(bp, ONE + "/stages/{stage_id}", "PATCH", summary="Rename, re-kind or move a stage (admin)",
+          request_model=StagePatch, response_model=PipelineOut, errors_=(401, 403, 404), tags=TAGS)
+def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
+    """A new kind changes the status of the stage's leads too."""
+    request = bp.current_request
+    body = parse_body(request, StagePatch)
+    record, stage = parse_id(pipeline_id), parse_id(stage_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        ctx = Context(conn, parse_id(workspace_id), principal, request)
+        found = pipelines.stage(conn, stage)
+        if found is None or found[0] != record:
+            raise errors.NotFound("no such stage")
+        values = {k: getattr(body, k) for k in body.model_fields_set & {"name", "kind", "probability"}}
+        if values.get("name") is None:
+            values.pop("name", None)
+        if values.get("kind") is None:
+            values.pop("kind", None)
+        if values:
+            store.update(conn, STAGES, stage, values, ctx.now)
+        if "kind" in values:
+            conn.execute("UPDATE leads SET status = %s WHERE stage_id = %s RETURNING 1",
+                         (values["kind"], stage)).fetchall()
+        if body.position is not None:
+            pipelines.reorder(conn, record, stage, body.position)
+        audit.record(conn, tenant_id=ctx.tenant, action="stage.updated", actor=principal.actor, target_type="stage",
+                     target_id=stage)
+        prow, pipeline = _pipeline(ctx, pipeline_id)
+    return _answer(prow, pipeline)
+
+
+@endpoint(bp, ONE + "/stages/{stage_id}", "DELETE", summary="Delete a stage; ?target_stage_id= moves its leads",
+          status=204, errors_=(401, 403, 404, 409, 422), tags=TAGS)
+def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
+    """A stage holding leads needs a target stage of the same pipeline."""
+    request = bp.current_request
+    record, stage = parse_id(pipeline_id), parse_id(stage_id)
+    raw_target = dict(request.query_params or {}).get("target_stage_id")
+    target = parse_id(raw_target) if raw_target else None
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        ctx = Context(conn, parse_id(workspace_id), principal, request)
+        moved = pipelines.delete_stage(conn, pipeline_id=record, stage_id=stage, target=target)
+        if moved and target is not None:
+            leads.record_moves(ctx, moved, stage, target)
+        audit.record(conn, tenant_id=ctx.tenant, action="stage.deleted", actor=principal.actor, target_type="stage",
+                     target_id=stage, details={"moved_leads": len(moved)})
+    return Response(body="", status_code=204)
+
+
+@endpoint(bp, ONE + "/board", "GET", summary="Stages in order with lead counts and totals per currency",
+          response_model=Board, errors_=(401, 404), tags=TAGS)
+def board(workspace_id: str, pipeline_id: str) -> Response:
+    """One query."""
+    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
+        result = pipelines.board(conn, parse_id(pipeline_id))
+    return json_response(result)
+
+
+@endpoint(bp, WS + "/leads/{lead_id}/stage-history", "GET", summary="A lead's stage changes, oldest first",
+          response_model=leads.StageHistory, errors_=(401, 404), tags=TAGS)
+def stage_history(workspace_id: str, lead_id: str) -> Response:
+    """From, to, when, who."""
+    request = bp.current_request
+    record = parse_id(lead_id)
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        store.require(conn, leads.TABLE, record)
+        result = leads.history(Context(conn, parse_id(workspace_id), principal, request), record)
+    return json_response(result)
+

@@ -15,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from chalicelib.db.embedded import prepare_database
 from chalicelib.observability import configure_logging
@@ -36,6 +37,20 @@ def _relay(child: subprocess.Popen[str]) -> None:
         sys.stdout.flush()
 
 
+def _start_scheduler(env: dict[str, str]) -> Any:
+    """The scheduled functions on their schedules, in this process (EventBridge's local stand-in)."""
+    if "JOBS_DATABASE_URL" not in env:
+        log.warning("JOBS_DATABASE_URL is not set: scheduled jobs do not run")
+        return None
+    os.environ.update({k: env[k] for k in ("DATA_DIR", "DATABASE_URL", "JOBS_DATABASE_URL")})
+    get_settings.cache_clear()
+    from functions.schedules import Scheduler
+
+    scheduler = Scheduler()
+    scheduler.start()
+    return scheduler
+
+
 def main() -> int:
     """Start the local stack and serve the API until interrupted."""
     try:
@@ -51,6 +66,7 @@ def main() -> int:
     env = {**os.environ, "DATA_DIR": str(data_dir), "DATABASE_URL": prepared.app_url, "STAGE": "local"}
     if prepared.jobs_url:
         env["JOBS_DATABASE_URL"] = prepared.jobs_url
+    scheduler = _start_scheduler(env)
     chalice = Path(sys.executable).parent / "chalice"
     command = [str(chalice), "local", "--host", settings.host, "--port", str(settings.port),
                "--stage", "local", "--no-autoreload"]
@@ -69,6 +85,9 @@ def main() -> int:
     try:
         code = child.wait()
     finally:
+        if scheduler is not None:
+            scheduler.stopped.set()
+            scheduler.join(timeout=30)
         if child.poll() is None:
             child.kill()
         prepared.stop()

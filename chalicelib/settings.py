@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     sign_in_attempts_per_ip: int = Field(default=30, ge=1)  # per 15 minutes
     mail_backend: Literal["outbox", "ses"] = "outbox"
     mail_from: str = "CRM <no-reply@crm.localhost>"
+    blob_backend: Literal["local", "s3"] = "local"
+    blob_bucket: str | None = None
+    # Soft-deleted workspaces are hard-deleted after this many days (the policy promises < 7).
+    workspace_purge_grace_days: int = Field(default=3, ge=0, le=6)
+    audit_retention_days: int = Field(default=365, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -99,6 +104,8 @@ class Settings(BaseSettings):
             raise ValueError("CORS_ORIGINS must be https origins in prod")
         if self.app_secret_key is None or len(self.app_secret_key.get_secret_value()) < 32:
             raise ValueError("APP_SECRET_KEY (at least 32 characters) is required in prod (no local key file)")
+        if self.blob_backend != "s3" or not self.blob_bucket:
+            raise ValueError("BLOB_BACKEND=s3 and BLOB_BUCKET are required in prod (DATA_DIR/blobs is local-only)")
         if self.mail_backend != "ses":
             raise ValueError("MAIL_BACKEND=ses is required in prod (the outbox directory is local-only)")
         return self

@@ -12,9 +12,13 @@ from psycopg.rows import TupleRow
 from chalicelib import audit, errors
 from chalicelib.accounts.models import WorkspaceOut
 from chalicelib.crm import pipelines
+from chalicelib.settings import get_settings
 
-# The privacy policy: deleted workspaces are purged from active databases within 7 days.
-PURGE_GRACE = timedelta(days=7)
+
+def purge_grace() -> timedelta:
+    """How long a deleted workspace stays restorable before the purge job deletes it (< 7 days, by policy)."""
+    return timedelta(days=get_settings().workspace_purge_grace_days)
+
 _COLUMNS = "id, name, created_at, updated_at, deleted_at"
 
 
@@ -22,7 +26,7 @@ def _out(row: tuple[object, ...] | None, role: str | None) -> WorkspaceOut:
     if row is None:
         raise errors.NotFound("not found")
     deleted = row[4]
-    purge = deleted + PURGE_GRACE if isinstance(deleted, datetime) else None
+    purge = deleted + purge_grace() if isinstance(deleted, datetime) else None
     return WorkspaceOut(id=row[0], name=row[1], role=role, created_at=row[2],
                         updated_at=row[3], deleted_at=deleted, purge_after=purge)
 
@@ -72,14 +76,14 @@ def rename(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor
 
 def set_deleted(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, deleted: bool, actor: audit.Actor,
                 now: datetime, role: str | None) -> WorkspaceOut:
-    """Soft-delete (purged by the jobs after PURGE_GRACE) or restore within the grace period."""
+    """Soft-delete (purged by the jobs after the grace period) or restore within it."""
     if deleted:
         row = conn.execute("UPDATE workspaces SET deleted_at = %s, updated_at = %s WHERE id = %s"
                            " AND deleted_at IS NULL RETURNING " + _COLUMNS, (now, now, tenant_id)).fetchone()
     else:
         row = conn.execute("UPDATE workspaces SET deleted_at = NULL, updated_at = %s WHERE id = %s"
                            " AND deleted_at > %s RETURNING " + _COLUMNS,
-                           (now, tenant_id, now - PURGE_GRACE)).fetchone()
+                           (now, tenant_id, now - purge_grace())).fetchone()
     if row is None:
         raise errors.Conflict("the workspace is not deleted" if not deleted else "already deleted")
     audit.record(conn, tenant_id=tenant_id, action="workspace.deleted" if deleted else "workspace.restored",

@@ -1,0 +1,1 @@
+"""Privacy and retention jobs: export, deletion, purges, backups, restore (run by functions/)."""

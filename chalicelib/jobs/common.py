@@ -1,0 +1,137 @@
+"""What every job shares: the jobs role's pool, the list of workspaces, run claims, the tenant catalog."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from chalicelib.db.pool import Database, get_database
+from chalicelib.observability import log_event
+
+Conn = Connection[TupleRow]
+log = logging.getLogger("crm.jobs")
+# Columns that never leave the database in an export or a backup (secrets and their digests).
+EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"}}
+# Tables about the backups themselves: not workspace content.
+EXCLUDED_TABLES = frozenset({"backup_keys", "backups"})
+
+
+def jobs_database() -> Database:
+    """The jobs role's pool (JOBS_DATABASE_URL): the only role that may list workspaces."""
+    return get_database("jobs")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace as the jobs see it."""
+
+    id: uuid.UUID
+    name: str
+    deleted_at: datetime | None
+
+
+def workspaces(db: Database) -> list[Workspace]:
+    """Every workspace (the one cross-tenant read the jobs role has)."""
+    with db.pool.connection() as conn:
+        rows = conn.execute("SELECT id, name, deleted_at FROM workspaces ORDER BY created_at, id").fetchall()
+    return [Workspace(r[0], str(r[1]), r[2]) for r in rows]
+
+
+def claim(db: Database, name: str, scheduled_for: datetime) -> bool:
+    """Claim one scheduled run; False when another invocation already has it (overlaps do the work once)."""
+    with db.pool.connection() as conn:
+        rows = conn.execute("INSERT INTO job_runs (name, scheduled_for) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                            " RETURNING 1", (name, scheduled_for)).fetchall()
+    return bool(rows)
+
+
+def finish(db: Database, name: str, scheduled_for: datetime, counts: dict[str, Any]) -> None:
+    """Record a claimed run's counts (never contents)."""
+    with db.pool.connection() as conn:
+        conn.execute("UPDATE job_runs SET finished_at = now(), counts = %s WHERE name = %s AND scheduled_for = %s",
+                     (Jsonb(counts), name, scheduled_for))
+
+
+@dataclass
+class Outcome:
+    """Per-workspace results of a job: counts added up, failures listed by workspace id."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Add one workspace's counts."""
+        for key, value in counts.items():
+            self.counts[key] = self.counts.get(key, 0) + value
+
+
+def each_workspace(job: str, targets: Iterable[uuid.UUID], work: Callable[[uuid.UUID], dict[str, int]]) -> Outcome:
+    """Run `work` for every workspace; one failure is logged and the rest continue."""
+    outcome = Outcome()
+    for tenant in targets:
+        try:
+            outcome.add(work(tenant))
+        except Exception as exc:
+            outcome.failed.append(str(tenant))
+            log.error("job failed for a workspace", exc_info=exc,
+                      extra={"fields": {"job": job, "workspace_id": str(tenant)}})
+    log_event(log, "job finished", job=job, failed=len(outcome.failed), **outcome.counts)
+    return outcome
+
+
+@dataclass(frozen=True)
+class TenantTable:
+    """A table holding workspace data: its tenant key and the columns an export carries."""
+
+    name: str
+    key: str
+    columns: tuple[str, ...]
+    generated: tuple[str, ...]
+
+
+def tenant_tables(conn: Conn) -> list[TenantTable]:
+    """Every table of public with a tenant key, from the catalog (a new table is found automatically)."""
+    rows = conn.execute(
+        "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum),"
+        " array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attgenerated <> '')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
+        " AND (c.relname = 'workspaces' OR EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = c.oid"
+        "      AND t.attname = 'tenant_id' AND NOT t.attisdropped))"
+        " GROUP BY c.relname ORDER BY c.relname").fetchall()
+    tables = []
+    for name, columns, generated in rows:
+        excluded = EXCLUDED_COLUMNS.get(str(name), set())
+        tables.append(TenantTable(str(name), "id" if name == "workspaces" else "tenant_id",
+                                  tuple(c for c in columns if c not in excluded), tuple(generated or ())))
+    return tables
+
+
+def dependency_order(conn: Conn, names: list[str]) -> list[str]:
+    """`names` ordered parents first (by foreign keys among them); reverse it to delete."""
+    edges = conn.execute(
+        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c"
+        " WHERE c.contype = 'f' AND c.conrelid <> c.confrelid").fetchall()
+    parents: dict[str, set[str]] = {n: set() for n in names}
+    for child, parent in edges:
+        child_name, parent_name = str(child).removeprefix("public."), str(parent).removeprefix("public.")
+        if child_name in parents and parent_name in parents:
+            parents[child_name].add(parent_name)
+    ordered: list[str] = []
+    while parents:
+        ready = sorted(n for n, p in parents.items() if not p - set(ordered))
+        if not ready:
+            raise RuntimeError("foreign keys between tenant tables form a cycle")
+        ordered.extend(ready)
+        for n in ready:
+            del parents[n]
+    return ordered

@@ -1,0 +1,79 @@
+"""Hard deletion of a workspace: every tenant row, its blobs and backups; audit entries pseudonymized."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from chalicelib.blobs import BlobStore
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from chalicelib.jobs.common import dependency_order, tenant_tables
+from chalicelib.observability import log_event
+
+log = logging.getLogger("crm.jobs.delete")
+# Kept for security forensics until their own retention purge: event, actor ids, IP, time.
+FORENSIC_TABLE = "audit_log"
+BLOB_PREFIXES = ("tenants/{id}", "exports/{id}", "backups/{id}")
+
+
+@dataclass
+class Receipt:
+    """What a deletion removed."""
+
+    workspace_id: str
+    found: bool
+    rows: dict[str, int] = field(default_factory=dict)
+    audit_entries_pseudonymized: int = 0
+    blobs: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able receipt."""
+        return {"workspace_id": self.workspace_id, "found": self.found, "rows": self.rows,
+                "audit_entries_pseudonymized": self.audit_entries_pseudonymized, "blobs": self.blobs,
+                "seconds": round(self.seconds, 3)}
+
+
+def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore) -> Receipt:
+    """Delete the workspace now (idempotent: a second run finds nothing and succeeds)."""
+    started = time.perf_counter()
+    receipt = Receipt(str(tenant_id), found=False)
+    with tenant_tx(tenant_id, db=db, pipeline=False) as conn:
+        # Two overlapping runs: the second skips instead of racing the first.
+        locked = conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 7301552))",
+                              (str(tenant_id),)).fetchone()
+        if not (locked and locked[0]):
+            log_event(log, "deletion already running", workspace_id=str(tenant_id))
+            return receipt
+        receipt.found = conn.execute("SELECT 1 FROM workspaces WHERE id = %s", (tenant_id,)).fetchone() is not None
+        keys = {t.name: t.key for t in tenant_tables(conn)}
+        for name in reversed(dependency_order(conn, list(keys))):
+            if name == FORENSIC_TABLE:
+                continue
+            # RLS scopes the statement; the explicit key is a second guard (the jobs role can list workspaces).
+            cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(name),
+                                                                              sql.Identifier(keys[name])), (tenant_id,))
+            if cur.rowcount:
+                receipt.rows[name] = cur.rowcount
+        cur = conn.execute("UPDATE audit_log SET details = '{}', user_agent = NULL, target_type = NULL,"
+                           " target_id = NULL WHERE tenant_id = %s"
+                           " AND (details <> '{}' OR user_agent IS NOT NULL OR target_id IS NOT NULL)", (tenant_id,))
+        receipt.audit_entries_pseudonymized = cur.rowcount
+        if conn.execute("SELECT 1 FROM audit_log WHERE tenant_id = %s LIMIT 1", (tenant_id,)).fetchone():
+            # The audit entries' purge needs to find this workspace id after its row is gone.
+            conn.execute("INSERT INTO workspace_tombstones (workspace_id, deleted_at) VALUES (%s, now())"
+                         " ON CONFLICT DO NOTHING", (tenant_id,))
+    for prefix in BLOB_PREFIXES:
+        for key in blobs.list(prefix.format(id=tenant_id)):
+            blobs.delete(key)
+            receipt.blobs += 1
+    receipt.seconds = time.perf_counter() - started
+    log_event(log, "workspace deleted", workspace_id=str(tenant_id), found=receipt.found,
+              rows=sorted(receipt.rows.items()), blobs=receipt.blobs)
+    return receipt

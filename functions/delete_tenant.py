@@ -1,0 +1,42 @@
+"""Hard-delete one workspace now (privacy staff: `python -m functions.delete_tenant ID --yes`).
+
+Every tenant row, its blobs, backups (their key is destroyed with the rows: crypto-shredding) and
+credentials go; audit entries keep only event, actor id, IP and time until their own purge. Prints a
+receipt. Idempotent: a second run succeeds and deletes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from typing import Any
+
+from chalicelib.blobs import get_blobs
+from chalicelib.jobs.delete import delete_workspace
+from functions.common import start
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda: {"workspace_id": ...} -> the receipt."""
+    db = start()
+    return delete_workspace(db, uuid.UUID(str(event["workspace_id"])), get_blobs()).as_dict()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line for privacy staff."""
+    parser = argparse.ArgumentParser(prog="python -m functions.delete_tenant", description=__doc__)
+    parser.add_argument("workspace_id", type=uuid.UUID)
+    parser.add_argument("--yes", action="store_true", help="really delete (nothing happens without it)")
+    args = parser.parse_args(argv)
+    if not args.yes:
+        print("refusing to delete without --yes", file=sys.stderr)
+        return 2
+    receipt = delete_workspace(start(), args.workspace_id, get_blobs())
+    print(json.dumps(receipt.as_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Export one workspace as one JSON file (privacy staff: `python -m functions.export_tenant ID --out PATH`).
+
+As a Lambda (`handler`), the file goes to the blob store under exports/<workspace>/ and the key is
+returned. Rows are read through the jobs role under the workspace's RLS context.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chalicelib.blobs import get_blobs
+from chalicelib.jobs.export import WorkspaceNotFound, export_workspace
+from chalicelib.observability import log_event
+from functions.common import progress_printer, start
+
+log = logging.getLogger("crm.jobs.export")
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda: {"workspace_id": ..., "with_blobs": bool} -> {"key": blob key, "rows": n}."""
+    db = start()
+    tenant = uuid.UUID(str(event["workspace_id"]))
+    blobs = get_blobs()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    key = f"exports/{tenant}/{stamp}.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "export.json"
+        manifest = export_workspace(db, tenant, path, blobs=blobs if event.get("with_blobs") else None)
+        blobs.put_file(key, path)
+    log_event(log, "export written", workspace_id=str(tenant), count=manifest.total_rows)
+    return {"key": key, "rows": manifest.total_rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line for privacy staff."""
+    parser = argparse.ArgumentParser(prog="python -m functions.export_tenant", description=__doc__)
+    parser.add_argument("workspace_id", type=uuid.UUID)
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON file")
+    parser.add_argument("--with-blobs", action="store_true", help="include attachment bytes (base64)")
+    args = parser.parse_args(argv)
+    db = start()
+    try:
+        manifest = export_workspace(db, args.workspace_id, args.out, blobs=get_blobs() if args.with_blobs else None,
+                                    progress=progress_printer())
+    except WorkspaceNotFound:
+        print(f"no workspace {args.workspace_id}", file=sys.stderr)
+        return 1
+    log_event(log, "export written", workspace_id=str(args.workspace_id), count=manifest.total_rows)
+    print(json.dumps({"out": str(args.out), "rows": manifest.total_rows,
+                      "tables": {k: v["rows"] for k, v in manifest.tables.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The unified inbox: channels, webhooks in, conversations, messages, attachments, calls."""

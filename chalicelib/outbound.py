@@ -1,0 +1,104 @@
+"""Outbound HTTP to providers and media hosts, safe against SSRF.
+
+https only; the host is resolved once and every address must be public (no private, loopback,
+link-local, multicast, reserved or metadata ranges, IPv4-mapped forms included); the connection goes
+to that pinned address (no second lookup: no DNS rebinding), with TLS verified for the host name;
+redirects are never followed; time and size are capped. Local fake servers used by tests are allowed
+only by an explicit `allow` list of host:port (OUTBOUND_ALLOW_HOSTS, refused in prod).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import urllib3
+
+Resolver = Callable[[str, int], list[str]]
+DEFAULT_TIMEOUT = urllib3.Timeout(connect=3.0, read=10.0)
+
+
+class OutboundRefused(Exception):
+    """The URL is not one we may call (scheme, address, redirect, size)."""
+
+
+@dataclass(frozen=True)
+class OutboundResponse:
+    """Status, headers and (capped) body of a response."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+
+
+def is_public(address: str) -> bool:
+    """Whether an IP address is globally routable (and not a mapped or embedded private one)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if mapped is not None:
+            return is_public(str(mapped))
+    return bool(ip.is_global) and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
+
+
+def resolve_checked(url: str, *, allow: frozenset[str] = frozenset(), resolver: Resolver = _system_resolver
+                    ) -> tuple[str, str, int, str]:
+    """(scheme, host, port, pinned address) for a URL we may call, or OutboundRefused."""
+    parts = urlsplit(url)
+    host, scheme = (parts.hostname or "").rstrip("."), parts.scheme
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise OutboundRefused("bad port") from None
+    if f"{host}:{port}" in allow:
+        return scheme, host, port, resolver(host, port)[0]
+    if scheme != "https" or not host or parts.username or parts.password:
+        raise OutboundRefused("only plain https URLs are allowed")
+    try:
+        addresses = resolver(host, port)
+    except OSError:
+        raise OutboundRefused("the host does not resolve") from None
+    # Every address must be public: an attacker's DNS could mix a public and a private answer.
+    if not addresses or not all(is_public(a) for a in addresses):
+        raise OutboundRefused("the host resolves to a non-public address")
+    return scheme, host, port, addresses[0]
+
+
+def request(method: str, url: str, *, headers: Mapping[str, str] | None = None, body: bytes | None = None,
+            max_bytes: int = 16 * 1024 * 1024, allow: frozenset[str] = frozenset(),
+            resolver: Resolver = _system_resolver, timeout: urllib3.Timeout = DEFAULT_TIMEOUT) -> OutboundResponse:
+    """One request to a checked, pinned address; 3xx is returned as is (never followed)."""
+    scheme, host, port, address = resolve_checked(url, allow=allow, resolver=resolver)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    sent = {"Host": host if port in (80, 443) else f"{host}:{port}", **(headers or {})}
+    pool: urllib3.HTTPConnectionPool
+    if scheme == "https":
+        # Connect to the pinned IP, but verify the certificate (and send SNI) for the host name.
+        pool = urllib3.HTTPSConnectionPool(address, port, server_hostname=host, assert_hostname=host,
+                                           cert_reqs="CERT_REQUIRED", timeout=timeout, retries=False)
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
+    try:
+        response = pool.urlopen(method, path, headers=sent, body=body, redirect=False, preload_content=False)
+        try:
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise OutboundRefused("the response is larger than allowed")
+            data = response.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise OutboundRefused("the response is larger than allowed")
+            return OutboundResponse(response.status, dict(response.headers), data)
+        finally:
+            response.release_conn()
+    except urllib3.exceptions.HTTPError as exc:
+        raise OutboundRefused(f"the request failed: {type(exc).__name__}") from None
+    finally:
+        pool.close()

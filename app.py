@@ -9,7 +9,18 @@ init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else N
             environment=settings.stage)
 
 from chalicelib.api import create_app  # noqa: E402 - after logging and Sentry, by design
-from chalicelib.routes import api_keys, auth, crm, health, integrations, pipelines, workspaces  # noqa: E402
+from chalicelib.routes import (  # noqa: E402
+    api_keys,
+    auth,
+    crm,
+    health,
+    inbox,
+    integrations,
+    pipelines,
+    webhooks,
+    workspaces,
+)
 
-BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, integrations.bp]
+BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, integrations.bp, inbox.bp,
+              webhooks.bp]
 app = create_app("tenant-crm", BLUEPRINTS, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)

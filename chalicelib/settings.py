@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # Soft-deleted workspaces are hard-deleted after this many days (the policy promises < 7).
     workspace_purge_grace_days: int = Field(default=3, ge=0, le=6)
     audit_retention_days: int = Field(default=365, ge=1)
+    queue_backend: Literal["local", "sqs"] = "local"
+    queue_url: str | None = None
+    graph_base_url: str = "https://graph.facebook.com/v21.0"
+    # host:port pairs outbound calls may reach although they are not public (local fake servers only).
+    outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_media_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
@@ -66,7 +72,7 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "outbound_allow_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -106,6 +112,10 @@ class Settings(BaseSettings):
             raise ValueError("APP_SECRET_KEY (at least 32 characters) is required in prod (no local key file)")
         if self.blob_backend != "s3" or not self.blob_bucket:
             raise ValueError("BLOB_BACKEND=s3 and BLOB_BUCKET are required in prod (DATA_DIR/blobs is local-only)")
+        if self.outbound_allow_hosts:
+            raise ValueError("OUTBOUND_ALLOW_HOSTS must be empty in prod (it opens the SSRF guard)")
+        if self.queue_backend != "sqs" or not self.queue_url:
+            raise ValueError("QUEUE_BACKEND=sqs and QUEUE_URL are required in prod")
         if self.mail_backend != "ses":
             raise ValueError("MAIL_BACKEND=ses is required in prod (the outbox directory is local-only)")
         return self

@@ -46,9 +46,9 @@ def set_display_name(conn: Connection[TupleRow], *, user_id: uuid.UUID, display_
 def change_email(conn: Connection[TupleRow], *, user_id: uuid.UUID, email: str, now: datetime) -> UserOut:
     """Move the account to a confirmed new address (409 if another account has it)."""
     try:
-        with conn.transaction():  # a savepoint: the unique violation must not poison the request
-            row = conn.execute("UPDATE users SET email = %s, updated_at = %s WHERE id = %s RETURNING "
-                               + _USER_COLUMNS, (email, now, user_id)).fetchone()
+        # No savepoint (tenant_tx pipelines its transaction): a conflict aborts the whole request.
+        row = conn.execute("UPDATE users SET email = %s, updated_at = %s WHERE id = %s RETURNING "
+                           + _USER_COLUMNS, (email, now, user_id)).fetchone()
     except psycopg.errors.UniqueViolation:
         raise errors.Conflict("another account already uses this address") from None
     return _user(row)

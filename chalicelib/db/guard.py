@@ -18,7 +18,9 @@ TENANT_KEYS = {"public.workspaces": "id"}
 # session is found by its hash). They must not carry a tenant_id; every other table the API role can
 # touch is a tenant table.
 ACCOUNT_TABLES = frozenset({"public.users", "public.login_tokens", "public.sessions", "public.rate_limits",
-                            "public.account_audit_log"})
+                            "public.account_audit_log",
+                            # webhooks arrive before any tenant is known: ids, token digests, counters only
+                            "public.webhook_routes", "public.webhook_replay_tokens", "public.webhook_rejections"})
 # Tenant tables whose RESTRICTIVE guard also lets the signed-in user READ their own rows (writes keep the
 # tenant-only WITH CHECK). The exact widening is pinned here, so any other change fails the guard.
 _MY_WORKSPACES = ("( SELECT m.tenant_id\n   FROM memberships m\n  WHERE (m.user_id = app.current_user_id()))")

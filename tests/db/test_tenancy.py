@@ -138,17 +138,6 @@ def test_connection_returned_inside_a_transaction_is_rolled_back_by_the_pool(
     assert _leftover_tenant(app_db) in ("", None)
 
 
-def test_nested_transaction_is_a_savepoint_inside_the_tenant_transaction(
-        fresh_db: TestDatabase, app_db: Database) -> None:
-    a = make_tenant(fresh_db, "alpha")
-    with tenant_tx(a, db=app_db) as conn:
-        with pytest.raises(RuntimeError), conn.transaction():
-            conn.execute("UPDATE workspaces SET name = 'undone' RETURNING id").fetchall()
-            raise RuntimeError("roll back to the savepoint only")
-        row = conn.execute("SELECT name, current_setting('app.tenant_id') FROM workspaces").fetchone()
-    assert row == ("alpha", str(a))
-
-
 def test_tenant_id_is_parsed_as_uuid_before_any_sql(app_db: Database) -> None:
     hostile = "x', true); SELECT set_config('app.tenant_id','b"
     with pytest.raises(ValueError, match="badly formed"), tenant_tx(hostile, db=app_db):

@@ -20,13 +20,18 @@ RULES = {
     "%-formatted SQL": re.compile(r"\.execute\([^)]*[\"']\s*%\s*[(\w]"),
     ".format()-built SQL": re.compile(r"\.execute\(\s*[\"'][^\"']*[\"']\.format\("),
     "Chalice debug mode": re.compile(r"debug\s*=\s*True"),
+    # Inside tenant_tx the transaction is pipelined: psycopg cannot tell it is in one and would COMMIT it
+    # early (the rest then runs without a tenant). Only tenancy.py and the migrator open transactions.
+    "nested conn.transaction()": re.compile(r"\.transaction\(\)"),
 }
+ALLOWED = {"nested conn.transaction()": {"chalicelib/db/tenancy.py", "chalicelib/db/migrate.py"}}
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))
 def test_no_source_breaks_the_rule(rule: str) -> None:
     pattern = RULES[rule]
     hits = [f"{path.relative_to(ROOT)}:{n}" for path in [*SOURCES, *SQL_FILES]
+            if str(path.relative_to(ROOT)) not in ALLOWED.get(rule, set())
             for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == [], f"{rule}: {hits}"
 
@@ -39,6 +44,7 @@ def test_the_rules_catch_what_they_are_meant_to() -> None:
         "%-formatted SQL": 'conn.execute("SELECT %s" % x)',
         ".format()-built SQL": 'conn.execute("SELECT {}".format(x))',
         "Chalice debug mode": "app.debug = True",
+        "nested conn.transaction()": "with conn.transaction():",
     }
     for rule, line in bad.items():
         assert RULES[rule].search(line), rule

@@ -13,7 +13,8 @@ from chalicelib.settings import SettingsError, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 PROD_OK = {"stage": "prod", "database_url": "postgresql://crm_app@db/crm", "master_key_source": "kms",
            "kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:key/abc", "public_base_url": "https://crm.example",
-           "app_secret_key": "k" * 40, "mail_backend": "ses", "blob_backend": "s3", "blob_bucket": "crm-blobs"}
+           "app_secret_key": "k" * 40, "mail_backend": "ses", "blob_backend": "s3", "blob_bucket": "crm-blobs",
+           "queue_backend": "sqs", "queue_url": "https://sqs.eu-west-1.amazonaws.com/111122223333/inbound"}
 
 
 def test_local_defaults_use_the_embedded_database(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,143 @@
+"""Inbox channels (a WhatsApp number or an inbound email route) and their vault-encrypted secrets."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import psycopg
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr
+
+from chalicelib import audit, errors
+from chalicelib.auth.addresses import EmailAddress
+from chalicelib.vault.envelope import credential_context
+from chalicelib.vault.providers import masked
+from chalicelib.vault.store import get_vault
+
+Conn = Connection[TupleRow]
+Token = Annotated[SecretStr, Field(min_length=8, max_length=1024)]
+
+
+class WhatsAppChannelIn(BaseModel):
+    """A WhatsApp Business number of the Cloud API."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["whatsapp"]
+    phone_number_id: str = Field(pattern=r"^[0-9]{5,32}$")
+    display_phone_number: str | None = Field(default=None, max_length=32)
+    access_token: Token
+    app_secret: Token
+    verify_token: Token
+
+
+class EmailChannelIn(BaseModel):
+    """An inbound email route (Mailgun)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["email"]
+    signing_key: Token
+    address: EmailAddress | None = None
+
+
+class ChannelIn(RootModel[Annotated[WhatsAppChannelIn | EmailChannelIn, Field(discriminator="type")]]):
+    """Either kind of channel, told apart by `type`."""
+
+
+class ChannelOut(BaseModel):
+    """A channel: never its secrets, only masked hints."""
+
+    id: uuid.UUID
+    type: Literal["whatsapp", "email"]
+    phone_number_id: str | None
+    display_phone_number: str | None
+    address: str | None
+    webhook_url: str
+    hints: dict[str, str]
+    created_at: datetime
+
+
+class ChannelSecrets(BaseModel):
+    """Decrypted secrets of a channel (never logged, never returned)."""
+
+    access_token: SecretStr | None = None
+    app_secret: SecretStr | None = None
+    verify_token: SecretStr | None = None
+    signing_key: SecretStr | None = None
+
+
+_SECRET_FIELDS = ("access_token", "app_secret", "verify_token", "signing_key")
+_COLUMNS = "id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at"
+
+
+def webhook_url(base_url: str, channel_type: str, channel_id: uuid.UUID) -> str:
+    """Where the provider must send this channel's deliveries."""
+    return f"{base_url}/webhooks/{channel_type}/{channel_id}"
+
+
+def _context(tenant_id: uuid.UUID, channel_id: uuid.UUID) -> dict[str, str]:
+    # Bound to the workspace AND the channel: a ciphertext copied to another channel fails to decrypt.
+    return credential_context(tenant_id, f"channel:{channel_id}")
+
+
+def _out(row: tuple[Any, ...], base_url: str) -> ChannelOut:
+    return ChannelOut(id=row[0], type=row[1], phone_number_id=row[2], display_phone_number=row[3], address=row[4],
+                      webhook_url=webhook_url(base_url, row[1], row[0]), hints=dict(row[5]), created_at=row[6])
+
+
+def create(conn: Conn, *, tenant_id: uuid.UUID, spec: WhatsAppChannelIn | EmailChannelIn, actor: audit.Actor,
+           base_url: str) -> ChannelOut:
+    """Store a channel with its secrets encrypted under the master key, and route its webhook here."""
+    channel_id = uuid.uuid4()
+    secrets = {name: getattr(spec, name).get_secret_value() for name in _SECRET_FIELDS if hasattr(spec, name)}
+    ciphertext = get_vault().encrypt(json.dumps(secrets).encode(), _context(tenant_id, channel_id))
+    hints = {name: masked(value) for name, value in secrets.items()}
+    try:
+        # No savepoint (tenant_tx pipelines its transaction): a duplicate aborts the whole request.
+        found = conn.execute(
+            "INSERT INTO channels (tenant_id, id, type, phone_number_id, display_phone_number, address,"
+            " secrets_ciphertext, secrets_hints) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING " + _COLUMNS,
+            (tenant_id, channel_id, spec.type, getattr(spec, "phone_number_id", None),
+             getattr(spec, "display_phone_number", None), getattr(spec, "address", None), ciphertext,
+             Jsonb(hints))).fetchone()
+    except psycopg.errors.UniqueViolation:
+        raise errors.Conflict("this WhatsApp number is already a channel of this workspace") from None
+    assert found is not None
+    conn.execute("INSERT INTO webhook_routes (channel_id, workspace_id) VALUES (%s, %s)", (channel_id, tenant_id))
+    audit.record(conn, tenant_id=tenant_id, action="channel.created", actor=actor, target_type="channel",
+                 target_id=channel_id, details={"type": spec.type})
+    return _out(found, base_url)
+
+
+def list_channels(conn: Conn, *, base_url: str) -> list[ChannelOut]:
+    """Channels of the current workspace."""
+    return [_out(r, base_url) for r in conn.execute("SELECT " + _COLUMNS + " FROM channels ORDER BY created_at, id")]
+
+
+def delete(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, actor: audit.Actor) -> None:
+    """Delete a channel (its conversations go with it) and stop routing its webhook."""
+    if not conn.execute("DELETE FROM channels WHERE id = %s RETURNING id", (channel_id,)).fetchall():
+        raise errors.NotFound("no such channel")
+    conn.execute("DELETE FROM webhook_routes WHERE channel_id = %s AND workspace_id = %s", (channel_id, tenant_id))
+    audit.record(conn, tenant_id=tenant_id, action="channel.deleted", actor=actor, target_type="channel",
+                 target_id=channel_id)
+
+
+def load(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> tuple[ChannelOut, ChannelSecrets] | None:
+    """A channel of the current workspace with its decrypted secrets, or None."""
+    row = conn.execute("SELECT " + _COLUMNS + ", secrets_ciphertext FROM channels WHERE id = %s",
+                       (channel_id,)).fetchone()
+    if row is None:
+        return None
+    plaintext = get_vault().decrypt(bytes(row[7]), _context(tenant_id, channel_id)).plaintext
+    return _out(row[:7], ""), ChannelSecrets.model_validate(json.loads(plaintext))
+
+
+def route(conn: Conn, channel_id: uuid.UUID) -> uuid.UUID | None:
+    """The workspace of a webhook URL's channel id (read before any tenant is known)."""
+    row = conn.execute("SELECT workspace_id FROM webhook_routes WHERE channel_id = %s", (channel_id,)).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,99 @@
+"""Conversations and their messages, as the inbox API shows them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import Connection
+from psycopg.rows import TupleRow
+from pydantic import BaseModel, ConfigDict
+
+from chalicelib.crm.listing import Filter, ListSpec, Sort, parse_choice, parse_uuid, time_sort
+from chalicelib.crm.store import Row, Table
+
+Conn = Connection[TupleRow]
+
+TABLE = Table(
+    name="conversations",
+    columns=("id", "channel_id", "contact_id", "status", "assignee_id", "subject", "last_message_at", "created_at",
+             "updated_at"),
+    listing=ListSpec(
+        "conversations",
+        {"last_message_at": Sort("coalesce(last_message_at, created_at)", True, **{
+            "to_cursor": lambda v: v.isoformat(), "from_cursor": datetime.fromisoformat}),
+         "created_at": time_sort("created_at")},
+        "last_message_at",
+        {"channel_id": Filter("channel_id", parse_uuid("channel_id")),
+         "contact_id": Filter("contact_id", parse_uuid("contact_id")),
+         "status": Filter("status", parse_choice("status", frozenset({"open", "closed"})))},
+        search=False, custom_select_filters=False),
+    references={"conversations_assignee_fk": "assignee_id"},
+)
+
+
+class ConversationOut(BaseModel):
+    """A conversation."""
+
+    id: uuid.UUID
+    channel_id: uuid.UUID
+    contact_id: uuid.UUID | None
+    status: Literal["open", "closed"]
+    assignee_id: uuid.UUID | None
+    subject: str | None
+    last_message_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationPatch(BaseModel):
+    """Close or reopen; assign to a member (null unassigns)."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["open", "closed"] | None = None
+    assignee_id: uuid.UUID | None = None
+
+
+class AttachmentOut(BaseModel):
+    """An attachment's metadata (the bytes are at GET /attachments/{id})."""
+
+    id: uuid.UUID
+    filename: str | None
+    content_type: str
+    size: int
+
+
+class MessageOut(BaseModel):
+    """A message of a conversation."""
+
+    id: uuid.UUID
+    direction: Literal["in", "out"]
+    body: str | None
+    sent_at: datetime
+    status: str
+    error: str | None
+    attachments: list[AttachmentOut]
+
+
+class MessageList(BaseModel):
+    """Every message of a conversation, oldest first."""
+
+    data: list[MessageOut]
+
+
+def out(row: Row) -> ConversationOut:
+    """Row to API shape."""
+    return ConversationOut(**dict(zip(TABLE.columns, row, strict=True)))
+
+
+def messages(conn: Conn, conversation_id: uuid.UUID) -> MessageList:
+    """Messages with their attachments in order (two queries, not one per message)."""
+    rows = conn.execute("SELECT id, direction, body, sent_at, status, error FROM messages WHERE conversation_id = %s"
+                        " ORDER BY sent_at, created_at, id", (conversation_id,)).fetchall()
+    files: dict[Any, list[AttachmentOut]] = {}
+    for a in conn.execute("SELECT message_id, id, filename, content_type, size_bytes FROM attachments"
+                          " WHERE message_id = ANY(%s) ORDER BY created_at, id", ([r[0] for r in rows],)):
+        files.setdefault(a[0], []).append(AttachmentOut(id=a[1], filename=a[2], content_type=a[3], size=a[4]))
+    return MessageList(data=[MessageOut(id=r[0], direction=r[1], body=r[2], sent_at=r[3], status=r[4], error=r[5],
+                                        attachments=files.get(r[0], [])) for r in rows])

@@ -1,0 +1,104 @@
+"""Inbox API: channels (owner/admin), conversations and their messages."""
+
+from __future__ import annotations
+
+from chalice.app import Blueprint, Response
+
+from chalicelib import audit, clock
+from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.crm import store
+from chalicelib.crm.api import Page
+from chalicelib.crm.common import patch_values
+from chalicelib.crm.listing import parse_list
+from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.inbox import channels, conversations
+from chalicelib.settings import get_settings
+
+bp = Blueprint(__name__)
+WS = "/workspaces/{workspace_id}"
+TAGS = ("inbox",)
+
+
+class ChannelList(Page[channels.ChannelOut]):
+    """Channels of the workspace."""
+
+
+@endpoint(bp, WS + "/channels", "POST", summary="Connect a WhatsApp number or an inbound email route (owner/admin)",
+          request_model=channels.ChannelIn, response_model=channels.ChannelOut, status=201,
+          errors_=(401, 403, 404, 409), tags=TAGS)
+def create_channel(workspace_id: str) -> Response:
+    """Secrets go to the vault; the answer has the webhook URL and masked hints only."""
+    request = bp.current_request
+    body = parse_body(request, channels.ChannelIn)
+    tenant = parse_id(workspace_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        created = channels.create(conn, tenant_id=tenant, spec=body.root, actor=principal.actor,
+                                  base_url=get_settings().public_base_url)
+    return json_response(created, 201, headers={"Location": f"/workspaces/{tenant}/channels/{created.id}"})
+
+
+@endpoint(bp, WS + "/channels", "GET", summary="Channels of the workspace (owner/admin)", response_model=ChannelList,
+          errors_=(401, 403, 404), tags=TAGS)
+def list_channels(workspace_id: str) -> Response:
+    """With webhook URLs and masked hints."""
+    with workspace_scope(bp.current_request, workspace_id, min_role="admin") as (conn, _principal):
+        found = channels.list_channels(conn, base_url=get_settings().public_base_url)
+    return json_response(ChannelList(data=found, next_cursor=None))
+
+
+@endpoint(bp, WS + "/channels/{channel_id}", "DELETE", summary="Disconnect a channel (owner/admin)", status=204,
+          errors_=(401, 403, 404), tags=TAGS)
+def delete_channel(workspace_id: str, channel_id: str) -> Response:
+    """Its webhook URL stops working at once."""
+    with workspace_scope(bp.current_request, workspace_id, min_role="admin") as (conn, principal):
+        channels.delete(conn, tenant_id=parse_id(workspace_id), channel_id=parse_id(channel_id), actor=principal.actor)
+    return Response(body="", status_code=204)
+
+
+@endpoint(bp, WS + "/conversations", "GET", summary="Conversations, most recent first",
+          response_model=Page[conversations.ConversationOut], errors_=(400, 401, 404), tags=TAGS)
+def list_conversations(workspace_id: str) -> Response:
+    """Filters channel_id, status, contact_id; paged like the CRM lists."""
+    request = bp.current_request
+    query = parse_list(conversations.TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
+    with workspace_scope(request, workspace_id) as (conn, _principal):
+        rows, cursor = store.list_rows(conn, conversations.TABLE, query)
+    return json_response({"data": [conversations.out(r).model_dump(mode="json") for r in rows], "next_cursor": cursor})
+
+
+@endpoint(bp, WS + "/conversations/{conversation_id}", "GET", summary="A conversation",
+          response_model=conversations.ConversationOut, errors_=(401, 404), tags=TAGS)
+def get_conversation(workspace_id: str, conversation_id: str) -> Response:
+    """With ETag."""
+    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
+        row = store.require(conn, conversations.TABLE, parse_id(conversation_id))
+    return json_response(conversations.out(row), headers={"ETag": store.etag(row, conversations.TABLE)})
+
+
+@endpoint(bp, WS + "/conversations/{conversation_id}", "PATCH", summary="Close, reopen or assign a conversation",
+          request_model=conversations.ConversationPatch, response_model=conversations.ConversationOut,
+          errors_=(401, 404, 412, 422), tags=TAGS)
+def patch_conversation(workspace_id: str, conversation_id: str) -> Response:
+    """Honours If-Match; the assignee must be a member."""
+    request = bp.current_request
+    body = parse_body(request, conversations.ConversationPatch)
+    record = parse_id(conversation_id)
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        existing = store.require(conn, conversations.TABLE, record)
+        store.check_if_match(request.headers.get("if-match"), existing, conversations.TABLE)
+        values = patch_values(body, required=("status",))
+        row = store.update(conn, conversations.TABLE, record, values, clock.now()) if values else existing
+        audit.record(conn, tenant_id=parse_id(workspace_id), action="conversation.updated", actor=principal.actor,
+                     target_type="conversation", target_id=record, details={"fields": sorted(values)})
+    return json_response(conversations.out(row), headers={"ETag": store.etag(row, conversations.TABLE)})
+
+
+@endpoint(bp, WS + "/conversations/{conversation_id}/messages", "GET", summary="Messages of a conversation in order",
+          response_model=conversations.MessageList, errors_=(401, 404), tags=TAGS)
+def list_messages(workspace_id: str, conversation_id: str) -> Response:
+    """Direction, body, time, status and attachment metadata."""
+    record = parse_id(conversation_id)
+    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
+        store.require(conn, conversations.TABLE, record)
+        result = conversations.messages(conn, record)
+    return json_response(result)

@@ -36,6 +36,8 @@ def create_app(app_name: str, blueprints: Sequence[Blueprint], *, max_body_bytes
     # through our JSON handler (and so through logsafe) instead.
     app = Chalice(app_name=app_name, configure_logs=False)
     app.log.propagate = True
+    # Multipart bodies (inbound email with attachments) arrive base64-encoded from API Gateway as binary.
+    app.api.binary_types.append("multipart/form-data")
     # Debug mode would send tracebacks to clients.
     app.debug = False
     allowed_origins = frozenset(cors_origins)

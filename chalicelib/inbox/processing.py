@@ -37,6 +37,10 @@ def process_event(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
                 _whatsapp_message(conn, tenant_id, channel_id, payload)
             elif provider == "whatsapp" and kind == "status":
                 _whatsapp_status(conn, payload)
+            elif provider == "mailgun" and kind == "message":
+                from chalicelib.inbox.email_inbound import file_message
+
+                file_message(conn, tenant_id, channel_id, payload)
             conn.execute("UPDATE inbound_events SET processed_at = now(), attempts = attempts + 1 WHERE id = %s",
                          (event_id,))
     except Exception as exc:

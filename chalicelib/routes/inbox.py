@@ -6,10 +6,12 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import audit, clock
 from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.blobs import get_blobs
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import parse_list
+from chalicelib.errors import NotFound
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.inbox import channels, conversations
 from chalicelib.settings import get_settings
@@ -102,3 +104,20 @@ def list_messages(workspace_id: str, conversation_id: str) -> Response:
         store.require(conn, conversations.TABLE, record)
         result = conversations.messages(conn, record)
     return json_response(result)
+
+
+@endpoint(bp, WS + "/attachments/{attachment_id}", "GET", summary="Download an attachment (members of its workspace)",
+          errors_=(401, 404), tags=TAGS)
+def download_attachment(workspace_id: str, attachment_id: str) -> Response:
+    """The bytes, always as a download (never rendered inline: an HTML attachment must not run here)."""
+    record = parse_id(attachment_id)
+    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
+        row = conn.execute("SELECT filename, blob_key, sha256 FROM attachments WHERE id = %s", (record,)).fetchone()
+    if row is None:
+        raise NotFound("no such attachment")
+    with get_blobs().open(str(row[1])) as handle:
+        data = handle.read()
+    filename = "".join(ch for ch in str(row[0] or "attachment") if ch.isalnum() or ch in "._- ")[:100] or "attachment"
+    return Response(body=data, status_code=200, headers={
+        "Content-Type": "application/octet-stream", "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-Content-Type-Options": "nosniff", "Digest": f"sha-256={row[2]}"})

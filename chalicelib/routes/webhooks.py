@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from chalicelib import errors
 from chalicelib.db.tenancy import tenant_tx, user_tx
 from chalicelib.http import endpoint
-from chalicelib.inbox import channels
+from chalicelib.inbox import channels, email_inbound
 from chalicelib.inbox.ingest import Rejected, count_rejection, get_queue, store_events
 from chalicelib.inbox.providers import whatsapp
 from chalicelib.inbox.providers.signatures import whatsapp_valid
@@ -84,6 +84,26 @@ def whatsapp_delivery(channel_id: str) -> Response:
                                events=[(i.kind, i.event_id, i.payload) for i in items])
     except Rejected as rejected:
         count_rejection("whatsapp", rejected.reason)
+        error = {400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound}[rejected.status]
+        raise error("the delivery was refused") from None
+    if new:
+        get_queue().enqueue(tenant, new)
+    return Response(body='{"status": "ok"}', status_code=200, headers={"Content-Type": "application/json"})
+
+
+@endpoint(bp, "/webhooks/email/{channel_id}", "POST", summary="Mailgun inbound email (signed, replay-protected)",
+          response_model=Ack, errors_=(400, 401, 404, 413, 415), tags=TAGS,
+          content_types=("application/x-www-form-urlencoded", "multipart/form-data"))
+def email_delivery(channel_id: str) -> Response:
+    """Verify Mailgun's signature, refuse replays, store the email and its files once, enqueue, acknowledge."""
+    request = bp.current_request
+    raw = request.raw_body or b""
+    raw = raw.encode() if isinstance(raw, str) else raw
+    tenant, channel = _workspace_of(channel_id)
+    try:
+        new = email_inbound.accept(tenant, channel, raw, request.headers.get("content-type") or "")
+    except Rejected as rejected:
+        count_rejection("mailgun", rejected.reason)
         error = {400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound}[rejected.status]
         raise error("the delivery was refused") from None
     if new:

@@ -1,0 +1,158 @@
+"""Inbound email (Mailgun): signatures, replay cache, threading, attachments, multipart and MIME forms."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from chalice.test import Client
+
+from chalicelib.inbox.ingest import use_queue
+from chalicelib.inbox.processing import process_event
+from chalicelib.inbox.queue import LocalQueue
+from tests.api.auth_helpers import Browser, Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
+from tests.conftest import TestDatabase
+
+KEY = "key-" + uuid.uuid4().hex
+TEXT = f"CANARY-mail-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def worker() -> Iterator[LocalQueue]:
+    queue = LocalQueue(process_event)
+    use_queue(queue)
+    yield queue
+    use_queue(None)
+
+
+def _setup(api: Client, outbox: Outbox) -> tuple[Browser, str, str]:
+    owner = sign_in(api, fresh_address("owner"), outbox)
+    workspace = create_workspace(api, owner)["id"]
+    response = call(api, "POST", f"/workspaces/{workspace}/channels", owner,
+                    {"type": "email", "signing_key": KEY, "address": "sales@acme.example"})
+    assert response.status_code == 201, response.body
+    return owner, workspace, body_of(response)["id"]
+
+
+def _signed(fields: dict[str, str], *, key: str = KEY, age: int = 0) -> dict[str, str]:
+    timestamp, token = str(int(time.time()) - age), uuid.uuid4().hex + uuid.uuid4().hex
+    signature = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
+    return {**fields, "timestamp": timestamp, "token": token, "signature": signature}
+
+
+def _mail(message_id: str, *, reply_to: str | None = None, text: str = TEXT) -> dict[str, str]:
+    fields = {"sender": "Pat Doe <pat@customer.example>", "recipient": "sales@acme.example",
+              "subject": "Quote", "body-plain": text, "Message-Id": f"<{message_id}>"}
+    if reply_to:
+        fields["In-Reply-To"] = f"<{reply_to}>"
+    return fields
+
+
+def _post_form(api: Client, channel: str, fields: dict[str, str]) -> Any:
+    return api.http.post(f"/webhooks/email/{channel}", body=urlencode(fields).encode(),
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def _messages(api: Client, owner: Browser, workspace: str) -> list[list[dict[str, Any]]]:
+    conversations = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
+    return [body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{c['id']}/messages", owner))["data"]
+            for c in conversations]
+
+
+def test_signed_email_lands_in_a_conversation_and_replies_thread(
+        api: Client, outbox: Outbox, worker: LocalQueue) -> None:
+    owner, workspace, channel = _setup(api, outbox)
+    assert _post_form(api, channel, _signed(_mail("m1@customer.example"))).status_code == 200
+    assert _post_form(api, channel, _signed(_mail("m2@customer.example", reply_to="m1@customer.example",
+                                                  text="second"))).status_code == 200
+    worker.drain()
+    threads = _messages(api, owner, workspace)
+    assert [[m["body"] for m in thread] for thread in threads] == [[TEXT, "second"]]
+
+
+def test_replayed_token_stale_timestamp_and_bad_signature_are_401(
+        api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
+    _owner, _workspace, channel = _setup(api, outbox)
+    fields = _signed(_mail("r1@customer.example"))
+    assert _post_form(api, channel, fields).status_code == 200
+    problem(_post_form(api, channel, fields), 401)  # the same token again
+    problem(_post_form(api, channel, _signed(_mail("r2@customer.example"), age=301)), 401)
+    problem(_post_form(api, channel, _signed(_mail("r3@customer.example"), key="key-other")), 401)
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM inbound_events").fetchone() == (1,)
+
+
+def test_multipart_attachments_are_stored_and_downloadable_only_in_the_workspace(
+        api: Client, outbox: Outbox, worker: LocalQueue) -> None:
+    owner, workspace, channel = _setup(api, outbox)
+    fields = _signed(_mail("a1@customer.example"))
+    boundary = "----crmtest" + uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    data = b"%PDF-1.4 fake " + bytes(range(256))
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="attachment-1"; filename="offer.pdf"\r\n'
+                 f'Content-Type: application/pdf\r\n\r\n'.encode() + data + b"\r\n")
+    raw = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    response = api.http.post(f"/webhooks/email/{channel}", body=raw,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 200, response.body
+    worker.drain()
+    (thread,) = _messages(api, owner, workspace)
+    (attachment,) = thread[0]["attachments"]
+    assert attachment["filename"] == "offer.pdf" and attachment["size"] == len(data)
+    assert thread[0]["body"] == TEXT
+
+
+def test_body_mime_form_is_understood(api: Client, outbox: Outbox, worker: LocalQueue) -> None:
+    owner, workspace, channel = _setup(api, outbox)
+    message = EmailMessage()
+    message["From"] = "Pat <pat@customer.example>"
+    message["To"] = "sales@acme.example"
+    message["Subject"] = "MIME"
+    message["Message-Id"] = "<mime1@customer.example>"
+    message.set_content("from mime ✓")
+    message.add_attachment(b"hello", maintype="text", subtype="plain", filename="note.txt")
+    fields = _signed({"recipient": "sales@acme.example", "body-mime": message.as_string()})
+    assert _post_form(api, channel, fields).status_code == 200
+    worker.drain()
+    (thread,) = _messages(api, owner, workspace)
+    assert thread[0]["body"].strip() == "from mime ✓"
+    assert [a["filename"] for a in thread[0]["attachments"]] == ["note.txt"]
+
+
+def test_wrong_content_type_and_malformed_forms(api: Client, outbox: Outbox) -> None:
+    _owner, _workspace, channel = _setup(api, outbox)
+    problem(api.http.post(f"/webhooks/email/{channel}", body=b"{}", headers={"Content-Type": "application/json"}), 415)
+    problem(api.http.post(f"/webhooks/email/{channel}", body=b"\xff\xfe",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
+
+
+def test_attachments_download_for_members_only(api: Client, outbox: Outbox, worker: LocalQueue) -> None:
+    owner, workspace, channel = _setup(api, outbox)
+    message = EmailMessage()
+    message["From"] = "pat@customer.example"
+    message["Message-Id"] = "<dl1@customer.example>"
+    message.set_content("see attached")
+    message.add_attachment(b"<script>alert(1)</script>", maintype="text", subtype="html", filename="x.html")
+    _post_form(api, channel, _signed({"recipient": "sales@acme.example", "body-mime": message.as_string()}))
+    worker.drain()
+    (thread,) = _messages(api, owner, workspace)
+    attachment = thread[0]["attachments"][0]["id"]
+    path = f"/workspaces/{workspace}/attachments/{attachment}"
+    response = call(api, "GET", path, owner, headers={"Accept": "*/*"})
+    assert response.status_code == 200
+    assert response.body == b"<script>alert(1)</script>"
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    other = sign_in(api, fresh_address("other"), outbox)
+    other_workspace = create_workspace(api, other, "B")["id"]
+    problem(call(api, "GET", path, other, headers={"Accept": "*/*"}), 404)
+    problem(call(api, "GET", f"/workspaces/{other_workspace}/attachments/{attachment}", other,
+                 headers={"Accept": "*/*"}), 404)

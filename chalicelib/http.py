@@ -115,8 +115,13 @@ ENDPOINTS: dict[tuple[str, str], EndpointDoc] = {}
 def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
              request_model: type[BaseModel] | None = None, response_model: type[BaseModel] | None = None,
              status: int = 200, tags: tuple[str, ...] = (), errors_: tuple[int, ...] = (),
+             content_types: tuple[str, ...] | None = None,
              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a Chalice route that maps domain errors to problems and is described in OpenAPI."""
+    """Register a Chalice route that maps domain errors to problems and is described in OpenAPI.
+
+    `content_types` replaces the default body types (JSON for body routes) for a non-JSON body route,
+    such as a text/csv import; the view parses that body itself.
+    """
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         doc = EndpointDoc(path, method, summary, view.__name__, request_model, response_model,
@@ -130,8 +135,9 @@ def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
         wrapped.__doc__ = view.__doc__
         # Body routes accept only JSON; Chalice answers other types with 415 (made a problem by the
         # middleware). Routes without a body accept any content type.
-        content_types = ["application/json"] if method in JSON_BODY_METHODS and request_model else ["*/*"]
-        bp.route(path, methods=[method], content_types=content_types, name=view.__name__)(wrapped)
+        accepted = (list(content_types) if content_types is not None
+                    else ["application/json"] if method in JSON_BODY_METHODS and request_model else ["*/*"])
+        bp.route(path, methods=[method], content_types=accepted, name=view.__name__)(wrapped)
         return view
 
     return decorate

@@ -16,7 +16,8 @@ from chalicelib.settings import Settings, get_settings
 log = logging.getLogger("crm.mail")
 
 
-def build_message(*, sender: str, to: str, subject: str, text: str) -> EmailMessage:
+def build_message(*, sender: str, to: str, subject: str, text: str,
+                  headers: dict[str, str] | None = None) -> EmailMessage:
     """An RFC 5322 message; the stdlib refuses header injection (CR/LF in headers)."""
     # Lines up to RFC 5322's 998 characters and no quoted-printable: the sign-in link stays one
     # readable, copyable line in the .eml file and in every mail client.
@@ -26,14 +27,17 @@ def build_message(*, sender: str, to: str, subject: str, text: str) -> EmailMess
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain="crm.localhost")
+    for name, value in (headers or {}).items():
+        message[name] = value
     message.set_content(text, cte="7bit" if text.isascii() else "8bit")
     return message
 
 
-def send_email(*, to: str, subject: str, text: str, settings: Settings | None = None) -> str:
+def send_email(*, to: str, subject: str, text: str, settings: Settings | None = None, sender: str | None = None,
+               headers: dict[str, str] | None = None) -> str:
     """Send one message; returns its outbox file name or SES message id (never logs the body)."""
     settings = settings or get_settings()
-    message = build_message(sender=settings.mail_from, to=to, subject=subject, text=text)
+    message = build_message(sender=sender or settings.mail_from, to=to, subject=subject, text=text, headers=headers)
     if settings.mail_backend == "ses":
         return _send_ses(message)
     return _write_outbox(message, settings.data_dir / "outbox")
@@ -60,5 +64,7 @@ def _send_ses(message: EmailMessage) -> str:
     client = boto3.client("sesv2")
     response = client.send_email(Content={"Raw": {"Data": message.as_bytes()}})
     message_id = str(response.get("MessageId", ""))
-    log.info("email sent", extra={"fields": {"ses_message_id": message_id}})
+    # "ses_id", not "ses_message_id": logsafe redacts every key containing "message", and the id is what
+    # ties a bounce or complaint back to this line.
+    log.info("email sent", extra={"fields": {"ses_id": message_id}})
     return message_id

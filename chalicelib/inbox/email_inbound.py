@@ -91,6 +91,13 @@ def file_message(conn: Conn, tenant: uuid.UUID, channel_id: uuid.UUID, payload: 
     earlier = conn.execute("SELECT conversation_id FROM messages WHERE email_message_id = ANY(%s)"
                            " ORDER BY sent_at LIMIT 1", (references,)).fetchone() if references else None
     message_id = str(payload.get("message_id") or uuid.uuid4())
+    if earlier is None:
+        # Answers sent to a signed reply address (reply+<conversation>.<sig>@…) join that conversation.
+        from chalicelib.inbox.replies import conversation_of_reply_address
+
+        named = conversation_of_reply_address(parseaddr(str(payload.get("recipient") or ""))[1])
+        if named is not None:
+            earlier = conn.execute("SELECT id FROM conversations WHERE id = %s", (named,)).fetchone()
     if earlier is not None:
         conversation = uuid.UUID(str(earlier[0]))
         conn.execute("UPDATE conversations SET last_message_at = %s, status = 'open' WHERE id = %s",

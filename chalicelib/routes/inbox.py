@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chalice.app import Blueprint, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import audit, clock
 from chalicelib.auth.principal import parse_id, workspace_scope
@@ -13,7 +14,7 @@ from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import parse_list
 from chalicelib.errors import NotFound
 from chalicelib.http import endpoint, json_response, parse_body
-from chalicelib.inbox import channels, conversations
+from chalicelib.inbox import channels, conversations, replies
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)
@@ -121,3 +122,28 @@ def download_attachment(workspace_id: str, attachment_id: str) -> Response:
     return Response(body=data, status_code=200, headers={
         "Content-Type": "application/octet-stream", "Content-Disposition": f'attachment; filename="{filename}"',
         "X-Content-Type-Options": "nosniff", "Digest": f"sha-256={row[2]}"})
+
+
+class ReplyIn(BaseModel):
+    """A reply's text."""
+
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(min_length=1, max_length=4096)
+
+
+@endpoint(bp, WS + "/conversations/{conversation_id}/messages", "POST",
+          summary="Reply (WhatsApp via the Graph API, email via SES); failures are recorded on the message",
+          request_model=ReplyIn, response_model=conversations.MessageOut, status=201, errors_=(401, 403, 404),
+          tags=TAGS)
+def reply(workspace_id: str, conversation_id: str) -> Response:
+    """201 with the message and its status (sent, or failed with the reason)."""
+    request = bp.current_request
+    body = parse_body(request, ReplyIn)
+    tenant, record = parse_id(workspace_id), parse_id(conversation_id)
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        store.require(conn, conversations.TABLE, record)
+    pending = replies.record(tenant, record, body.body, principal.user_id)
+    replies.send(tenant, record, pending, body.body)
+    with workspace_scope(request, workspace_id) as (conn, _principal):
+        sent = next(m for m in conversations.messages(conn, record).data if m.id == pending.message_id)
+    return json_response(sent, 201)

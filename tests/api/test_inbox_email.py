@@ -6,30 +6,18 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
 from chalice.test import Client
 
-from chalicelib.inbox.ingest import use_queue
-from chalicelib.inbox.processing import process_event
 from chalicelib.inbox.queue import LocalQueue
 from tests.api.auth_helpers import Browser, Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
 from tests.conftest import TestDatabase
 
 KEY = "key-" + uuid.uuid4().hex
 TEXT = f"CANARY-mail-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def worker() -> Iterator[LocalQueue]:
-    queue = LocalQueue(process_event)
-    use_queue(queue)
-    yield queue
-    use_queue(None)
 
 
 def _setup(api: Client, outbox: Outbox) -> tuple[Browser, str, str]:

@@ -8,15 +8,11 @@ import io
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from chalice.test import Client
 
 import app as app_module
-from chalicelib.inbox.ingest import use_queue
-from chalicelib.inbox.processing import process_event
 from chalicelib.inbox.queue import LocalQueue
 from tests.api.auth_helpers import Browser, Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
 from tests.conftest import TestDatabase
@@ -24,14 +20,6 @@ from tests.conftest import TestDatabase
 APP_SECRET = "app-secret-" + uuid.uuid4().hex
 TEXT = f"CANARY-message-{uuid.uuid4().hex}"
 PHONE = "14155550123"
-
-
-@pytest.fixture
-def worker() -> Iterator[LocalQueue]:
-    queue = LocalQueue(process_event)
-    use_queue(queue)
-    yield queue
-    use_queue(None)
 
 
 def _channel(api: Client, browser: Browser, workspace: str, number_id: str = "106540352242922") -> dict[str, Any]:

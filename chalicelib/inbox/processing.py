@@ -98,11 +98,28 @@ def _whatsapp_message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, m
     at = _timestamp(message.get("timestamp"))
     contact = contact_for_phone(conn, tenant_id, phone, message.get("profile_name"))
     conversation = conversation_for(conn, tenant_id, channel_id, phone, contact, at)
-    conn.execute(
+    row = conn.execute(
         "INSERT INTO messages (tenant_id, conversation_id, direction, kind, body, provider_message_id, status,"
         " sent_at) VALUES (%s, %s, 'in', %s, %s, %s, 'received', %s)"
-        " ON CONFLICT (tenant_id, provider_message_id) DO NOTHING",
-        (tenant_id, conversation, str(message.get("type", "text")), whatsapp.body_of(message), message.get("id"), at))
+        " ON CONFLICT (tenant_id, provider_message_id) DO NOTHING RETURNING id",
+        (tenant_id, conversation, str(message.get("type", "text")), whatsapp.body_of(message), message.get("id"),
+         at)).fetchone()
+    media = whatsapp.media_of(message)
+    if row is not None and media is not None:
+        from chalicelib.inbox import channels
+        from chalicelib.inbox.media import fetch_and_store
+
+        from chalicelib.outbound import OutboundRefused
+
+        loaded = channels.load(conn, tenant_id=tenant_id, channel_id=channel_id)
+        try:
+            if loaded is not None:
+                fetch_and_store(conn, tenant=tenant_id, message_id=uuid.UUID(str(row[0])), secrets=loaded[1],
+                                media=media)
+        except OutboundRefused as exc:
+            # The message is kept; the missing media is said on it (the reason has no payload data).
+            log_event(log, "media not fetched", reason=str(exc)[:80])
+            conn.execute("UPDATE messages SET error = 'media_unavailable' WHERE id = %s", (row[0],))
 
 
 def _whatsapp_status(conn: Conn, status: dict[str, Any]) -> None:

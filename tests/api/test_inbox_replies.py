@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from tests.api.test_inbox_email import _post_form, _setup, _signed
 from tests.api.test_inbox_whatsapp import _delivery, _text
 from tests.api.test_inbox_whatsapp import _post as post_whatsapp
 from tests.api.test_inbox_whatsapp import _setup as setup_whatsapp
+
+MEDIA = b"\xff\xd8\xff" + bytes(range(200))
 
 
 class FakeGraph(BaseHTTPRequestHandler):
@@ -33,6 +36,22 @@ class FakeGraph(BaseHTTPRequestHandler):
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        port = self.server.server_address[1]
+        if self.path.startswith("/v21.0/"):
+            data = json.dumps({"url": f"http://127.0.0.1:{port}/media/file", "mime_type": "image/jpeg",
+                               "sha256": hashlib.sha256(MEDIA).hexdigest(), "id": self.path.rsplit("/", 1)[1]}).encode()
+        elif self.path == "/media/file" and self.headers.get("Authorization", "").startswith("Bearer "):
+            data = MEDIA
+        else:
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -115,3 +134,34 @@ def test_reply_to_another_workspaces_conversation_is_404(api: Client, outbox: Ou
     other_owner, other_workspace, _ = _setup(api, outbox)
     problem(call(api, "POST", f"/workspaces/{other_workspace}/conversations/{conversation}/messages", other_owner,
                  {"body": "x"}), 404)
+
+
+def test_whatsapp_media_is_fetched_into_the_blob_store(api: Client, outbox: Outbox, worker: Any,
+                                                      graph: type[FakeGraph]) -> None:
+    owner, workspace, channel = setup_whatsapp(api, outbox)
+    image = {"from": "14155550123", "id": "wamid.M1", "timestamp": "1764230000", "type": "image",
+             "image": {"id": "4490709327384033", "mime_type": "image/jpeg", "caption": "photo"}}
+    post_whatsapp(api, channel["id"], _delivery(channel["phone_number_id"], messages=[image]))
+    worker.drain()
+    conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
+    (message,) = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{conversation}/messages",
+                              owner))["data"]
+    (attachment,) = message["attachments"]
+    assert attachment["size"] == len(MEDIA) and attachment["content_type"] == "image/jpeg"
+    download = call(api, "GET", f"/workspaces/{workspace}/attachments/{attachment['id']}", owner,
+                    headers={"Accept": "*/*"})
+    assert download.body == MEDIA
+
+
+def test_media_on_a_non_meta_or_private_host_is_not_fetched(api: Client, outbox: Outbox, worker: Any) -> None:
+    owner, workspace, channel = setup_whatsapp(api, outbox)
+    image = {"from": "14155550123", "id": "wamid.M2", "timestamp": "1764230000", "type": "image",
+             "image": {"id": "123", "mime_type": "image/jpeg"}}
+    post_whatsapp(api, channel["id"], _delivery(channel["phone_number_id"], messages=[image]))
+    worker.drain()
+    conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
+    (message,) = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{conversation}/messages",
+                              owner))["data"]
+    # No fake Graph server is allowed here: graph.facebook.com cannot be reached from this machine, and
+    # nothing on loopback may be: the message is kept, marked, without an attachment.
+    assert message["attachments"] == [] and message["error"] == "media_unavailable"

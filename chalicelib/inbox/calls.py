@@ -1,0 +1,260 @@
+"""Calls from Twilio: the telephony opt-in, call rows from status callbacks, recordings and transcripts.
+
+Recording and transcription are off until an owner or admin turns them on. A call copies both flags
+from the workspace's settings when it is first seen and keeps them: turning recording on in the
+middle of a call does not record that call. A recording of a call without the flag is never stored
+and is deleted at Twilio; a transcript of a call without the flag is dropped (also from the stored
+event). Everything here runs in the caller's tenant transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from psycopg import Connection, sql
+from psycopg.rows import TupleRow
+from pydantic import BaseModel, ConfigDict, StrictBool
+
+from chalicelib import audit
+from chalicelib.blobs import get_blobs
+from chalicelib.crm.listing import Filter, ListSpec, parse_choice, parse_uuid, time_sort
+from chalicelib.crm.store import Row, Table
+from chalicelib.inbox.providers import twilio
+from chalicelib.observability import log_event
+from chalicelib.settings import get_settings
+
+Conn = Connection[TupleRow]
+log = logging.getLogger("crm.inbox.calls")
+MAX_NUMBER = 128
+STATUSES = frozenset({*twilio.STATUS_RANK, "unknown"})
+
+TABLE = Table(
+    name="calls",
+    columns=("id", "call_sid", "direction", "from_number", "to_number", "contact_id", "status", "duration_s",
+             "recording_enabled", "transcription_enabled", "started_at", "updated_at"),
+    listing=ListSpec(
+        "calls",
+        {"started_at": time_sort("started_at")},
+        "started_at",
+        {"contact_id": Filter("contact_id", parse_uuid("contact_id")),
+         "status": Filter("status", parse_choice("status", STATUSES)),
+         "direction": Filter("direction", parse_choice("direction", frozenset({"in", "out"})))},
+        search=False, custom_select_filters=False),
+)
+
+
+class TelephonySettings(BaseModel):
+    """The workspace's opt-in: both off until an owner or admin turns them on."""
+
+    model_config = ConfigDict(extra="forbid")
+    recording_enabled: StrictBool
+    transcription_enabled: StrictBool
+
+
+class CallOut(BaseModel):
+    """A call: numbers in E.164 when they are phone numbers; the flags it started with."""
+
+    id: uuid.UUID
+    call_sid: str
+    direction: Literal["in", "out"] | None
+    from_number: str | None
+    to_number: str | None
+    contact_id: uuid.UUID | None
+    status: str
+    duration_s: int | None
+    recording_enabled: bool
+    transcription_enabled: bool
+    started_at: datetime
+    updated_at: datetime
+
+
+class RecordingOut(BaseModel):
+    """The stored recording's metadata (the bytes are at GET /attachments/{id})."""
+
+    id: uuid.UUID
+    filename: str | None
+    content_type: str
+    size: int
+    sha256: str
+
+
+class CallDetail(CallOut):
+    """A call with its recording (when one was stored) and transcript (when one was stored)."""
+
+    recording: RecordingOut | None
+    transcript: str | None
+
+
+def out(row: Row) -> CallOut:
+    """Row to API shape."""
+    return CallOut(**dict(zip(TABLE.columns, row, strict=True)))
+
+
+def detail(conn: Conn, row: Row) -> CallDetail:
+    """The call with its recording and transcript."""
+    extra = conn.execute("SELECT transcript FROM calls WHERE id = %s", (row[0],)).fetchone()
+    found = conn.execute("SELECT id, filename, content_type, size_bytes, sha256 FROM attachments WHERE call_id = %s"
+                         " ORDER BY created_at DESC, id LIMIT 1", (row[0],)).fetchone()
+    recording = (RecordingOut(id=found[0], filename=found[1], content_type=found[2], size=found[3], sha256=found[4])
+                 if found else None)
+    return CallDetail(**out(row).model_dump(), recording=recording, transcript=extra[0] if extra else None)
+
+
+# ---- settings ----
+
+
+def get_telephony(conn: Conn) -> TelephonySettings:
+    """The current opt-in (both false when never set)."""
+    row = conn.execute("SELECT recording_enabled, transcription_enabled FROM telephony_settings").fetchone()
+    return TelephonySettings(recording_enabled=bool(row and row[0]), transcription_enabled=bool(row and row[1]))
+
+
+def put_telephony(conn: Conn, *, tenant_id: uuid.UUID, spec: TelephonySettings, actor: audit.Actor
+                  ) -> TelephonySettings:
+    """Replace the opt-in; audited "telephony.updated" with the new flags. Calls in progress keep theirs."""
+    conn.execute("INSERT INTO telephony_settings (tenant_id, recording_enabled, transcription_enabled)"
+                 " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE SET"
+                 " recording_enabled = EXCLUDED.recording_enabled,"
+                 " transcription_enabled = EXCLUDED.transcription_enabled, updated_at = now()",
+                 (tenant_id, spec.recording_enabled, spec.transcription_enabled))
+    audit.record(conn, tenant_id=tenant_id, action="telephony.updated", actor=actor,
+                 target_type="telephony_settings", details=spec.model_dump())
+    return spec
+
+
+def transcription_wanted(conn: Conn, call_sid: str) -> bool:
+    """Whether a transcript of this call may be kept: the call's flag, or (call not seen yet) the settings'.
+
+    The webhook drops the text before storing the event when not, so it is never written anywhere.
+    """
+    row = conn.execute("SELECT coalesce((SELECT transcription_enabled FROM calls WHERE call_sid = %s),"
+                       " (SELECT transcription_enabled FROM telephony_settings), false)", (call_sid,)).fetchone()
+    return bool(row and row[0])
+
+
+# ---- processing (called by inbox.processing.process_event in the event's tenant transaction) ----
+
+
+@dataclass(frozen=True)
+class _Call:
+    id: uuid.UUID
+    status: str
+    direction: str | None
+    contact_id: uuid.UUID | None
+    recording_enabled: bool
+    transcription_enabled: bool
+
+
+def process(conn: Conn, tenant_id: uuid.UUID, event_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
+    """Apply one stored Twilio event (call status, recording or transcription)."""
+    call = _call(conn, tenant_id, str(payload["CallSid"]))
+    if kind == "call":
+        _status(conn, tenant_id, call, payload)
+    elif kind == "recording":
+        _recording(conn, tenant_id, call, payload)
+    elif kind == "transcription":
+        _transcription(conn, call, payload)
+        # The text lives on in the call (opted in) or nowhere: never in the stored event.
+        conn.execute("UPDATE inbound_events SET payload = payload - 'TranscriptionText' WHERE id = %s", (event_id,))
+
+
+def _call(conn: Conn, tenant_id: uuid.UUID, call_sid: str) -> _Call:
+    """The call, created on first sight with the opt-in flags of that moment (kept for the call's life)."""
+    conn.execute(
+        "INSERT INTO calls (tenant_id, call_sid, status, recording_enabled, transcription_enabled)"
+        " SELECT %s, %s, 'unknown', coalesce(s.recording_enabled, false), coalesce(s.transcription_enabled, false)"
+        " FROM (SELECT 1) AS one LEFT JOIN telephony_settings s ON s.tenant_id = %s"
+        " ON CONFLICT (tenant_id, call_sid) DO NOTHING", (tenant_id, call_sid, tenant_id))
+    row = conn.execute("SELECT id, status, direction, contact_id, recording_enabled, transcription_enabled"
+                       " FROM calls WHERE call_sid = %s FOR UPDATE", (call_sid,)).fetchone()
+    assert row is not None
+    return _Call(uuid.UUID(str(row[0])), str(row[1]), row[2], row[3], bool(row[4]), bool(row[5]))
+
+
+def _number(value: Any) -> tuple[str | None, bool]:
+    """(stored form, is a phone number): E.164 when valid, else the raw value (client:…, sip:…, anonymous)."""
+    from chalicelib.crm.values import normalize_phone
+
+    text = str(value or "").strip()
+    if not text:
+        return None, False
+    try:
+        return normalize_phone(text), True
+    except ValueError:  # pydantic's PydanticCustomError is a ValueError
+        return text[:MAX_NUMBER], False
+
+
+def _status(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, Any]) -> None:
+    from chalicelib.inbox.processing import contact_for_phone
+
+    updates: dict[str, Any] = {}
+    if call.direction is None:
+        raw = str(payload.get("Direction") or "")
+        direction = "in" if raw == "inbound" else "out" if raw.startswith("outbound") else None
+        source, source_is_phone = _number(payload.get("From"))
+        target, target_is_phone = _number(payload.get("To"))
+        updates.update(direction=direction, from_number=source, to_number=target)
+        # Only the other party is a contact: our own Twilio number is not.
+        external, is_phone = (source, source_is_phone) if direction == "in" else (target, target_is_phone)
+        if call.contact_id is None and direction is not None and external and is_phone:
+            updates["contact_id"] = contact_for_phone(conn, tenant_id, external, None)
+    status = str(payload["CallStatus"])
+    # Forward only: a late "ringing" after "completed" changes nothing.
+    if twilio.STATUS_RANK[status] > twilio.STATUS_RANK.get(call.status, 0):
+        updates["status"] = status
+        if payload.get("CallDuration") is not None:
+            updates["duration_s"] = int(payload["CallDuration"])
+    if not updates:
+        return
+    assignments = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
+                                     for name in sorted(updates))
+    conn.execute(sql.SQL("UPDATE calls SET {}, updated_at = now() WHERE id = %(id)s").format(assignments),
+                 {**updates, "id": call.id})
+
+
+def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, Any]) -> None:
+    from chalicelib.vault.store import get_credentials
+
+    status = str(payload.get("RecordingStatus") or "completed")
+    recording_sid = str(payload["RecordingSid"])
+    settings = get_settings()
+    allow = frozenset(settings.outbound_allow_hosts)
+    base = twilio.rest_base(payload.get("RecordingUrl"), allow)
+    if not call.recording_enabled:
+        if status != "in-progress":  # nothing to delete before Twilio has finished it
+            credentials = get_credentials(conn, tenant_id=tenant_id, provider="twilio")
+            twilio.delete_recording(credentials, recording_sid, base=base, allow=allow)
+            log_event(log, "recording deleted at the provider (not opted in)", call_id=str(call.id))
+        return
+    if status != "completed":
+        return
+    key = f"tenants/{tenant_id}/recordings/{recording_sid}.mp3"
+    if conn.execute("SELECT 1 FROM attachments WHERE call_id = %s AND blob_key = %s",
+                    (call.id, key)).fetchone() is not None:
+        return
+    credentials = get_credentials(conn, tenant_id=tenant_id, provider="twilio")
+    data = twilio.fetch_recording(credentials, recording_sid, max_bytes=settings.max_media_bytes, base=base,
+                                  allow=allow)
+    digest = hashlib.sha256(data).hexdigest()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "recording.mp3"
+        path.write_bytes(data)
+        get_blobs(settings).put_file(key, path)
+    conn.execute("INSERT INTO attachments (tenant_id, call_id, filename, content_type, size_bytes, sha256, blob_key)"
+                 " VALUES (%s, %s, %s, 'audio/mpeg', %s, %s, %s)",
+                 (tenant_id, call.id, f"{recording_sid}.mp3", len(data), digest, key))
+    log_event(log, "recording stored", call_id=str(call.id), size=len(data))
+
+
+def _transcription(conn: Conn, call: _Call, payload: dict[str, Any]) -> None:
+    text = payload.get("TranscriptionText")
+    if not call.transcription_enabled or payload.get("TranscriptionStatus") != "completed" or text is None:
+        return
+    conn.execute("UPDATE calls SET transcript = %s, updated_at = now() WHERE id = %s", (str(text), call.id))

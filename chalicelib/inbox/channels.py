@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr
 
 from chalicelib import audit, errors
 from chalicelib.auth.addresses import EmailAddress
+from chalicelib.ttlcache import TTLCache
 from chalicelib.vault.envelope import credential_context
 from chalicelib.vault.providers import masked
 from chalicelib.vault.store import get_vault
@@ -71,6 +72,10 @@ class ChannelSecrets(BaseModel):
 
 
 _SECRET_FIELDS = ("access_token", "app_secret", "verify_token", "signing_key")
+# Keyed by (workspace, channel): one workspace's secrets can never be served for another's channel.
+_SECRETS: TTLCache[tuple[uuid.UUID, uuid.UUID], tuple[ChannelOut, ChannelSecrets]] = TTLCache(60.0)
+# channel -> workspace; a deleted channel's stale entry still fails at load() (its row is gone).
+_ROUTES: TTLCache[uuid.UUID, uuid.UUID] = TTLCache(60.0)
 _COLUMNS = "id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at"
 
 
@@ -123,21 +128,47 @@ def delete(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, actor: au
     if not conn.execute("DELETE FROM channels WHERE id = %s RETURNING id", (channel_id,)).fetchall():
         raise errors.NotFound("no such channel")
     conn.execute("DELETE FROM webhook_routes WHERE channel_id = %s AND workspace_id = %s", (channel_id, tenant_id))
+    _SECRETS.drop((tenant_id, channel_id))
+    _ROUTES.drop(channel_id)
     audit.record(conn, tenant_id=tenant_id, action="channel.deleted", actor=actor, target_type="channel",
                  target_id=channel_id)
 
 
 def load(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> tuple[ChannelOut, ChannelSecrets] | None:
-    """A channel of the current workspace with its decrypted secrets, or None."""
+    """A channel of the current workspace with its decrypted secrets, or None (cached for a minute).
+
+    The channel row is always read (under RLS): only the decryption is cached, so a deleted channel or
+    another workspace's channel id never comes back from the cache.
+    """
+    exists = conn.execute("SELECT 1 FROM channels WHERE id = %s", (channel_id,)).fetchone()
+    if exists is None:
+        _SECRETS.drop((tenant_id, channel_id))
+        return None
+    cached = _SECRETS.get((tenant_id, channel_id))
+    if cached is not None:
+        return cached
     row = conn.execute("SELECT " + _COLUMNS + ", secrets_ciphertext FROM channels WHERE id = %s",
                        (channel_id,)).fetchone()
     if row is None:
         return None
     plaintext = get_vault().decrypt(bytes(row[7]), _context(tenant_id, channel_id)).plaintext
-    return _out(row[:7], ""), ChannelSecrets.model_validate(json.loads(plaintext))
+    loaded = _out(row[:7], ""), ChannelSecrets.model_validate(json.loads(plaintext))
+    _SECRETS.put((tenant_id, channel_id), loaded)
+    return loaded
 
 
 def route(conn: Conn, channel_id: uuid.UUID) -> uuid.UUID | None:
     """The workspace of a webhook URL's channel id (read before any tenant is known)."""
+    cached = _ROUTES.get(channel_id)
+    if cached is not None:
+        return cached
     row = conn.execute("SELECT workspace_id FROM webhook_routes WHERE channel_id = %s", (channel_id,)).fetchone()
-    return row[0] if row else None
+    if row is None:
+        return None
+    _ROUTES.put(channel_id, row[0])
+    return uuid.UUID(str(row[0]))
+
+
+def cached_route(channel_id: uuid.UUID) -> uuid.UUID | None:
+    """The workspace of a channel id if it was looked up recently (no database round trip)."""
+    return _ROUTES.get(channel_id)

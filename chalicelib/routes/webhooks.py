@@ -30,8 +30,10 @@ def _workspace_of(channel_id: str) -> tuple[uuid.UUID, uuid.UUID]:
         channel = uuid.UUID(channel_id)
     except ValueError:
         raise errors.NotFound("not found") from None
-    with user_tx() as conn:
-        tenant = channels.route(conn, channel)
+    tenant = channels.cached_route(channel)
+    if tenant is None:
+        with user_tx() as conn:
+            tenant = channels.route(conn, channel)
     if tenant is None:
         raise errors.NotFound("not found")
     return tenant, channel

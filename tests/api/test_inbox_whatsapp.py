@@ -194,3 +194,15 @@ def test_member_cannot_manage_channels_and_other_workspace_gets_404(api: Client,
     problem(call(api, "GET", f"/workspaces/{workspace}/channels", other), 404)
     problem(call(api, "DELETE", f"/workspaces/{workspace}/channels/{channel['id']}", other), 404)
     problem(call(api, "GET", f"/workspaces/{workspace}/conversations", other), 404)
+
+
+def test_deep_and_oversize_bodies_are_refused(api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
+    _owner, _workspace, channel = _setup(api, outbox)
+    deep = b"[" * 100_000 + b"]" * 100_000  # 200 KB: under the body limit, refused by the parser
+    problem(_post(api, channel["id"], deep), 400)
+    nested = b'{"object": "whatsapp_business_account", "entry": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    problem(_post(api, channel["id"], nested), 400)
+    huge = b'{"object": "whatsapp_business_account", "x": "' + b"a" * 2_000_000 + b'"}'
+    problem(_post(api, channel["id"], huge), 413)
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM inbound_events").fetchone() == (0,)

@@ -35,7 +35,8 @@ def parse(raw: bytes) -> list[Item]:
     """The events of a delivery (MalformedDelivery when it is not one)."""
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: a deeply nested body must be a 400, not a crash.
         raise MalformedDelivery("not JSON") from None
     if not isinstance(document, dict) or document.get("object") != "whatsapp_business_account":
         raise MalformedDelivery("not a WhatsApp Business delivery")

@@ -96,18 +96,27 @@ def register(bp: Blueprint, resource: Resource) -> None:
         tenant = parse_id(workspace_id)
         query = parse_list(resource.table.listing, _query_params(request), tenant=tenant)
         with workspace_scope(request, workspace_id) as (conn, _principal):
-            rows, cursor = store.list_rows(conn, resource.table, query)
+            page = store.list_pending(conn, resource.table, query)
+        # Read after the block: the page travelled with the COMMIT (one round trip, not two).
+        rows, cursor = page()
         return json_response({"data": [resource.out(r).model_dump(mode="json") for r in rows], "next_cursor": cursor})
 
     def create_view(workspace_id: str) -> Response:
         request = bp.current_request
         body = parse_body(request, resource.create_model)
         tenant = parse_id(workspace_id)
-        with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
-            ctx = Context(conn, tenant, principal, request)
-            return idempotency.run(conn, tenant_id=tenant, key=request.headers.get("idempotency-key"),
-                                   route=f"POST {resource.path}", body=_raw(request),
-                                   produce=lambda: _create(ctx, resource, body, workspace_id))
+        key = request.headers.get("idempotency-key")
+        # Errors of the queued writes may surface only when the transaction ends (see _create).
+        with store.db_errors(resource.table):
+            with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
+                ctx = Context(conn, tenant, principal, request)
+                if key is not None:
+                    # The stored response needs the row before COMMIT: one more round trip.
+                    return idempotency.run(conn, tenant_id=tenant, key=key, route=f"POST {resource.path}",
+                                           body=_raw(request),
+                                           produce=lambda: _create(ctx, resource, body, workspace_id)())
+                respond = _create(ctx, resource, body, workspace_id)
+            return respond()
 
     def read_view(workspace_id: str, **ids: str) -> Response:
         record = parse_id(ids[resource.id_param])
@@ -162,16 +171,28 @@ def register(bp: Blueprint, resource: Resource) -> None:
         endpoint(bp, path, method, tags=resource.tags, **doc)(view)
 
 
-def _create(ctx: Context, resource: Resource, body: Any, workspace_id: str) -> Response:
+def _create(ctx: Context, resource: Resource, body: Any, workspace_id: str) -> Callable[[], Response]:
+    """Validate and queue the writes; the result builds the 201 once the row has arrived.
+
+    Queued, not awaited: the row, its follow-ups, the audit entry and (when the caller calls the result
+    after the transaction block) the COMMIT travel in one round trip. In pipeline mode the INSERT's
+    error (a duplicate, a missing reference) may surface on any later statement of the batch or at
+    COMMIT, so callers map database errors around the whole transaction too.
+    """
     values = resource.prepare_create(ctx, body)
     record = values.setdefault("id", uuid.uuid4())
     values["tenant_id"] = ctx.tenant
-    # Queued, not awaited: the row, its follow-ups and the audit entry travel in one round trip.
-    pending = store.insert_pending(ctx.conn, resource.table, values)
-    _after(ctx, resource, record, values, None, "created")
-    row = pending()
+    with store.db_errors(resource.table):
+        pending = store.insert_pending(ctx.conn, resource.table, values)
+        _after(ctx, resource, record, values, None, "created")
     location = f"/workspaces/{workspace_id}{resource.path}/{record}"
-    return _with_etag(resource, row, 201, {"Location": location})
+
+    def respond() -> Response:
+        with store.db_errors(resource.table):
+            row = pending()
+        return _with_etag(resource, row, 201, {"Location": location})
+
+    return respond
 
 
 def _after(ctx: Context, resource: Resource, record: uuid.UUID, values: Values, existing: store.Row | None,

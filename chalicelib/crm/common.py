@@ -27,8 +27,13 @@ def patch_values(body: BaseModel, *, required: Iterable[str] = (), skip: Iterabl
 
 def merged_custom(conn: Any, object_type: str, existing: dict[str, Any] | None, sent: dict[str, Any] | None
                   ) -> dict[str, Any]:
-    """The record's new `custom`: existing values overlaid with the sent ones (null removes), validated."""
-    merged = dict(existing or {})
+    """The record's new `custom`: existing values overlaid with the sent ones (null removes), validated.
+
+    Stored values of a field that has since been deleted are dropped, not refused: otherwise every later
+    change of the record's custom values would fail on a key the client never sent.
+    """
+    fields = custom_fields.definitions(conn, object_type)
+    merged = {key: value for key, value in (existing or {}).items() if key in fields}
     for key, value in (sent or {}).items():
         merged[key] = value
-    return custom_fields.validate(conn, object_type, merged)
+    return custom_fields.check(fields, merged)

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chalicelib import errors
 from chalicelib.auth.addresses import EmailAddress
 from chalicelib.crm.api import Context, Resource
 from chalicelib.crm.common import merged_custom, patch_values
@@ -90,8 +91,12 @@ def prepare_create(ctx: Context, body: ContactCreate) -> dict[str, Any]:
 
 
 def prepare_patch(ctx: Context, existing: Row, body: ContactPatch) -> dict[str, Any]:
-    """Column values to change."""
+    """Column values to change (the contact keeps a name or an email, as on create)."""
     values = patch_values(body)
+    after = {**dict(zip(TABLE.columns, existing, strict=True)), **values}
+    if not (after["first_name"] or after["last_name"] or after["email"]):
+        raise errors.ValidationFailed("a contact needs a first name, a last name or an email", errors=[
+            errors.FieldError("(body)", "a contact needs a first name, a last name or an email", "value_error")])
     if "custom" in body.model_fields_set:
         values["custom"] = merged_custom(ctx.conn, "contact", existing[TABLE.index("custom")], body.custom)
     return values

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any, Literal
@@ -85,7 +86,9 @@ def _text(value: Any, _options: list[str]) -> Any:
 
 
 def _number(value: Any, _options: list[str]) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    # Finite only: json.loads accepts NaN and Infinity, which jsonb (and every client) refuses.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         raise PydanticCustomError("custom_number", "must be a number")
     return value
 

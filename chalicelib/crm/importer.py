@@ -21,38 +21,39 @@ Contents never reach a log line: errors carry row numbers, column names and fixe
 
 from __future__ import annotations
 
-import csv
-import io
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from chalicelib import audit, errors
-from chalicelib.crm import companies, contacts, custom_fields
+from chalicelib.crm import companies, contacts, custom_fields, leads
+from chalicelib.crm.api import Context
 from chalicelib.crm.companies import CompanyCreate
 from chalicelib.crm.contacts import ContactCreate
+from chalicelib.crm.import_rows import (
+    COMPANIES,
+    CONTACTS,
+    INTEGER,
+    MAX_ROWS,
+    MEMBERS,
+    Conn,
+    RowError,
+    Sheet,
+    check_header,
+    check_reference,
+    custom_errors,
+    existing_ids,
+    finish,
+    parse_csv,
+    parse_rows,
+    referenced,
+)
 from chalicelib.crm.store import db_errors
 
-Conn = Connection[TupleRow]
-Definitions = Mapping[str, tuple[str, list[str], bool]]
-MAX_ROWS = 10_000
-ROW = "(row)"  # the field of a problem that is about the whole row
-
-
-class RowError(BaseModel):
-    """Why one row was not imported."""
-
-    row: int
-    field: str
-    message: str
+__all__ = ["MAX_ROWS", "OBJECTS", "ImportResult", "RowError", "Sheet", "parse_csv", "run"]
 
 
 class ImportResult(BaseModel):
@@ -61,198 +62,6 @@ class ImportResult(BaseModel):
     created: int
     updated: int
     errors: list[RowError]
-
-
-@dataclass(frozen=True)
-class Sheet:
-    """A parsed CSV: the header's columns and each data row's non-empty cells, numbered from 1."""
-
-    columns: tuple[str, ...]
-    rows: list[tuple[int, dict[str, str]]]
-    errors: list[RowError] = field(default_factory=list)
-
-
-# ---- CSV -----------------------------------------------------------------------------------------
-
-
-def parse_csv(raw: bytes, *, max_rows: int = MAX_ROWS) -> Sheet:
-    """The header and rows of a UTF-8 CSV body (400 when it is not one, 413 above `max_rows` rows)."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise errors.BadRequest("the body is not UTF-8 text") from None
-    if "\x00" in text:
-        # PostgreSQL text cannot hold NUL; refuse the file rather than fail in the middle of the write.
-        raise errors.BadRequest("the CSV contains a NUL character")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader, None)
-        if not header or not any(cell.strip() for cell in header):
-            raise errors.BadRequest("the CSV needs a header row naming its columns")
-        columns = tuple(cell.strip().lower() for cell in header)
-        if len(set(columns)) != len(columns) or "" in columns:
-            raise errors.BadRequest("the header row names a column twice or has an empty column name")
-        rows: list[tuple[int, dict[str, str]]] = []
-        problems: list[RowError] = []
-        number = 0
-        width = len(columns)
-        for record in reader:
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # blank lines (a trailing newline, spacing) are not rows
-            number += 1
-            if number > max_rows:
-                raise errors.PayloadTooLarge(f"an import holds at most {max_rows} rows")
-            if len(record) > width:
-                problems.append(RowError(row=number, field=ROW, message=f"has more cells than the {width} "
-                                                                          "columns of the header"))
-                continue
-            rows.append((number, {columns[i]: value.strip() for i, value in enumerate(record) if value.strip()}))
-    except csv.Error:
-        # No parser message: it may quote the offending text.
-        raise errors.BadRequest(f"the CSV is malformed near line {reader.line_num}") from None
-    return Sheet(columns, rows, problems)
-
-
-# ---- cells to values -----------------------------------------------------------------------------
-
-_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?$")
-_INTEGER = re.compile(r"^-?\d+$")
-_TRUE = frozenset({"true", "yes", "1"})
-_FALSE = frozenset({"false", "no", "0"})
-
-
-def custom_cell(field_type: str, text: str) -> Any:
-    """A custom field's CSV text as the JSON value the field validates (ValueError saying why not)."""
-    if field_type == "number":
-        if not _NUMBER.match(text):
-            raise ValueError("must be a number like 12 or 12.5")
-        return int(text) if _INTEGER.match(text) else float(text)
-    if field_type == "boolean":
-        lowered = text.lower()
-        if lowered not in _TRUE | _FALSE:
-            raise ValueError("must be true or false")
-        return lowered in _TRUE
-    if field_type == "multi_select":
-        return [part.strip() for part in text.split(";") if part.strip()]
-    if field_type == "currency":
-        amount, _, code = text.partition(" ")
-        if not _INTEGER.match(amount) or not code.strip():
-            raise ValueError("must be integer minor units and a currency code, like 12500 EUR")
-        return {"amount_minor": int(amount), "currency": code.strip().upper()}
-    return text
-
-
-def split_cells(cells: Mapping[str, str], definitions: Definitions, number: int,
-                problems: list[RowError]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A row's plain columns and its custom values (typed by their definitions)."""
-    plain: dict[str, Any] = {}
-    custom: dict[str, Any] = {}
-    for column, text in cells.items():
-        if not column.startswith("custom."):
-            plain[column] = text
-            continue
-        key = column.removeprefix("custom.")
-        try:
-            custom[key] = custom_cell(definitions[key][0], text)
-        except ValueError as exc:
-            problems.append(RowError(row=number, field=column, message=str(exc)))
-    return plain, custom
-
-
-def model_errors(exc: ValidationError, number: int, columns: Mapping[str, str] | None = None) -> list[RowError]:
-    """A pydantic failure as row errors naming the column (never quoting the value)."""
-    found = []
-    for problem in exc.errors():
-        path = ".".join(str(part) for part in problem["loc"]) or ROW
-        path = (columns or {}).get(path, path)
-        found.append(RowError(row=number, field=path, message=problem["msg"]))
-    return found
-
-
-def custom_errors(exc: errors.ValidationFailed, number: int) -> list[RowError]:
-    """custom_fields.check's failure as row errors."""
-    return [RowError(row=number, field=e.field, message=e.message) for e in exc.errors]
-
-
-def check_header(columns: Sequence[str], allowed: Iterable[str], definitions: Definitions) -> None:
-    """Every column is one of the object's or a defined custom field's (422 naming the others)."""
-    known = set(allowed)
-    unknown = [c for c in columns if c not in known and not (c.startswith("custom.")
-                                                                and c.removeprefix("custom.") in definitions)]
-    if unknown:
-        raise errors.ValidationFailed("the header names columns this object does not have", errors=[
-            errors.FieldError(c, "no such column" if not c.startswith("custom.") else "no such custom field",
-                              "unknown_column") for c in unknown])
-
-
-def existing_ids(conn: Conn, query: str, ids: set[uuid.UUID]) -> Callable[[], set[uuid.UUID]]:
-    """Queue one `id = ANY(...)` lookup; call the result for the ids that exist in this workspace."""
-    if not ids:
-        return set
-    cursor = conn.execute(query, (list(ids),))
-    return lambda: {row[0] for row in cursor.fetchall()}
-
-
-MEMBERS = "SELECT user_id FROM memberships WHERE tenant_id = app.current_tenant() AND user_id = ANY(%s)"
-COMPANIES = "SELECT id FROM companies WHERE id = ANY(%s)"
-CONTACTS = "SELECT id FROM contacts WHERE id = ANY(%s)"
-
-
-@dataclass
-class Candidate:
-    """A row that parsed: its number, validated model, typed custom values and the problems found so far."""
-
-    number: int
-    model: Any
-    custom: dict[str, Any]
-    problems: list[RowError] = field(default_factory=list)
-
-
-def parse_rows(sheet: Sheet, definitions: Definitions, model: type[BaseModel],
-               build: Callable[[dict[str, Any], int, list[RowError]], dict[str, Any]] | None = None,
-               ) -> tuple[list[Candidate], list[RowError]]:
-    """Validate every row with `model`; rows that fail are returned as errors, the rest as candidates."""
-    good: list[Candidate] = []
-    bad: list[RowError] = list(sheet.errors)
-    for number, cells in sheet.rows:
-        problems: list[RowError] = []
-        plain, custom = split_cells(cells, definitions, number, problems)
-        data = build(plain, number, problems) if build is not None else plain
-        try:
-            parsed = model.model_validate(data)
-        except ValidationError as exc:
-            problems.extend(model_errors(exc, number, MONEY_COLUMNS))
-            parsed = None
-        if problems or parsed is None:
-            bad.extend(problems)
-            continue
-        good.append(Candidate(number, parsed, custom))
-    return good, bad
-
-
-MONEY_COLUMNS = {"value.amount_minor": "value_amount_minor", "value.currency": "value_currency",
-                 "value": "value_amount_minor"}
-
-
-def check_reference(candidates: Iterable[Candidate], attribute: str, found: set[uuid.UUID]) -> None:
-    """Mark rows whose reference is not a record of this workspace (another's looks like none at all)."""
-    for candidate in candidates:
-        value = getattr(candidate.model, attribute)
-        if value is not None and value not in found:
-            candidate.problems.append(RowError(row=candidate.number, field=attribute, message="not found"))
-
-
-def referenced(candidates: Iterable[Candidate], attribute: str) -> set[uuid.UUID]:
-    """Distinct non-null ids of one reference column."""
-    return {value for c in candidates if (value := getattr(c.model, attribute)) is not None}
-
-
-def finish(candidates: list[Candidate], bad: list[RowError]) -> tuple[list[Candidate], list[RowError]]:
-    """The rows still good, and every problem sorted by row."""
-    good = [c for c in candidates if not c.problems]
-    bad = bad + [p for c in candidates for p in c.problems]
-    bad.sort(key=lambda e: e.row)
-    return good, bad
 
 
 # ---- contacts ------------------------------------------------------------------------------------
@@ -278,8 +87,9 @@ SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM
 """
 
 
-def import_contacts(conn: Conn, sheet: Sheet, *, now: datetime) -> ImportResult:
+def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
     """Create or update (matched by email) one contact per good row."""
+    conn = ctx.conn
     definitions = custom_fields.definitions(conn, "contact")
     check_header(sheet.columns, CONTACT_COLUMNS, definitions)
     candidates, bad = parse_rows(sheet, definitions, ContactCreate)
@@ -296,15 +106,16 @@ def import_contacts(conn: Conn, sheet: Sheet, *, now: datetime) -> ImportResult:
     # Queued together: one round trip for every lookup.
     found_companies = existing_ids(conn, COMPANIES, referenced(candidates, "company_id"))
     found_owners = existing_ids(conn, MEMBERS, referenced(candidates, "owner_id"))
-    stored = _stored_custom(conn, list(first_row)) if definitions else dict
+    stored_custom = _stored_custom(conn, list(first_row)) if definitions else dict
     check_reference(candidates, "company_id", found_companies())
     check_reference(candidates, "owner_id", found_owners())
-    current = stored()
+    current = stored_custom()
     for candidate in candidates:
         if candidate.problems:
             continue
         email = candidate.model.email
-        before = current.get(email, {}) if email is not None else {}
+        stored = current.get(email, {}) if email is not None else {}
+        before = {key: value for key, value in stored.items() if key in definitions}
         try:
             merged = custom_fields.check(definitions, {**before, **candidate.custom})
         except errors.ValidationFailed as exc:
@@ -318,7 +129,7 @@ def import_contacts(conn: Conn, sheet: Sheet, *, now: datetime) -> ImportResult:
         columns: dict[str, list[Any]] = {name: [getattr(c.model, name) for c in good] for name in CONTACT_COLUMNS}
         columns["custom"] = [Jsonb(c.custom) for c in good]
         with db_errors(contacts.TABLE):
-            row = conn.execute(_WRITE_CONTACTS, {**columns, "now": now}).fetchone()
+            row = conn.execute(_WRITE_CONTACTS, {**columns, "now": ctx.now}).fetchone()
         assert row is not None
         created, updated = int(row[0]), int(row[1])
     return ImportResult(created=created, updated=updated, errors=bad)
@@ -342,8 +153,9 @@ SELECT count(*) FROM written
 """
 
 
-def import_companies(conn: Conn, sheet: Sheet, *, now: datetime) -> ImportResult:
+def import_companies(ctx: Context, sheet: Sheet) -> ImportResult:
     """Create one company per good row."""
+    conn = ctx.conn
     definitions = custom_fields.definitions(conn, "company")
     check_header(sheet.columns, COMPANY_COLUMNS, definitions)
     candidates, bad = parse_rows(sheet, definitions, CompanyCreate)
@@ -365,20 +177,104 @@ def import_companies(conn: Conn, sheet: Sheet, *, now: datetime) -> ImportResult
     return ImportResult(created=created, updated=0, errors=bad)
 
 
+# ---- leads --------------------------------------------------------------------------------------
+
+LEAD_COLUMNS = ("title", "contact_id", "company_id", "pipeline_id", "stage_id", "owner_id", "value_amount_minor",
+                "value_currency", "lost_reason", "expected_close_date")
+_WRITE_LEADS = """
+WITH written AS (
+    INSERT INTO leads (tenant_id, id, title, contact_id, company_id, pipeline_id, stage_id, status, owner_id,
+                       value_amount_minor, value_currency, lost_reason, expected_close_date, custom)
+    SELECT app.current_tenant(), * FROM unnest(%(id)s::uuid[], %(title)s::text[], %(contact_id)s::uuid[],
+        %(company_id)s::uuid[], %(pipeline_id)s::uuid[], %(stage_id)s::uuid[], %(status)s::text[],
+        %(owner_id)s::uuid[], %(value_amount_minor)s::bigint[], %(value_currency)s::text[],
+        %(lost_reason)s::text[], %(expected_close_date)s::date[], %(custom)s::jsonb[])
+    RETURNING 1
+)
+SELECT count(*) FROM written
+"""
+
+
+def _lead_data(plain: dict[str, Any]) -> dict[str, Any]:
+    """LeadCreate's input: the two money columns become its `value` object."""
+    amount, currency = plain.pop("value_amount_minor", None), plain.pop("value_currency", None)
+    if amount is not None or currency is not None:
+        plain["value"] = {"amount_minor": int(amount) if amount and INTEGER.match(amount) else amount,
+                          "currency": currency.upper() if currency else currency}
+    return plain
+
+
+def import_leads(ctx: Context, sheet: Sheet) -> ImportResult:
+    """Create one lead per good row, placed and recorded by the lead module's rules."""
+    conn = ctx.conn
+    definitions = custom_fields.definitions(conn, "lead")
+    check_header(sheet.columns, LEAD_COLUMNS, definitions)
+    candidates, bad = parse_rows(sheet, definitions, leads.LeadCreate, _lead_data)
+    found_contacts = existing_ids(conn, CONTACTS, referenced(candidates, "contact_id"))
+    found_companies = existing_ids(conn, COMPANIES, referenced(candidates, "company_id"))
+    found_owners = existing_ids(conn, MEMBERS, referenced(candidates, "owner_id"))
+    check_reference(candidates, "contact_id", found_contacts())
+    check_reference(candidates, "company_id", found_companies())
+    check_reference(candidates, "owner_id", found_owners())
+    # One placement per distinct (pipeline, stage) request, not per row: a file names a few stages.
+    placements: dict[tuple[Any, Any], dict[str, Any] | list[errors.FieldError]] = {}
+    for candidate in candidates:
+        wanted = (candidate.model.pipeline_id, candidate.model.stage_id)
+        if wanted not in placements:
+            try:
+                # The lead module's rule: default pipeline, first stage, stage in pipeline, status by kind.
+                placements[wanted] = leads._placement(ctx, *wanted)
+            except errors.ValidationFailed as exc:
+                placements[wanted] = exc.errors
+        placed = placements[wanted]
+        if isinstance(placed, list):
+            candidate.problems.extend(RowError(row=candidate.number, field=e.field, message=e.message)
+                                      for e in placed)
+            continue
+        candidate.placement = placed
+        try:
+            candidate.custom = custom_fields.check(definitions, candidate.custom)
+        except errors.ValidationFailed as exc:
+            candidate.problems.extend(custom_errors(exc, candidate.number))
+    good, bad = finish(candidates, bad)
+    if good:
+        ids = [uuid.uuid4() for _ in good]
+        values: dict[str, list[Any]] = {"id": ids}
+        for name in ("title", "contact_id", "company_id", "owner_id", "lost_reason", "expected_close_date"):
+            values[name] = [getattr(c.model, name) for c in good]
+        for name in ("pipeline_id", "stage_id", "status"):
+            values[name] = [c.placement[name] for c in good]
+        values["value_amount_minor"] = [c.model.value.amount_minor if c.model.value else None for c in good]
+        values["value_currency"] = [c.model.value.currency if c.model.value else None for c in good]
+        values["custom"] = [Jsonb(c.custom) for c in good]
+        by_stage: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for lead_id, stage_id in zip(ids, values["stage_id"], strict=True):
+            by_stage.setdefault(stage_id, []).append(lead_id)
+        with db_errors(leads.TABLE):
+            written = conn.execute(_WRITE_LEADS, values)
+            # Queued behind the leads: their history rows, one per lead (the lead module's own writer).
+            for stage_id, lead_ids in by_stage.items():
+                leads.record_moves(ctx, lead_ids, None, stage_id)
+            row = written.fetchone()
+        assert row is not None and int(row[0]) == len(good)
+    return ImportResult(created=len(good), updated=0, errors=bad)
+
+
 # ---- dispatch ------------------------------------------------------------------------------------
 
-OBJECTS: dict[str, Callable[..., ImportResult]] = {"contacts": import_contacts, "companies": import_companies}
+OBJECTS: dict[str, Callable[[Context, Sheet], ImportResult]] = {
+    "contacts": import_contacts, "companies": import_companies, "leads": import_leads}
 
 
-def run(conn: Conn, *, tenant_id: uuid.UUID, object_name: str, sheet: Sheet, actor: audit.Actor,
-        now: datetime) -> ImportResult:
+def run(ctx: Context, *, object_name: str, sheet: Sheet) -> ImportResult:
     """Import `sheet` as `object_name` records in the caller's tenant transaction; audit the counts."""
     importer = OBJECTS.get(object_name)
     if importer is None:
         raise errors.NotFound("not found")
-    result = importer(conn, sheet, now=now)
+    result = importer(ctx, sheet)
     # Counts only: never a value of a row.
-    audit.record(conn, tenant_id=tenant_id, action="import.completed", actor=actor, target_type="import",
+    audit.record(ctx.conn, tenant_id=ctx.tenant, action="import.completed", actor=ctx.principal.actor,
+                 target_type="import",
                  details={"object": object_name, "created": result.created, "updated": result.updated,
                           "errors": len(result.errors)})
     return result

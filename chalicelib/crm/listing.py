@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -108,8 +109,12 @@ class ListQuery:
 
 def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -> ListQuery:
     """Turn query parameters into a ListQuery; every unknown or malformed parameter is a 400."""
-    allowed = {"limit", "cursor", "sort", "q", "created_after", "created_before", *spec.filters}
-    for name in query:
+    allowed = {"limit", "cursor", "sort", "created_after", "created_before", *spec.filters,
+               *(("q",) if spec.search else ())}
+    for name, value in query.items():
+        if "\x00" in value:
+            # PostgreSQL text cannot hold NUL: refused here rather than failing in the query (a 500).
+            raise errors.BadRequest(f"{name} contains a NUL character")
         if name not in allowed and not (spec.custom_select_filters and name.startswith("custom.")):
             raise errors.BadRequest(f"unknown query parameter {name}")
     limit = pagination.parse_limit(query.get("limit"))
@@ -141,7 +146,8 @@ def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -
         params[f"c{index}"] = Jsonb({key: query[name]})
         params[f"m{index}"] = Jsonb({key: [query[name]]})
         conditions.append(sql.SQL(f"(custom @> %(c{index})s OR custom @> %(m{index})s)"))
-    canonical = "&".join(f"{k}={query[k]}" for k in sorted(query) if k not in ("cursor", "limit"))
+    # JSON, not "k=v&...": a value holding "&" or "=" must not read as another filter.
+    canonical = json.dumps(sorted((k, v) for k, v in query.items() if k not in ("cursor", "limit")))
     binding = f"{spec.resource}|{tenant}|{sort_key}|{canonical}"
     sort = spec.sorts[sort_key]
     if query.get("cursor"):

@@ -71,6 +71,10 @@ def db_errors(table: Table) -> Iterator[None]:
     except (psycopg.errors.CheckViolation, psycopg.errors.NotNullViolation,
             psycopg.errors.StringDataRightTruncation, psycopg.errors.NumericValueOutOfRange):
         raise errors.ValidationFailed("a value is out of range") from None
+    except psycopg.DataError:
+        # A value PostgreSQL cannot store: a NUL character in text (refused by psycopg before sending)
+        # or \u0000 in JSON. The client's data, not our fault: 422, never a 500.
+        raise errors.ValidationFailed("a value cannot be stored (text may not contain NUL characters)") from None
 
 
 def get(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row | None:
@@ -132,8 +136,8 @@ def delete(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> No
             raise errors.NotFound("not found")
 
 
-def list_rows(conn: Connection[TupleRow], table: Table, query: ListQuery) -> tuple[list[Row], str | None]:
-    """One page of rows and the cursor of the next page."""
+def list_statement(table: Table, query: ListQuery) -> tuple[sql.Composed, dict[str, Any]]:
+    """The SELECT of one page (limit + 1 rows) and its parameters (also what benchmarks EXPLAIN)."""
     where: sql.Composable = (sql.SQL(" WHERE ") + sql.SQL(" AND ").join(query.conditions)
                              if query.conditions else sql.SQL(""))
     sort_value = sql.SQL(", {} AS sort_value").format(sql.SQL(query.sort.expression))
@@ -141,9 +145,28 @@ def list_rows(conn: Connection[TupleRow], table: Table, query: ListQuery) -> tup
         sql.SQL("SELECT {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns))), sort_value,
         sql.SQL(" FROM {}").format(sql.Identifier(table.name)), where, order_by(query), sql.SQL(" LIMIT %(limit)s"),
     ])
-    rows = conn.execute(statement, {**query.params, "limit": query.limit + 1}).fetchall()
-    cursor = next_cursor(query, rows, len(table.columns))
-    return [row[: len(table.columns)] for row in rows[: query.limit]], cursor
+    return statement, {**query.params, "limit": query.limit + 1}
+
+
+def list_pending(conn: Connection[TupleRow], table: Table, query: ListQuery
+                 ) -> Callable[[], tuple[list[Row], str | None]]:
+    """Queue the SELECT of one page (pipeline mode: nothing is awaited); call the result for the page.
+
+    Called after the tenant transaction's block, the result arrives with the COMMIT: one round trip.
+    """
+    statement, params = list_statement(table, query)
+    cursor = conn.execute(statement, params)
+
+    def page() -> tuple[list[Row], str | None]:
+        rows = cursor.fetchall()
+        return [row[: len(table.columns)] for row in rows[: query.limit]], next_cursor(query, rows, len(table.columns))
+
+    return page
+
+
+def list_rows(conn: Connection[TupleRow], table: Table, query: ListQuery) -> tuple[list[Row], str | None]:
+    """One page of rows and the cursor of the next page."""
+    return list_pending(conn, table, query)()
 
 
 def etag(row: Row, table: Table) -> str:

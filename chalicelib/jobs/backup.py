@@ -1,0 +1,308 @@
+"""Encrypted per-workspace logical backups (the export format) and their GFS retention.
+
+Keys: each workspace has one random 256-bit data key, stored only wrapped by the master key (KMS in
+production) in `backup_keys`. Deleting the workspace deletes that row, so every copy of every backup of
+the workspace, wherever it went, becomes unreadable at once (crypto-shredding). Each backup is one AWS
+Encryption SDK message under that data key (committing suite, framed, streamed file to file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from psycopg import sql
+
+from chalicelib.blobs import BlobStore
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from chalicelib.jobs import gfs
+from chalicelib.jobs.common import EXCLUDED_COLUMNS, EXCLUDED_TABLES, Conn, TenantTable, tenant_tables
+from chalicelib.jobs.export import FORMAT, FORMAT_VERSION, WorkspaceNotFound
+from chalicelib.observability import log_event
+from chalicelib.vault.envelope import Vault
+
+log = logging.getLogger("crm.jobs.backup")
+KIND = "backup"
+STAMP = "%Y%m%dT%H%M%SZ"
+SUFFIX = ".json.enc"
+DATA_KEY_BYTES = 32
+PROVIDER_ID = "crm-backup"
+FRAME_BYTES = 64 * 1024
+CHUNK_BYTES = 1 << 20
+# An object with no backups row younger than this may be a backup still being committed: left alone.
+ORPHAN_GRACE = timedelta(days=1)
+
+
+class BackupError(RuntimeError):
+    """A backup could not be written or read (messages never carry key bytes or contents)."""
+
+
+class BackupKeyMissing(BackupError):
+    """The workspace has no backup key: its backups were crypto-shredded, or none was ever taken."""
+
+
+def backup_key_context(tenant_id: uuid.UUID | str) -> dict[str, str]:
+    """Encryption context of a workspace's wrapped data key (the Vault's four structural keys)."""
+    # Vault.encrypt accepts exactly the credential context's keys; `purpose` is what separates the two
+    # domains, so a wrapped backup key can never pass for a credential, nor the reverse.
+    return {"tenant_id": str(uuid.UUID(str(tenant_id))), "provider": "backup", "purpose": "backup-key", "v": "1"}
+
+
+def backup_context(tenant_id: uuid.UUID | str) -> dict[str, str]:
+    """Encryption context of one backup object (compared on decrypt: the ESDK does not)."""
+    return {"tenant_id": str(uuid.UUID(str(tenant_id))), "purpose": "backup"}
+
+
+def prefix(tenant_id: uuid.UUID | str) -> str:
+    """The blob prefix of a workspace's backups (jobs/delete.py removes everything under it)."""
+    return f"backups/{uuid.UUID(str(tenant_id))}"
+
+
+def blob_key(tenant_id: uuid.UUID | str, taken_at: datetime) -> str:
+    """backups/<workspace>/<YYYYMMDDTHHMMSSZ>.json.enc"""
+    return f"{prefix(tenant_id)}/{gfs.utc(taken_at).strftime(STAMP)}{SUFFIX}"
+
+
+def stamp_of(key: str) -> datetime | None:
+    """The time in a backup key's name, or None when the name is not one of ours."""
+    name = key.rsplit("/", 1)[-1].removesuffix(SUFFIX)
+    try:
+        return gfs.utc(datetime.strptime(name, STAMP))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """One backup written."""
+
+    tenant_id: uuid.UUID
+    blob_key: str
+    taken_at: datetime
+    size_bytes: int
+    row_count: int
+
+
+# --- data keys -----------------------------------------------------------------------------------
+
+def data_key(db: Database, tenant_id: uuid.UUID, vault: Vault, *, create: bool = False) -> bytes:
+    """The workspace's unwrapped backup data key (created on first use when `create`)."""
+    context = backup_key_context(tenant_id)
+    row = _key_row(db, tenant_id)
+    if row is None:
+        if not create:
+            raise BackupKeyMissing(f"no backup key for workspace {tenant_id}")
+        wrapped = vault.encrypt(secrets.token_bytes(DATA_KEY_BYTES), context)
+        with tenant_tx(tenant_id, db=db) as conn:
+            # Two first backups at once: one key wins, and both then use the stored one.
+            conn.execute("INSERT INTO backup_keys (tenant_id, wrapped_key, key_id) VALUES (%s, %s, %s)"
+                         " ON CONFLICT DO NOTHING", (tenant_id, wrapped, vault.key_id))
+        row = _key_row(db, tenant_id)
+        assert row is not None
+    unwrapped = vault.decrypt(row[0], context)  # refuses a key row copied from another workspace
+    if len(unwrapped.plaintext) != DATA_KEY_BYTES:
+        raise BackupError("the stored backup key has the wrong length")
+    if unwrapped.key_id != vault.key_id:
+        # Re-wrap under the current master key, so retiring an old master key never strands backups.
+        with tenant_tx(tenant_id, db=db) as conn:
+            conn.execute("UPDATE backup_keys SET wrapped_key = %s, key_id = %s WHERE tenant_id = %s"
+                         " AND wrapped_key = %s", (vault.encrypt(unwrapped.plaintext, context), vault.key_id,
+                                                   tenant_id, row[0]))
+    return unwrapped.plaintext
+
+
+def _key_row(db: Database, tenant_id: uuid.UUID) -> tuple[bytes, str] | None:
+    with tenant_tx(tenant_id, db=db) as conn:
+        row = conn.execute("SELECT wrapped_key, key_id FROM backup_keys WHERE tenant_id = %s", (tenant_id,)).fetchone()
+    return None if row is None else (bytes(row[0]), str(row[1]))
+
+
+# --- encryption (AWS Encryption SDK, imported lazily) --------------------------------------------
+
+def esdk(tenant_id: uuid.UUID, key: bytes) -> tuple[Any, Any, Any]:
+    """(client, master key made from the data key, algorithm)."""
+    import aws_encryption_sdk as sdk
+    from aws_encryption_sdk.identifiers import Algorithm, CommitmentPolicy, EncryptionKeyType, WrappingAlgorithm
+    from aws_encryption_sdk.internal.crypto.wrapping_keys import WrappingKey
+    from aws_encryption_sdk.key_providers.raw import RawMasterKey
+
+    # Committing suite only, in both directions (one ciphertext can never open under two keys), and
+    # exactly one wrapped data key per message: anything else was not written by us.
+    client = sdk.EncryptionSDKClient(commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT,
+                                     max_encrypted_data_keys=1)
+    wrapping = WrappingKey(wrapping_algorithm=WrappingAlgorithm.AES_256_GCM_IV12_TAG16_NO_PADDING,
+                           wrapping_key=key, wrapping_key_type=EncryptionKeyType.SYMMETRIC)
+    # The key id names the workspace: another workspace's message is refused before any decryption.
+    master = RawMasterKey(provider_id=PROVIDER_ID, key_id=f"backup:{tenant_id}".encode(), wrapping_key=wrapping)
+    return client, master, Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY
+
+
+def encrypt_file(source: Path, target: Path, *, tenant_id: uuid.UUID, key: bytes) -> None:
+    """Encrypt `source` into `target` as one framed ESDK message (constant memory)."""
+    client, master, algorithm = esdk(tenant_id, key)
+    with open(source, "rb") as plain, open(target, "wb") as sink, client.stream(
+            mode="e", source=plain, key_provider=master, encryption_context=backup_context(tenant_id),
+            algorithm=algorithm, frame_length=FRAME_BYTES) as encryptor:
+        while chunk := encryptor.read(CHUNK_BYTES):
+            sink.write(chunk)
+
+
+# --- the dump ------------------------------------------------------------------------------------
+
+def backup_tables(conn: Conn) -> list[TenantTable]:
+    """Tenant tables as a backup carries them: every stored column, none generated, no backup tables."""
+    tables = []
+    for table in tenant_tables(conn):
+        if table.name in EXCLUDED_TABLES:
+            continue
+        # Unlike the export handed to a customer, a backup must restore the workspace exactly, so the
+        # columns the export leaves out (credential ciphertexts, API key HMACs: never plaintext) stay in;
+        # the whole file is encrypted under the workspace's key. Generated columns are recomputed.
+        columns = (*table.columns, *sorted(EXCLUDED_COLUMNS.get(table.name, ())))
+        tables.append(TenantTable(table.name, table.key, tuple(c for c in columns if c not in table.generated),
+                                  table.generated))
+    return tables
+
+
+def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, taken_at: datetime) -> int:
+    """Write the workspace in the export format, one row per line, from ONE snapshot; returns rows."""
+    with open(destination, "wb") as out, tenant_tx(tenant_id, db=db, pipeline=False) as conn:
+        workspace = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
+                                 " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
+        if workspace is None:
+            raise WorkspaceNotFound(str(tenant_id))
+        tables = backup_tables(conn)
+        head = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": KIND,
+                "exported_at": gfs.utc(taken_at).isoformat()}
+        out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + str(workspace[0]).encode()
+                  + b', "tables": {\n')
+        manifest = _Writer(out, [t.name for t in tables])
+        # One statement, so one snapshot even at READ COMMITTED: a row added between two tables' reads
+        # could otherwise point at a parent the backup does not hold, and the restore would fail.
+        # Without parallel workers the UNION ALL branches come out in order (and _Writer checks it).
+        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        branches = [sql.SQL("SELECT {}, row_to_json(x)::text FROM (SELECT {} FROM {} WHERE {} = {}) x").format(
+            sql.Literal(n), sql.SQL(", ").join(map(sql.Identifier, t.columns)), sql.Identifier(t.name),
+            sql.Identifier(t.key), sql.Literal(str(tenant_id))) for n, t in enumerate(tables)]
+        pending = b""
+        with conn.cursor() as cur, cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(
+                sql.SQL(" UNION ALL ").join(branches))) as copy:
+            for block in copy:
+                data = pending + bytes(block)
+                cut = data.rfind(b"\n") + 1
+                complete, pending = data[:cut], data[cut:]
+                # COPY's text format escapes only backslashes here (JSON leaves no raw control characters).
+                for line in complete.replace(b"\\\\", b"\\").split(b"\n")[:-1]:
+                    index, row = line.split(b"\t", 1)
+                    manifest.row(int(index), row)
+        manifest.finish()
+        out.write(b'}, "manifest": ' + json.dumps(manifest.tables).encode() + b"}\n")
+    return manifest.total
+
+
+class _Writer:
+    """Writes tables as `"name": [` / row lines / `]`, counting and hashing rows as the export does."""
+
+    def __init__(self, out: IO[bytes], names: list[str]) -> None:
+        self.out, self.names, self.current = out, names, -1
+        self.tables: dict[str, dict[str, Any]] = {}
+        self.total = 0
+        self._digest: Any = None
+
+    def _advance(self, index: int) -> None:
+        if index < self.current:
+            raise BackupError("the dump's tables came out of order")
+        while self.current < index:
+            if self.current >= 0:
+                self._close()
+            self.current += 1
+            if self.current < len(self.names):
+                self._digest = hashlib.sha256()
+                self.tables[self.names[self.current]] = {"rows": 0, "sha256": ""}
+                self.out.write((b", " if self.current else b"") + json.dumps(self.names[self.current]).encode()
+                               + b": [\n")
+
+    def _close(self) -> None:
+        self.tables[self.names[self.current]]["sha256"] = self._digest.hexdigest()
+        self.out.write(b"]\n")
+
+    def row(self, index: int, row: bytes) -> None:
+        """One row's JSON text of table number `index`."""
+        self._advance(index)
+        entry = self.tables[self.names[index]]
+        separator = b"," if entry["rows"] else b""
+        self._digest.update(separator + row)  # the same digest as the export: rows joined by commas
+        self.out.write(separator + row + b"\n")
+        entry["rows"] += 1
+        self.total += 1
+
+    def finish(self) -> None:
+        """Close the last table and write the empty ones after it."""
+        self._advance(len(self.names))
+
+
+# --- backup and retention ------------------------------------------------------------------------
+
+def backup_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault: Vault, now: datetime) -> BackupInfo:
+    """Back the workspace up now: dump, encrypt under its data key, store, index."""
+    taken = gfs.utc(now)
+    key = blob_key(tenant_id, taken)
+    secret = data_key(db, tenant_id, vault, create=True)
+    # Plaintext touches local disk only inside a private (0700) temporary directory, and only until
+    # it is encrypted; the directory is removed whatever happens.
+    with tempfile.TemporaryDirectory(prefix="crm-backup-") as tmp:
+        plain, sealed = Path(tmp) / "backup.json", Path(tmp) / "backup.json.enc"
+        rows = dump_workspace(db, tenant_id, plain, taken_at=taken)
+        encrypt_file(plain, sealed, tenant_id=tenant_id, key=secret)
+        plain.unlink()
+        size = sealed.stat().st_size
+        stored = False
+        try:
+            with tenant_tx(tenant_id, db=db, pipeline=False) as conn:
+                # The row first: a second backup in the same second fails here, before it could
+                # overwrite the first one's object.
+                conn.execute("INSERT INTO backups (tenant_id, blob_key, taken_at, size_bytes, row_count)"
+                             " VALUES (%s, %s, %s, %s, %s)", (tenant_id, key, taken, size, rows))
+                stored = True
+                blobs.put_file(key, sealed)
+        except BaseException:
+            if stored:
+                blobs.delete(key)  # never leave an object that no row points at
+            raise
+    log_event(log, "backup written", workspace_id=str(tenant_id), rows=rows, size_bytes=size)
+    return BackupInfo(tenant_id, key, taken, size, rows)
+
+
+def apply_retention(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, now: datetime, dry_run: bool = False,
+                    *, daily: int = 30, weekly: int = 12, monthly: int = 6) -> list[str]:
+    """Expire the backups GFS does not keep (and stray objects); returns their keys (dry_run: lists only)."""
+    with tenant_tx(tenant_id, db=db) as conn:
+        rows = [(str(k), t) for k, t in conn.execute(
+            "SELECT blob_key, taken_at FROM backups WHERE tenant_id = %s", (tenant_id,)).fetchall()]
+    kept = gfs.keep(rows, daily=daily, weekly=weekly, monthly=monthly, now=now)
+    expired = sorted(k for k, _ in rows if k not in kept)
+    known, cutoff = {k for k, _ in rows}, gfs.utc(now) - ORPHAN_GRACE
+    # Objects no row points at (a crash between upload and commit) would otherwise outlive the policy.
+    strays = [k for k in blobs.list(prefix(tenant_id))
+              if k not in known and ((stamp := stamp_of(k)) is None or stamp < cutoff)]
+    if dry_run:
+        return sorted(expired + strays)
+    if expired:
+        with tenant_tx(tenant_id, db=db) as conn:
+            conn.execute("DELETE FROM backups WHERE tenant_id = %s AND blob_key = ANY(%s)", (tenant_id, expired))
+    # Rows before objects: a failed object delete leaves a stray, swept on the next run; never a row
+    # pointing at nothing.
+    for key in expired + strays:
+        blobs.delete(key)
+    log_event(log, "backup retention applied", workspace_id=str(tenant_id), expired=len(expired),
+              strays=len(strays), kept=len(rows) - len(expired))
+    return sorted(expired + strays)

@@ -14,13 +14,15 @@ from chalicelib.routes import (  # noqa: E402
     auth,
     crm,
     health,
+    imports,
     inbox,
     integrations,
     pipelines,
+    telephony,
     webhooks,
     workspaces,
 )
 
-BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, integrations.bp, inbox.bp,
-              webhooks.bp]
+BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, imports.bp, integrations.bp,
+              inbox.bp, webhooks.bp, telephony.bp]
 app = create_app("tenant-crm", BLUEPRINTS, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)

@@ -41,6 +41,10 @@ def process_event(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
                 from chalicelib.inbox.email_inbound import file_message
 
                 file_message(conn, tenant_id, channel_id, payload)
+            elif provider == "twilio":
+                from chalicelib.inbox import calls
+
+                calls.process(conn, tenant_id, event_id, kind, payload)
             conn.execute("UPDATE inbound_events SET processed_at = now(), attempts = attempts + 1 WHERE id = %s",
                          (event_id,))
     except Exception as exc:
@@ -108,7 +112,6 @@ def _whatsapp_message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, m
     if row is not None and media is not None:
         from chalicelib.inbox import channels
         from chalicelib.inbox.media import fetch_and_store
-
         from chalicelib.outbound import OutboundRefused
 
         loaded = channels.load(conn, tenant_id=tenant_id, channel_id=channel_id)

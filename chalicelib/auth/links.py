@@ -113,8 +113,12 @@ def compose(settings: Settings, issued: IssuedLink, *, workspace_name: str | Non
     else:
         subject = "Your sign-in link"
         intro = "Use this link to sign in."
-    body = (f"{intro}\n\n{link_url(settings, issued)}\n\n"
-            f"Or enter this code on the sign-in page: {issued.code}\n\n"
-            f"The link and the code work once and expire in {minutes} minutes. "
+    if issued.purpose == "email_change":
+        # Confirmed by its link only: the code would be refused on the sign-in page (purpose binding).
+        code_line, validity = "", f"The link works once and expires in {minutes} minutes. "
+    else:
+        code_line = f"Or enter this code on the sign-in page: {issued.code}\n\n"
+        validity = f"The link and the code work once and expire in {minutes} minutes. "
+    body = (f"{intro}\n\n{link_url(settings, issued)}\n\n{code_line}{validity}"
             "If you did not ask for this, ignore this email.\n")
     return subject, body

@@ -7,7 +7,6 @@ import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.cookies import CookieError, SimpleCookie
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -51,23 +50,31 @@ def client_ip(request: Request) -> str | None:
     return str(value) if value else None
 
 
+def user_agent(request: Request) -> str | None:
+    """The User-Agent header as stored in sessions and audit entries (at most 512 characters)."""
+    value = request.headers.get("user-agent")
+    if not value:
+        return None
+    # PostgreSQL text cannot hold NUL: one stray byte in a client header must not turn into a 500.
+    return str(value).replace("\x00", "")[:512] or None
+
+
 def anonymous_actor(request: Request) -> Actor:
     """IP and user agent of a not (yet) authenticated caller."""
-    return Actor(ip=client_ip(request), user_agent=request.headers.get("user-agent"))
+    return Actor(ip=client_ip(request), user_agent=user_agent(request))
 
 
 def session_cookie(request: Request, settings: Settings) -> str | None:
     """The session cookie's value, if any."""
-    raw = request.headers.get("cookie")
-    if not raw:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(raw)
-    except CookieError:
-        return None
-    morsel = jar.get(settings.session_cookie_name)
-    return morsel.value if morsel is not None and morsel.value else None
+    raw = str(request.headers.get("cookie") or "")
+    # Split by hand: http.cookies.SimpleCookie silently drops every cookie after the first one it cannot
+    # parse (another app's JSON, spaced or non-ASCII value on the same host), which would sign the user
+    # out. The first match wins: browsers list the most specific (longest path) cookie first.
+    for part in raw.split(";"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == settings.session_cookie_name and value.strip():
+            return value.strip()
+    return None
 
 
 def bearer_key(request: Request) -> str | None:
@@ -133,7 +140,7 @@ def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "me
             if found is None:
                 raise errors.NotFound("not found")  # a key of another workspace is no key here
             principal = Principal(Actor(None, found.key_id, client_ip(request),
-                                        request.headers.get("user-agent")), found.role, api_key_id=found.key_id)
+                                        user_agent(request)), found.role, api_key_id=found.key_id)
             deleted = found.workspace_deleted_at
         else:
             assert token is not None
@@ -144,7 +151,7 @@ def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "me
                 raise errors.NotFound("not found")
             if unsafe:
                 _check_csrf(request, token, settings)
-            principal = Principal(Actor(info.user_id, None, client_ip(request), request.headers.get("user-agent")),
+            principal = Principal(Actor(info.user_id, None, client_ip(request), user_agent(request)),
                                   info.role, info.session_id, token)
             deleted = info.workspace_deleted_at
         if deleted is not None and not allow_deleted:
@@ -173,5 +180,5 @@ def account_scope(request: Request) -> Iterator[tuple[Connection[TupleRow], Prin
             _check_csrf(request, token, settings)
         # Only now, with the session verified, may the transaction read this user's memberships.
         bind_user(conn, info.user_id)
-        yield conn, Principal(Actor(info.user_id, None, client_ip(request), request.headers.get("user-agent")),
+        yield conn, Principal(Actor(info.user_id, None, client_ip(request), user_agent(request)),
                               None, info.session_id, token)

@@ -1,0 +1,111 @@
+"""O01/O02 for sign-in: a real flow (link, code, session, API key), then failures while the request carries the
+session cookie, CSRF token, API key, link token and code; the Sentry envelopes hold none of them.
+
+Runs in a child process: Sentry's integrations patch the interpreter for good.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import TestDatabase
+
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_DSN = "https://public@sentry.invalid/1"
+
+
+def run_auth_sentry_scenario() -> None:
+    """The child: init Sentry with a capturing transport, sign in for real, then fail with every credential."""
+    import sentry_sdk
+    from chalice.test import Client
+    from sentry_sdk.envelope import Envelope
+    from sentry_sdk.transport import Transport
+
+    from chalicelib.db.pool import Database, use_database
+    from chalicelib.observability import init_sentry
+    from chalicelib.settings import get_settings
+
+    class CapturingTransport(Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.envelopes: list[Envelope] = []
+
+        def capture_envelope(self, envelope: Envelope) -> None:
+            self.envelopes.append(envelope)
+
+    transport = CapturingTransport()
+    assert init_sentry(FAKE_DSN, environment="test", release="test", transport=transport)
+    import app as app_module
+    from tests.api.auth_helpers import (
+        ORIGIN,
+        Outbox,
+        call,
+        create_key,
+        create_workspace,
+        post_json,
+        request_link,
+        session_from,
+        sign_in_with_token,
+    )
+
+    use_database(Database(os.environ["AUTH_SENTRY_APP_URL"], size=1), "app")
+    address = "sentry-canary@example.test"
+    box = Outbox(get_settings().data_dir / "outbox")
+    with Client(app_module.app) as client:
+        request_link(client, address)
+        first = box.newest()
+        browser = session_from(sign_in_with_token(client, first.token))
+        workspace = create_workspace(client, browser)["id"]
+        key = create_key(client, browser, workspace, role="admin")["key"]
+        request_link(client, address)
+        pending = box.newest()
+
+        use_database(Database("host=/nonexistent dbname=none", timeout=0.3), "app")
+        statuses = [
+            call(client, "GET", "/auth/me", browser).status_code,
+            call(client, "PATCH", "/auth/me", browser, {"display_name": "x"}).status_code,
+            call(client, "GET", f"/workspaces/{workspace}/members?token={pending.token}", bearer=key).status_code,
+            sign_in_with_token(client, pending.token).status_code,
+            post_json(client, "/auth/session", {"email": address, "code": pending.code},
+                      {"Origin": ORIGIN}).status_code,
+            request_link(client, address).status_code,
+        ]
+    sentry_sdk.flush()
+    print(json.dumps({
+        "secrets": {"token": first.token, "pending-token": pending.token, "code": pending.code,
+                    "first-code": first.code, "session": browser.cookie_value, "csrf": browser.csrf, "api-key": key,
+                    "api-key-secret": key.rsplit("_", 1)[1], "address": address},
+        "statuses": statuses,
+        "envelopes": [env.serialize().decode("utf-8", "replace") for env in transport.envelopes],
+        "events": [e for e in (env.get_event() for env in transport.envelopes) if e is not None],
+    }))
+    sentry_sdk.get_client().close()
+
+
+@pytest.fixture
+def scenario(fresh_db: TestDatabase, tmp_path: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "DATABASE_URL")}
+    env.update({"PYTHONPATH": str(ROOT), "AUTH_SENTRY_APP_URL": fresh_db.app_url, "DATA_DIR": str(tmp_path),
+                "STAGE": "local"})
+    code = f"from {__name__} import run_auth_sentry_scenario; run_auth_sentry_scenario()"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    captured: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return captured
+
+
+def test_sentry_events_of_failed_authenticated_requests_hold_no_credential(scenario: dict[str, Any]) -> None:
+    assert scenario["statuses"] == [500] * 6, scenario["statuses"]
+    assert scenario["events"], "no Sentry event was captured: the sweep would prove nothing"
+    assert any(e.get("exception") for e in scenario["events"])
+    text = "\n".join(scenario["envelopes"])
+    for name, secret in scenario["secrets"].items():
+        assert secret not in text, f"{name} reached Sentry"

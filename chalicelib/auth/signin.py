@@ -145,6 +145,11 @@ def start_email_change(conn: Connection[TupleRow], principal: Principal, new_ema
     """Issue a confirmation token bound to this user and the new address."""
     settings, now = get_settings(), clock.now()
     assert principal.user_id is not None
+    # A signed-in account must not become a mail cannon: a few confirmation emails per window.
+    limit = ratelimit.hit(conn, kind="email-change", subject=str(principal.user_id),
+                          limit=settings.magic_link_limit_per_email, now=now)
+    if not limit.allowed:
+        raise errors.RateLimited("too many email change requests", retry_after=limit.retry_after_s)
     user = users.get(conn, user_id=principal.user_id)
     issued = links.issue(conn, purpose="email_change", email=new_email, now=now, settings=settings,
                          user_id=principal.user_id)

@@ -18,10 +18,10 @@ from chalicelib.accounts.models import (
     WorkspaceOut,
     WorkspacePatch,
 )
-from chalicelib.auth import links
+from chalicelib.auth import links, ratelimit
 from chalicelib.auth.principal import account_scope, parse_id, workspace_scope
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.errors import Forbidden
+from chalicelib.errors import Forbidden, RateLimited
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.mail import send_email
 from chalicelib.settings import get_settings
@@ -146,6 +146,12 @@ def invite(workspace_id: str) -> Response:
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         if body.role == "owner" and principal.role != "owner":
             raise Forbidden("only an owner can invite an owner")
+        # Invitations send email: limited per workspace and per invited address.
+        for kind, subject, limit in (("invite-workspace", str(tenant), settings.magic_link_limit_per_ip),
+                                     ("invite-email", body.email, settings.magic_link_limit_per_email)):
+            verdict = ratelimit.hit(conn, kind=kind, subject=subject, limit=limit, now=now)
+            if not verdict.allowed:
+                raise RateLimited("too many invitations", retry_after=verdict.retry_after_s)
         name = workspaces.get(conn, tenant_id=tenant, role=principal.role).name
         issued = links.issue(conn, purpose="invitation", email=body.email, now=now, settings=settings,
                              workspace_id=tenant, role=body.role)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.api.auth_helpers import (
     call,
     create_key,
     create_workspace,
+    fresh_address,
     invite_and_join,
     post_json,
     problem,
@@ -287,3 +289,17 @@ def test_demoted_admin_loses_admin_rights_on_the_next_request(api: Client, outbo
     assert call(api, "GET", _ws(workspace["id"], "/api-keys"), admin).status_code == 200
     call(api, "PATCH", _ws(workspace["id"], f"/members/{admin.user_id}"), owner, {"role": "member"})
     problem(call(api, "GET", _ws(workspace["id"], "/api-keys"), admin), 403)
+
+
+def test_invitations_and_email_changes_are_rate_limited(api: Client, outbox: Outbox,
+                                                       env: Callable[..., None]) -> None:
+    env(magic_link_limit_per_email=2, magic_link_limit_per_ip=3)
+    owner = sign_in(api, fresh_address("owner"), outbox)
+    workspace = create_workspace(api, owner)["id"]
+    target = fresh_address("invitee")
+    statuses = [call(api, "POST", f"/workspaces/{workspace}/invitations", owner, {"email": target}).status_code
+                for _ in range(3)]
+    assert statuses == [202, 202, 429]
+    changes = [call(api, "POST", "/auth/email-change", owner, {"new_email": fresh_address("new")}).status_code
+               for _ in range(3)]
+    assert changes == [202, 202, 429]

@@ -24,8 +24,14 @@ def event_time(event: dict[str, Any] | None) -> datetime:
     """The scheduled time of an EventBridge event (its `time`), else now."""
     raw = (event or {}).get("time")
     if isinstance(raw, str):
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return parse_time(raw)
     return datetime.now(UTC)
+
+
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 time for `--now`; a time without an offset is UTC (never the machine's zone)."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def progress_printer(total: int | None = None) -> Any:

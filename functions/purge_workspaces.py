@@ -16,7 +16,7 @@ from chalicelib.db.pool import Database
 from chalicelib.jobs.common import Outcome, each_workspace, workspaces
 from chalicelib.jobs.delete import delete_workspace
 from chalicelib.settings import get_settings
-from functions.common import event_time, start
+from functions.common import event_time, parse_time, start
 
 NAME = "purge_workspaces"
 
@@ -43,7 +43,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line: exit code 1 when a workspace failed."""
     parser = argparse.ArgumentParser(prog="python -m functions.purge_workspaces", description=__doc__)
-    parser.add_argument("--now", type=datetime.fromisoformat, default=None, help="pretend it is this time (UTC)")
+    parser.add_argument("--now", type=parse_time, default=None, help="pretend it is this time (UTC)")
     args = parser.parse_args(argv)
     outcome = run(start(), args.now or event_time(None))
     print(outcome.counts, "failed:", len(outcome.failed))

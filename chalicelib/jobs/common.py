@@ -19,7 +19,8 @@ from chalicelib.observability import log_event
 Conn = Connection[TupleRow]
 log = logging.getLogger("crm.jobs")
 # Columns that never leave the database in an export or a backup (secrets and their digests).
-EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"}}
+EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"},
+                    "channels": {"secrets_ciphertext"}}
 # Tables about the backups themselves: not workspace content.
 EXCLUDED_TABLES = frozenset({"backup_keys", "backups"})
 

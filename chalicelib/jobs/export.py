@@ -28,6 +28,10 @@ from chalicelib.jobs.common import EXCLUDED_TABLES, Conn, TenantTable, tenant_ta
 FORMAT = "tenant-crm-export"
 FORMAT_VERSION = 1
 Progress = Callable[[str, int], None]
+CHUNK_ROWS = 1024
+BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+ROW_OF_ONE_FIELD = b"\x00\x01"
+BINARY_TRAILER = b"\xff\xff"
 
 
 class WorkspaceNotFound(LookupError):
@@ -52,36 +56,57 @@ def _copy_rows(conn: Conn, table: TenantTable, tenant_id: uuid.UUID, out: IO[byt
     columns = sql.SQL(", ").join(map(sql.Identifier, table.columns))
     # RLS scopes the read to the tenant; the explicit key filter is a second lock on the same door (the
     # jobs role may list every workspace row). COPY takes no parameters: the id is a quoted literal of
-    # a parsed UUID.
-    query = sql.SQL("COPY (SELECT row_to_json(x) FROM (SELECT {} FROM {} WHERE {} = {} ORDER BY {}) x) TO STDOUT"
-                    ).format(columns, sql.Identifier(table.name), sql.Identifier(table.key),
-                             sql.Literal(str(uuid.UUID(str(tenant_id)))),
-                             sql.SQL(", ").join(map(sql.Identifier, _order(table))))
-    digest, rows, first, pending = hashlib.sha256(), 0, True, b""
+    # a parsed UUID. No ORDER BY: sorting a big table costs more than the rest of its export (B5), and
+    # nothing depends on the order. Binary COPY carries each row's JSON text as is (no escaping to undo).
+    query = sql.SQL("COPY (SELECT row_to_json(x) FROM (SELECT {} FROM {} WHERE {} = {}) x) TO STDOUT"
+                    " (FORMAT binary)").format(columns, sql.Identifier(table.name), sql.Identifier(table.key),
+                                               sql.Literal(str(uuid.UUID(str(tenant_id)))))
+    digest = hashlib.sha256()
+    rows = 0
+
+    def write(values: list[Any]) -> None:
+        nonlocal rows
+        if not values:
+            return
+        chunk = b",".join(values)
+        if rows:
+            out.write(b",")
+            digest.update(b",")
+        out.write(chunk)
+        digest.update(chunk)
+        rows += len(values)
+        if progress is not None:
+            progress(table.name, rows)
+
     with conn.cursor() as cur, cur.copy(query) as copy:
+        # COPY sends one message per row: rows are written in chunks, not one by one (B5).
+        values: list[Any] = []
+        append = values.append
+        first = True
         for block in copy:
-            data = pending + bytes(block)
-            cut = data.rfind(b"\n") + 1
-            complete, pending = data[:cut], data[cut:]
-            if not complete:
-                continue
-            # COPY's text format escapes only backslashes here: row_to_json leaves no raw control
-            # characters (JSON escapes them), so undoing "\\" -> "\" restores each line's JSON exactly.
-            lines = complete.replace(b"\\\\", b"\\").split(b"\n")[:-1]
-            chunk = b",".join(lines)
-            if not first:
-                chunk = b"," + chunk
-            first = False
-            out.write(chunk)
-            digest.update(chunk)
-            rows += len(lines)
-            if progress is not None:
-                progress(table.name, rows)
+            if first:
+                block = _skip_binary_header(block)
+                first = False
+                if not block:
+                    continue
+            # A row: field count 1 (int16), the JSON's length (int32), the JSON. The trailer is -1.
+            if block[:2] != ROW_OF_ONE_FIELD:
+                if bytes(block) == BINARY_TRAILER:
+                    continue
+                raise RuntimeError("unexpected COPY row")
+            append(block[6:])
+            if len(values) >= CHUNK_ROWS:
+                write(values)
+                values.clear()
+        write(values)
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 
-def _order(table: TenantTable) -> list[str]:
-    return [c for c in (table.key, "id") if c in table.columns] if table.name != "workspaces" else ["id"]
+def _skip_binary_header(block: Any) -> Any:
+    """The first COPY message without the binary format's header (signature, flags, extension)."""
+    if bytes(block[:11]) != BINARY_SIGNATURE:
+        raise RuntimeError("not a binary COPY stream")
+    return block[19 + int.from_bytes(block[15:19], "big"):]
 
 
 def export_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, blobs: BlobStore | None = None,

@@ -25,7 +25,14 @@ from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.jobs import gfs
-from chalicelib.jobs.common import EXCLUDED_COLUMNS, EXCLUDED_TABLES, Conn, TenantTable, tenant_tables
+from chalicelib.jobs.common import (
+    EXCLUDED_COLUMNS,
+    EXCLUDED_TABLES,
+    Conn,
+    TenantTable,
+    allow_long_statements,
+    tenant_tables,
+)
 from chalicelib.jobs.export import FORMAT, FORMAT_VERSION, WorkspaceNotFound
 from chalicelib.observability import log_event
 from chalicelib.vault.envelope import Vault
@@ -176,6 +183,7 @@ def backup_tables(conn: Conn) -> list[TenantTable]:
 def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, taken_at: datetime) -> int:
     """Write the workspace in the export format, one row per line, from ONE snapshot; returns rows."""
     with open(destination, "wb") as out, tenant_tx(tenant_id, db=db, pipeline=False) as conn:
+        allow_long_statements(conn)
         workspace = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
                                  " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
         if workspace is None:

@@ -136,3 +136,9 @@ def dependency_order(conn: Conn, names: list[str]) -> list[str]:
         for n in ready:
             del parents[n]
     return ordered
+
+
+def allow_long_statements(conn: Conn) -> None:
+    """Lift the jobs role's statement timeout for this transaction only (a whole-table COPY of a large
+    workspace takes longer than an API statement may); it ends with the transaction."""
+    conn.execute("SELECT set_config('statement_timeout', '0', true)")

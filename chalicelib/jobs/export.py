@@ -23,7 +23,7 @@ from psycopg import sql
 from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.common import EXCLUDED_TABLES, Conn, TenantTable, tenant_tables
+from chalicelib.jobs.common import EXCLUDED_TABLES, Conn, TenantTable, allow_long_statements, tenant_tables
 
 FORMAT = "tenant-crm-export"
 FORMAT_VERSION = 1
@@ -117,6 +117,7 @@ def export_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, b
     manifest = Manifest()
     try:
         with open(temporary, "wb") as out, tenant_tx(tenant_id, db=db, pipeline=False) as conn:
+            allow_long_statements(conn)
             workspace = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
                                      " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
             if workspace is None:

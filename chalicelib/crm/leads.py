@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -116,21 +116,40 @@ def _not_found(field: str) -> errors.ValidationFailed:
                                    errors=[errors.FieldError(field, "not found", "not_found")])
 
 
+def _placement_pending(ctx: Context, pipeline_id: uuid.UUID | None, stage_id: uuid.UUID | None
+                       ) -> Callable[[], dict[str, Any]]:
+    """Queue the lookup of pipeline_id, stage_id and status for a requested stage and/or pipeline.
+
+    Queued, not awaited: it travels with the next read (the custom field definitions), one round trip.
+    """
+    if stage_id is not None:
+        found_stage = pipelines.stage_pending(ctx.conn, stage_id)
+
+        def of_stage() -> dict[str, Any]:
+            found = found_stage()
+            if found is None:
+                raise _not_found("stage_id")
+            if pipeline_id is not None and found[0] != pipeline_id:
+                raise errors.ValidationFailed("the stage is not in that pipeline",
+                                              errors=[errors.FieldError("stage_id", "not a stage of pipeline_id",
+                                                                        "stage_mismatch")])
+            return {"pipeline_id": found[0], "stage_id": stage_id, "status": found[1]}
+
+        return of_stage
+    found_first = pipelines.first_stage_pending(ctx.conn, pipeline_id)
+
+    def of_pipeline() -> dict[str, Any]:
+        first = found_first()
+        if first is None:
+            raise _not_found("pipeline_id")
+        return {"pipeline_id": first[0], "stage_id": first[1], "status": first[2]}
+
+    return of_pipeline
+
+
 def _placement(ctx: Context, pipeline_id: uuid.UUID | None, stage_id: uuid.UUID | None) -> dict[str, Any]:
     """pipeline_id, stage_id and status for a requested stage and/or pipeline."""
-    if stage_id is not None:
-        found = pipelines.stage(ctx.conn, stage_id)
-        if found is None:
-            raise _not_found("stage_id")
-        if pipeline_id is not None and found[0] != pipeline_id:
-            raise errors.ValidationFailed("the stage is not in that pipeline",
-                                          errors=[errors.FieldError("stage_id", "not a stage of pipeline_id",
-                                                                    "stage_mismatch")])
-        return {"pipeline_id": found[0], "stage_id": stage_id, "status": found[1]}
-    first = pipelines.first_stage(ctx.conn, pipeline_id)
-    if first is None:
-        raise _not_found("pipeline_id")
-    return {"pipeline_id": first[0], "stage_id": first[1], "status": first[2]}
+    return _placement_pending(ctx, pipeline_id, stage_id)()
 
 
 def _money(values: dict[str, Any]) -> None:
@@ -144,8 +163,9 @@ def prepare_create(ctx: Context, body: LeadCreate) -> dict[str, Any]:
     """Column values of a new lead."""
     values = body.model_dump(exclude={"custom", "pipeline_id", "stage_id"})
     _money(values)
-    values.update(_placement(ctx, body.pipeline_id, body.stage_id))
+    placement = _placement_pending(ctx, body.pipeline_id, body.stage_id)
     values["custom"] = merged_custom(ctx.conn, "lead", None, body.custom)
+    values.update(placement())
     return values
 
 
@@ -160,13 +180,16 @@ def prepare_patch(ctx: Context, existing: Row, body: LeadPatch) -> dict[str, Any
             errors.FieldError("stage_id" if "stage_id" in sent else "pipeline_id", "cannot be null",
                               "null_not_allowed")])
     same_pipeline = body.pipeline_id in (None, existing[TABLE.index("pipeline_id")])
-    if body.stage_id is not None or not same_pipeline:
-        # A new stage (checked against pipeline_id when both are sent), or the first stage of a new pipeline.
-        placement = _placement(ctx, body.pipeline_id, body.stage_id)
-        if placement["stage_id"] != existing[TABLE.index("stage_id")]:
-            values.update(placement)
+    # A new stage (checked against pipeline_id when both are sent), or the first stage of a new pipeline;
+    # queued so that it shares a round trip with the custom field definitions.
+    moved = (_placement_pending(ctx, body.pipeline_id, body.stage_id)
+             if body.stage_id is not None or not same_pipeline else None)
     if "custom" in body.model_fields_set:
         values["custom"] = merged_custom(ctx.conn, "lead", existing[TABLE.index("custom")], body.custom)
+    if moved is not None:
+        placement = moved()
+        if placement["stage_id"] != existing[TABLE.index("stage_id")]:
+            values.update(placement)
     return values
 
 
@@ -181,11 +204,15 @@ def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.U
                  to_stage: uuid.UUID) -> None:
     """Append stage-history rows for leads moved from one stage to another."""
     actor: audit.Actor = ctx.principal.actor
+    statement = ("INSERT INTO lead_stage_history (tenant_id, lead_id, from_stage_id, to_stage_id, changed_at,"
+                 " actor_user_id, actor_api_key_id) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+    rows = [(ctx.tenant, lead, from_stage, to_stage, ctx.now, actor.user_id, actor.api_key_id) for lead in lead_ids]
+    if len(rows) == 1:
+        # The common case (one lead created or moved): a plain queued statement, no executemany machinery.
+        ctx.conn.execute(statement, rows[0])
+        return
     with ctx.conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO lead_stage_history (tenant_id, lead_id, from_stage_id, to_stage_id, changed_at,"
-            " actor_user_id, actor_api_key_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [(ctx.tenant, lead, from_stage, to_stage, ctx.now, actor.user_id, actor.api_key_id) for lead in lead_ids])
+        cur.executemany(statement, rows)
 
 
 def history(ctx: Context, lead_id: uuid.UUID) -> StageHistory:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+import psycopg
 from psycopg import Connection
 from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
@@ -146,26 +148,76 @@ def create_default(conn: Conn, *, tenant_id: uuid.UUID, now: datetime) -> uuid.U
 
 def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
     """Make this pipeline the workspace's default (one default at a time)."""
+    # Concurrent switches serialize on the workspace's pipeline rows (in id order: no deadlock); without
+    # this, the second one would not see the first one's new default and break the one-default index.
+    conn.execute("SELECT id FROM pipelines ORDER BY id FOR UPDATE").fetchall()
     conn.execute("UPDATE pipelines SET is_default = false WHERE is_default AND id <> %s RETURNING 1",
                  (pipeline_id,)).fetchall()
     conn.execute("UPDATE pipelines SET is_default = true WHERE id = %s RETURNING 1", (pipeline_id,)).fetchall()
 
 
+def first_stage_pending(conn: Conn, pipeline_id: uuid.UUID | None
+                        ) -> Callable[[], tuple[uuid.UUID, uuid.UUID, str] | None]:
+    """Queue the lookup of first_stage() (pipeline mode: nothing awaited); call the result to read it."""
+    if pipeline_id is None:
+        cur = conn.execute("SELECT s.pipeline_id, s.id, s.kind FROM stages s JOIN pipelines p"
+                           " ON p.tenant_id = s.tenant_id AND p.id = s.pipeline_id"
+                           " WHERE p.is_default ORDER BY s.position LIMIT 1")
+    else:
+        cur = conn.execute("SELECT pipeline_id, id, kind FROM stages WHERE pipeline_id = %s ORDER BY position LIMIT 1",
+                           (pipeline_id,))
+
+    def read() -> tuple[uuid.UUID, uuid.UUID, str] | None:
+        row = cur.fetchone()
+        return (row[0], row[1], str(row[2])) if row else None
+
+    return read
+
+
 def first_stage(conn: Conn, pipeline_id: uuid.UUID | None) -> tuple[uuid.UUID, uuid.UUID, str] | None:
     """(pipeline, stage, kind) of the first stage of a pipeline, or of the default pipeline."""
-    if pipeline_id is None:
-        row = conn.execute("SELECT s.pipeline_id, s.id, s.kind FROM stages s JOIN pipelines p ON p.id = s.pipeline_id"
-                           " WHERE p.is_default ORDER BY s.position LIMIT 1").fetchone()
-    else:
-        row = conn.execute("SELECT pipeline_id, id, kind FROM stages WHERE pipeline_id = %s ORDER BY position LIMIT 1",
-                           (pipeline_id,)).fetchone()
-    return (row[0], row[1], str(row[2])) if row else None
+    return first_stage_pending(conn, pipeline_id)()
+
+
+def stage_pending(conn: Conn, stage_id: uuid.UUID) -> Callable[[], tuple[uuid.UUID, str] | None]:
+    """Queue the lookup of stage() (pipeline mode: nothing awaited); call the result to read it."""
+    cur = conn.execute("SELECT pipeline_id, kind FROM stages WHERE id = %s", (stage_id,))
+
+    def read() -> tuple[uuid.UUID, str] | None:
+        row = cur.fetchone()
+        return (row[0], str(row[1])) if row else None
+
+    return read
 
 
 def stage(conn: Conn, stage_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
     """(pipeline, kind) of a stage of this workspace."""
-    row = conn.execute("SELECT pipeline_id, kind FROM stages WHERE id = %s", (stage_id,)).fetchone()
-    return (row[0], str(row[1])) if row else None
+    return stage_pending(conn, stage_id)()
+
+
+def lock(conn: Conn, pipeline_id: uuid.UUID) -> None:
+    """Lock a pipeline's row (404 when it is not this workspace's) so stage changes serialize.
+
+    Stage edits read the pipeline's stages and then write (count, renumber, "is this the last one?"):
+    without the lock two concurrent requests could both delete one of the last two stages, or both
+    append at the same position (write skew).
+    """
+    if conn.execute("SELECT 1 FROM pipelines WHERE id = %s FOR UPDATE", (pipeline_id,)).fetchone() is None:
+        raise errors.NotFound("no such pipeline")
+
+
+def add_stage(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, stage: StageIn) -> uuid.UUID:
+    """Append a stage, or insert it at `stage.position` (the later ones shift down one)."""
+    lock(conn, pipeline_id)
+    count = conn.execute("SELECT count(*) FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchone()
+    stage_id = uuid.uuid4()
+    conn.execute("INSERT INTO stages (tenant_id, id, pipeline_id, name, position, kind, probability)"
+                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                 (tenant_id, stage_id, pipeline_id, stage.name, int(count[0]) if count else 0, stage.kind,
+                  stage.probability))
+    if stage.position is not None:
+        reorder(conn, pipeline_id, stage_id, stage.position)
+    return stage_id
 
 
 def reorder(conn: Conn, pipeline_id: uuid.UUID, moved: uuid.UUID | None = None, to: int | None = None) -> None:
@@ -185,6 +237,7 @@ def reorder(conn: Conn, pipeline_id: uuid.UUID, moved: uuid.UUID | None = None, 
 def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None) -> list[
         uuid.UUID]:
     """Delete a stage; its leads move to `target` (same pipeline) first. Returns the moved lead ids."""
+    lock(conn, pipeline_id)
     ids = [r[0] for r in conn.execute("SELECT id FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchall()]
     if stage_id not in ids:
         raise errors.NotFound("no such stage")
@@ -198,9 +251,15 @@ def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, tar
                                       errors=[errors.FieldError("target_stage_id", "not found", "not_found")])
     if holding:
         kind = conn.execute("SELECT kind FROM stages WHERE id = %s", (target,)).fetchone()
-        conn.execute("UPDATE leads SET stage_id = %s, status = %s, updated_at = now() WHERE stage_id = %s RETURNING 1",
-                     (target, kind[0] if kind else "open", stage_id)).fetchall()
-    conn.execute("DELETE FROM stages WHERE id = %s RETURNING 1", (stage_id,)).fetchall()
+        # RETURNING: the leads really moved (the history must name each of them).
+        holding = [r[0] for r in conn.execute(
+            "UPDATE leads SET stage_id = %s, status = %s, updated_at = now() WHERE stage_id = %s RETURNING id",
+            (target, kind[0] if kind else "open", stage_id)).fetchall()]
+    try:
+        conn.execute("DELETE FROM stages WHERE id = %s RETURNING 1", (stage_id,)).fetchall()
+    except psycopg.errors.ForeignKeyViolation:
+        # A lead created into the stage by a concurrent request after we looked.
+        raise errors.Conflict("the stage holds leads; pass target_stage_id to move them") from None
     reorder(conn, pipeline_id)
     return list(holding)
 

@@ -124,15 +124,9 @@ def add_stage(workspace_id: str, pipeline_id: str) -> Response:
     record = parse_id(pipeline_id)
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         ctx = Context(conn, parse_id(workspace_id), principal, request)
-        store.require(conn, TABLE, record)
-        last = conn.execute("SELECT count(*) FROM stages WHERE pipeline_id = %s", (record,)).fetchone()
-        row = store.insert(conn, STAGES, {"tenant_id": ctx.tenant, "pipeline_id": record, "name": body.name,
-                                          "kind": body.kind, "probability": body.probability,
-                                          "position": int(last[0]) if last else 0})
-        if body.position is not None:
-            pipelines.reorder(conn, record, row[0], body.position)
+        created = pipelines.add_stage(conn, tenant_id=ctx.tenant, pipeline_id=record, stage=body)
         audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=principal.actor, target_type="stage",
-                     target_id=row[0])
+                     target_id=created)
         prow, pipeline = _pipeline(ctx, pipeline_id)
     return _answer(prow, pipeline, 201)
 
@@ -146,6 +140,7 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         ctx = Context(conn, parse_id(workspace_id), principal, request)
+        pipelines.lock(conn, record)
         found = pipelines.stage(conn, stage)
         if found is None or found[0] != record:
             raise errors.NotFound("no such stage")
@@ -157,8 +152,9 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
         if values:
             store.update(conn, STAGES, stage, values, ctx.now)
         if "kind" in values:
-            conn.execute("UPDATE leads SET status = %s WHERE stage_id = %s RETURNING 1",
-                         (values["kind"], stage)).fetchall()
+            # updated_at too: the leads' representation changed, so must their ETags.
+            conn.execute("UPDATE leads SET status = %s, updated_at = %s WHERE stage_id = %s AND status <> %s"
+                         " RETURNING 1", (values["kind"], ctx.now, stage, values["kind"])).fetchall()
         if body.position is not None:
             pipelines.reorder(conn, record, stage, body.position)
         audit.record(conn, tenant_id=ctx.tenant, action="stage.updated", actor=principal.actor, target_type="stage",

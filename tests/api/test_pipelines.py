@@ -1,0 +1,488 @@
+"""Pipelines, stages and the board: defaults, admin-only changes, ordering, kinds, deletion rules, one-query board."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from chalice.test import Client
+
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from tests.api.auth_helpers import Outbox, body_of, problem
+from tests.api.crm_helpers import Workspace, new_workspace, rows_of
+from tests.conftest import TestDatabase
+
+DEFAULT = [("New", "open"), ("Qualified", "open"), ("Proposal", "open"), ("Won", "won"), ("Lost", "lost")]
+
+
+@pytest.fixture
+def ws(api: Client, outbox: Outbox) -> Workspace:
+    """A workspace and its owner (owners are admins)."""
+    return new_workspace(api, outbox)
+
+
+def _default(ws: Workspace) -> dict[str, Any]:
+    response = ws.get("/pipelines")
+    assert response.status_code == 200, response.body
+    [pipeline] = [p for p in body_of(response)["data"] if p["is_default"]]
+    return dict(pipeline)
+
+
+def _shape(pipeline: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(s["name"], s["kind"]) for s in pipeline["stages"]]
+
+
+def _positions(pipeline: dict[str, Any]) -> list[int]:
+    return [s["position"] for s in pipeline["stages"]]
+
+
+def _pipeline(ws: Workspace, pipeline_id: str) -> dict[str, Any]:
+    response = ws.get(f"/pipelines/{pipeline_id}")
+    assert response.status_code == 200, response.body
+    return dict(body_of(response))
+
+
+def _lead(ws: Workspace, **body: Any) -> dict[str, Any]:
+    return ws.create("/leads", {"title": "Deal", **body})
+
+
+# ---- the default pipeline -------------------------------------------------------------------------------------
+
+
+def test_new_workspace_has_default_sales_pipeline_with_five_stages_in_order(ws: Workspace) -> None:
+    pipelines = body_of(ws.get("/pipelines"))["data"]
+    assert len(pipelines) == 1
+    [sales] = pipelines
+    assert sales["name"] == "Sales" and sales["is_default"] is True
+    assert _shape(sales) == DEFAULT
+    assert _positions(sales) == [0, 1, 2, 3, 4]
+
+
+def test_pipeline_read_carries_etag(ws: Workspace) -> None:
+    sales = _default(ws)
+    response = ws.get(f"/pipelines/{sales['id']}")
+    assert response.status_code == 200
+    assert response.headers["ETag"].startswith('"')
+
+
+# ---- create, rename, make default, delete ------------------------------------------------------------------
+
+
+def test_admin_creates_pipeline_with_default_stages(ws: Workspace) -> None:
+    response = ws.post("/pipelines", {"name": "Partners"})
+    assert response.status_code == 201, response.body
+    created = body_of(response)
+    assert response.headers["Location"] == f"/workspaces/{ws.id}/pipelines/{created['id']}"
+    assert created["name"] == "Partners" and created["is_default"] is False
+    assert _shape(created) == DEFAULT
+    assert _pipeline(ws, created["id"]) == created
+
+
+def test_admin_creates_pipeline_with_own_stages(ws: Workspace) -> None:
+    stages = [{"name": "Lead", "probability": 10}, {"name": "Signed", "kind": "won", "probability": 100},
+              {"name": "Gone", "kind": "lost"}]
+    created = ws.create("/pipelines", {"name": "Renewals", "stages": stages})
+    assert _shape(created) == [("Lead", "open"), ("Signed", "won"), ("Gone", "lost")]
+    assert [s["probability"] for s in created["stages"]] == [10, 100, None]
+    assert _positions(created) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("body", [{"name": ""}, {"name": "x", "stages": []}, {"name": "x", "extra": 1},
+                                  {"name": "x", "stages": [{"name": "a", "kind": "maybe"}]},
+                                  {"name": "x", "stages": [{"name": "a", "probability": 101}]}])
+def test_invalid_pipeline_is_422(ws: Workspace, body: dict[str, Any]) -> None:
+    problem(ws.post("/pipelines", body), 422)
+
+
+def test_member_cannot_create_or_change_pipelines(ws: Workspace, outbox: Outbox) -> None:
+    member = ws.as_member(outbox, "member")
+    sales = _default(ws)
+    stage = sales["stages"][0]["id"]
+    problem(member.post("/pipelines", {"name": "Mine"}), 403)
+    problem(member.patch(f"/pipelines/{sales['id']}", {"name": "Mine"}), 403)
+    problem(member.delete(f"/pipelines/{sales['id']}"), 403)
+    problem(member.post(f"/pipelines/{sales['id']}/stages", {"name": "Extra"}), 403)
+    problem(member.patch(f"/pipelines/{sales['id']}/stages/{stage}", {"name": "Mine"}), 403)
+    problem(member.delete(f"/pipelines/{sales['id']}/stages/{stage}"), 403)
+    # ...but reads the pipelines and the board.
+    assert member.get("/pipelines").status_code == 200
+    assert member.get(f"/pipelines/{sales['id']}/board").status_code == 200
+    assert _default(ws) == sales
+
+
+def test_admin_member_may_create_pipelines(ws: Workspace, outbox: Outbox) -> None:
+    admin = ws.as_member(outbox, "admin")
+    assert admin.post("/pipelines", {"name": "Admin's"}).status_code == 201
+
+
+def test_rename_pipeline(ws: Workspace) -> None:
+    sales = _default(ws)
+    response = ws.patch(f"/pipelines/{sales['id']}", {"name": "Enterprise"})
+    assert response.status_code == 200, response.body
+    assert body_of(response)["name"] == "Enterprise"
+    assert _pipeline(ws, sales["id"])["name"] == "Enterprise"
+    assert _shape(_pipeline(ws, sales["id"])) == DEFAULT
+
+
+def test_pipeline_patch_honours_if_match(ws: Workspace) -> None:
+    sales = _default(ws)
+    etag = ws.get(f"/pipelines/{sales['id']}").headers["ETag"]
+    assert ws.patch(f"/pipelines/{sales['id']}", {"name": "One"}, headers={"If-Match": etag}).status_code == 200
+    problem(ws.patch(f"/pipelines/{sales['id']}", {"name": "Two"}, headers={"If-Match": etag}), 412)
+    assert _pipeline(ws, sales["id"])["name"] == "One"
+
+
+def test_make_default_leaves_exactly_one_default(ws: Workspace) -> None:
+    sales = _default(ws)
+    other = ws.create("/pipelines", {"name": "Other"})
+    response = ws.patch(f"/pipelines/{other['id']}", {"is_default": True})
+    assert response.status_code == 200, response.body
+    assert body_of(response)["is_default"] is True
+    flags = {p["id"]: p["is_default"] for p in body_of(ws.get("/pipelines"))["data"]}
+    assert flags == {sales["id"]: False, other["id"]: True}
+    # New leads now start in the new default pipeline's first stage.
+    lead = _lead(ws)
+    assert (lead["pipeline_id"], lead["stage_id"]) == (other["id"], other["stages"][0]["id"])
+    # Making the default the default again changes nothing.
+    assert ws.patch(f"/pipelines/{other['id']}", {"is_default": True}).status_code == 200
+    flags = {p["id"]: p["is_default"] for p in body_of(ws.get("/pipelines"))["data"]}
+    assert flags == {sales["id"]: False, other["id"]: True}
+
+
+def test_is_default_false_is_refused(ws: Workspace) -> None:
+    problem(ws.patch(f"/pipelines/{_default(ws)['id']}", {"is_default": False}), 422)
+
+
+def test_default_pipeline_cannot_be_deleted(ws: Workspace) -> None:
+    sales = _default(ws)
+    problem(ws.delete(f"/pipelines/{sales['id']}"), 409)
+    assert _pipeline(ws, sales["id"])["is_default"] is True
+
+
+def test_pipeline_with_leads_cannot_be_deleted(ws: Workspace) -> None:
+    other = ws.create("/pipelines", {"name": "Other"})
+    _lead(ws, pipeline_id=other["id"])
+    problem(ws.delete(f"/pipelines/{other['id']}"), 409)
+    assert _pipeline(ws, other["id"])["name"] == "Other"
+
+
+def test_empty_pipeline_is_deleted_with_its_stages(ws: Workspace, fresh_db: TestDatabase) -> None:
+    other = ws.create("/pipelines", {"name": "Other"})
+    response = ws.delete(f"/pipelines/{other['id']}")
+    assert response.status_code == 204, response.body
+    problem(ws.get(f"/pipelines/{other['id']}"), 404)
+    assert rows_of(fresh_db, "SELECT count(*) FROM stages WHERE pipeline_id = %s", (other["id"],)) == [(0,)]
+    actions = rows_of(fresh_db, "SELECT action FROM audit_log WHERE target_id = %s ORDER BY occurred_at",
+                      (other["id"],))
+    assert [a for (a,) in actions] == ["pipeline.created", "pipeline.deleted"]
+
+
+def test_unknown_pipeline_is_404(ws: Workspace) -> None:
+    for path in (f"/pipelines/{uuid.uuid4()}", f"/pipelines/{uuid.uuid4()}/board", "/pipelines/not-a-uuid"):
+        problem(ws.get(path), 404)
+    problem(ws.patch(f"/pipelines/{uuid.uuid4()}", {"name": "x"}), 404)
+    problem(ws.delete(f"/pipelines/{uuid.uuid4()}"), 404)
+    problem(ws.post(f"/pipelines/{uuid.uuid4()}/stages", {"name": "x"}), 404)
+
+
+# ---- stages -----------------------------------------------------------------------------------------------------
+
+
+def test_add_stage_at_position_shifts_the_others(ws: Workspace) -> None:
+    sales = _default(ws)
+    response = ws.post(f"/pipelines/{sales['id']}/stages", {"name": "Demo", "position": 2, "probability": 40})
+    assert response.status_code == 201, response.body
+    updated = body_of(response)
+    assert [n for n, _ in _shape(updated)] == ["New", "Qualified", "Demo", "Proposal", "Won", "Lost"]
+    assert _positions(updated) == [0, 1, 2, 3, 4, 5]
+    assert updated["stages"][2]["probability"] == 40
+    assert _pipeline(ws, sales["id"])["stages"] == updated["stages"]
+
+
+def test_add_stage_without_position_goes_last_and_far_position_is_clamped(ws: Workspace) -> None:
+    sales = _default(ws)
+    appended = body_of(ws.post(f"/pipelines/{sales['id']}/stages", {"name": "Parked"}))
+    assert [n for n, _ in _shape(appended)][-1] == "Parked"
+    far = body_of(ws.post(f"/pipelines/{sales['id']}/stages", {"name": "Far", "position": 99}))
+    assert [n for n, _ in _shape(far)][-2:] == ["Parked", "Far"]
+    assert _positions(far) == list(range(7))
+    first = body_of(ws.post(f"/pipelines/{sales['id']}/stages", {"name": "Zero", "position": 0}))
+    assert _shape(first)[0] == ("Zero", "open")
+    assert _positions(first) == list(range(8))
+
+
+@pytest.mark.parametrize(("moved", "to", "expected"), [
+    (0, 3, ["Qualified", "Proposal", "Won", "New", "Lost"]),
+    (4, 0, ["Lost", "New", "Qualified", "Proposal", "Won"]),
+    (1, 1, ["New", "Qualified", "Proposal", "Won", "Lost"]),
+    (2, 50, ["New", "Qualified", "Won", "Lost", "Proposal"]),
+])
+def test_move_stage_by_patching_its_position(ws: Workspace, moved: int, to: int, expected: list[str]) -> None:
+    sales = _default(ws)
+    stage = sales["stages"][moved]
+    response = ws.patch(f"/pipelines/{sales['id']}/stages/{stage['id']}", {"position": to})
+    assert response.status_code == 200, response.body
+    updated = body_of(response)
+    assert [s["name"] for s in updated["stages"]] == expected
+    assert _positions(updated) == [0, 1, 2, 3, 4]
+    # Ids stay with their stages.
+    assert {s["id"] for s in updated["stages"]} == {s["id"] for s in sales["stages"]}
+
+
+def test_rename_stage_and_set_probability(ws: Workspace) -> None:
+    sales = _default(ws)
+    stage = sales["stages"][1]
+    updated = body_of(ws.patch(f"/pipelines/{sales['id']}/stages/{stage['id']}",
+                               {"name": "Discovery", "probability": 25}))
+    assert updated["stages"][1] == {**stage, "name": "Discovery", "probability": 25}
+
+
+def test_stage_of_another_pipeline_is_404_on_its_path(ws: Workspace) -> None:
+    sales = _default(ws)
+    other = ws.create("/pipelines", {"name": "Other"})
+    stage = sales["stages"][0]["id"]
+    problem(ws.patch(f"/pipelines/{other['id']}/stages/{stage}", {"name": "x"}), 404)
+    problem(ws.delete(f"/pipelines/{other['id']}/stages/{stage}"), 404)
+    problem(ws.patch(f"/pipelines/{other['id']}/stages/{uuid.uuid4()}", {"name": "x"}), 404)
+    assert _default(ws) == sales
+
+
+def test_changing_a_stage_kind_updates_its_leads_status(ws: Workspace) -> None:
+    sales = _default(ws)
+    proposal = sales["stages"][2]
+    lead = _lead(ws, stage_id=proposal["id"])
+    bystander = _lead(ws)
+    etag = ws.get(f"/leads/{lead['id']}").headers["ETag"]
+    assert lead["status"] == "open"
+    response = ws.patch(f"/pipelines/{sales['id']}/stages/{proposal['id']}", {"kind": "won"})
+    assert response.status_code == 200, response.body
+    assert body_of(response)["stages"][2]["kind"] == "won"
+    read = ws.get(f"/leads/{lead['id']}")
+    assert body_of(read)["status"] == "won"
+    # The lead's representation changed, so its validator did too: an If-Match on the old one fails.
+    assert read.headers["ETag"] != etag
+    problem(ws.patch(f"/leads/{lead['id']}", {"title": "stale"}, headers={"If-Match": etag}), 412)
+    assert body_of(ws.get(f"/leads/{bystander['id']}"))["status"] == "open"
+    ws.patch(f"/pipelines/{sales['id']}/stages/{proposal['id']}", {"kind": "lost"})
+    assert body_of(ws.get(f"/leads/{lead['id']}"))["status"] == "lost"
+
+
+def test_delete_empty_stage_renumbers_the_rest(ws: Workspace) -> None:
+    sales = _default(ws)
+    response = ws.delete(f"/pipelines/{sales['id']}/stages/{sales['stages'][1]['id']}")
+    assert response.status_code == 204, response.body
+    left = _pipeline(ws, sales["id"])
+    assert [n for n, _ in _shape(left)] == ["New", "Proposal", "Won", "Lost"]
+    assert _positions(left) == [0, 1, 2, 3]
+
+
+def test_delete_stage_holding_leads_without_target_is_409(ws: Workspace) -> None:
+    sales = _default(ws)
+    stage = sales["stages"][0]
+    lead = _lead(ws)
+    problem(ws.delete(f"/pipelines/{sales['id']}/stages/{stage['id']}"), 409)
+    assert _default(ws) == sales
+    assert body_of(ws.get(f"/leads/{lead['id']}"))["stage_id"] == stage["id"]
+
+
+def test_delete_stage_with_target_in_another_pipeline_is_422(ws: Workspace) -> None:
+    sales = _default(ws)
+    other = ws.create("/pipelines", {"name": "Other"})
+    stage = sales["stages"][0]
+    lead = _lead(ws)
+    for target in (other["stages"][0]["id"], str(uuid.uuid4()), stage["id"]):
+        body = problem(ws.delete(f"/pipelines/{sales['id']}/stages/{stage['id']}?target_stage_id={target}"), 422)
+        assert [e["field"] for e in body["errors"]] == ["target_stage_id"]
+    assert _default(ws) == sales
+    assert body_of(ws.get(f"/leads/{lead['id']}"))["stage_id"] == stage["id"]
+
+
+def test_delete_stage_with_target_moves_its_leads_and_records_history(ws: Workspace) -> None:
+    sales = _default(ws)
+    new, won = sales["stages"][0], sales["stages"][3]
+    moved = [_lead(ws), _lead(ws)]
+    stays = _lead(ws, stage_id=sales["stages"][1]["id"])
+    response = ws.delete(f"/pipelines/{sales['id']}/stages/{new['id']}?target_stage_id={won['id']}")
+    assert response.status_code == 204, response.body
+    for lead in moved:
+        now = body_of(ws.get(f"/leads/{lead['id']}"))
+        assert (now["stage_id"], now["status"]) == (won["id"], "won")
+        history = body_of(ws.get(f"/leads/{lead['id']}/stage-history"))["data"]
+        assert [(h["from_stage_id"], h["to_stage_id"]) for h in history] == [(None, new["id"]),
+                                                                              (new["id"], won["id"])]
+        assert history[-1]["actor_user_id"] == ws.user_id
+    assert body_of(ws.get(f"/leads/{stays['id']}"))["stage_id"] == sales["stages"][1]["id"]
+    left = _pipeline(ws, sales["id"])
+    assert [n for n, _ in _shape(left)] == ["Qualified", "Proposal", "Won", "Lost"]
+    assert _positions(left) == [0, 1, 2, 3]
+
+
+def test_last_stage_cannot_be_deleted(ws: Workspace) -> None:
+    one = ws.create("/pipelines", {"name": "Solo", "stages": [{"name": "Only"}, {"name": "Second"}]})
+    assert ws.delete(f"/pipelines/{one['id']}/stages/{one['stages'][1]['id']}").status_code == 204
+    problem(ws.delete(f"/pipelines/{one['id']}/stages/{one['stages'][0]['id']}"), 409)
+    assert _shape(_pipeline(ws, one["id"])) == [("Only", "open")]
+
+
+# ---- the board --------------------------------------------------------------------------------------------------
+
+
+def test_board_lists_stages_in_order_with_counts_and_integer_totals_per_currency(ws: Workspace) -> None:
+    sales = _default(ws)
+    new, qualified = sales["stages"][0]["id"], sales["stages"][1]["id"]
+    _lead(ws, value={"amount_minor": 1050, "currency": "EUR"})
+    _lead(ws, value={"amount_minor": 2, "currency": "EUR"})
+    _lead(ws, value={"amount_minor": 700, "currency": "USD"})
+    _lead(ws)  # no value: counted, adds to no total
+    _lead(ws, stage_id=qualified, value={"amount_minor": 5, "currency": "JPY"})
+    other = ws.create("/pipelines", {"name": "Other"})
+    _lead(ws, pipeline_id=other["id"], value={"amount_minor": 999, "currency": "EUR"})
+    response = ws.get(f"/pipelines/{sales['id']}/board")
+    assert response.status_code == 200, response.body
+    board = body_of(response)
+    assert board["pipeline_id"] == sales["id"]
+    assert [c["stage"]["id"] for c in board["columns"]] == [s["id"] for s in sales["stages"]]
+    assert [c["stage"]["name"] for c in board["columns"]] == [n for n, _ in DEFAULT]
+    by_stage = {c["stage"]["id"]: (c["leads"], c["totals"]) for c in board["columns"]}
+    assert by_stage[new] == (4, {"EUR": 1052, "USD": 700})
+    assert by_stage[qualified] == (1, {"JPY": 5})
+    assert [by_stage[s["id"]] for s in sales["stages"][2:]] == [(0, {})] * 3
+    # Integers in the JSON text itself, never floats.
+    assert b'"EUR": 1052' in response.body or b'"EUR":1052' in response.body
+
+
+def test_board_totals_are_exact_for_large_amounts(ws: Workspace) -> None:
+    big = 9_000_000_000_000
+    _lead(ws, value={"amount_minor": big, "currency": "EUR"})
+    _lead(ws, value={"amount_minor": big, "currency": "EUR"})
+    _lead(ws, value={"amount_minor": 2**62, "currency": "USD"})
+    _lead(ws, value={"amount_minor": 2**62, "currency": "USD"})
+    _lead(ws, value={"amount_minor": 1, "currency": "USD"})
+    sales = _default(ws)
+    column = body_of(ws.get(f"/pipelines/{sales['id']}/board"))["columns"][0]
+    # 2**63 + 1 does not fit a bigint nor a double exactly: the sum must stay a true integer.
+    assert column["totals"] == {"EUR": 18_000_000_000_000, "USD": 2**63 + 1}
+    assert column["leads"] == 5
+
+
+def _trace_statements(app_db: Database, action: Any) -> list[str]:
+    """SQL text of every statement the app's (single) pooled connection parsed while `action` ran."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trace_path = Path(tmp) / "trace"
+        with open(trace_path, "w") as trace_file:
+            with app_db.pool.connection() as conn:
+                conn.pgconn.trace(trace_file.fileno())
+                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+            try:
+                action()
+            finally:
+                with app_db.pool.connection() as conn:
+                    conn.pgconn.untrace()
+        lines = trace_path.read_text().splitlines()
+    # libpq's trace: 'F <len> Parse "<name>" "<sql>" ...' for every statement the client sends.
+    return [line for line in lines if line.startswith("F") and "\tParse\t" in line]
+
+
+def test_board_is_one_query_whatever_the_number_of_stages(ws: Workspace, app_db: Database) -> None:
+    sales = _default(ws)
+    wide = ws.create("/pipelines", {"name": "Wide", "stages": [{"name": f"S{i}"} for i in range(12)]})
+    for pipeline in (sales, wide):
+        for stage in pipeline["stages"][:4]:
+            _lead(ws, stage_id=stage["id"], value={"amount_minor": 1, "currency": "EUR"})
+    counts = {}
+    for pipeline in (sales, wide):
+        def read(pipeline_id: str = pipeline["id"]) -> None:
+            assert ws.get(f"/pipelines/{pipeline_id}/board").status_code == 200
+        parsed = _trace_statements(app_db, read)
+        crm = [p for p in parsed if " stages" in p or " leads" in p]
+        assert len(crm) == 1, crm  # one statement reads stages and leads together
+        counts[pipeline["name"]] = len(parsed)
+    # BEGIN, the tenant, the session, the board, COMMIT: the same count for 5 and 12 stages.
+    assert counts["Sales"] == counts["Wide"]
+
+
+# ---- concurrency (L08): a pipeline keeps at least one stage, positions stay 0..n-1 -------------------------------
+
+
+def _blocked_app_backends(db: TestDatabase) -> int:
+    row = rows_of(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND usename = 'crm_app' AND wait_event_type = 'Lock'")
+    return int(row[0][0])
+
+
+def _wait_until_blocked(db: TestDatabase, thread: threading.Thread) -> None:
+    # Polls the server's own view of lock waits: deterministic, whatever the machine's speed.
+    deadline = time.monotonic() + 10
+    while _blocked_app_backends(db) == 0:
+        assert thread.is_alive(), "the request finished without waiting for the concurrent transaction"
+        assert time.monotonic() < deadline, "the request never waited for the concurrent transaction"
+        time.sleep(0.01)
+
+
+def _concurrently(db: TestDatabase, tenant: str, first: Any, second: Any) -> Any:
+    """Run `first` in an open transaction of another connection, then `second` (an HTTP call) in a thread;
+    commit `first` once `second` waits on it; return what `second` returned."""
+    other = Database(db.app_url, size=1, name="concurrent")
+    result: dict[str, Any] = {}
+    try:
+        with tenant_tx(tenant, db=other, pipeline=False) as conn:
+            first(conn)
+            thread = threading.Thread(target=lambda: result.update(response=second()))
+            thread.start()
+            _wait_until_blocked(db, thread)
+        thread.join(10)
+    finally:
+        other.close()
+    return result["response"]
+
+
+def test_concurrent_deletes_cannot_remove_a_pipelines_last_two_stages(ws: Workspace,
+                                                                      fresh_db: TestDatabase) -> None:
+    from chalicelib.crm import pipelines
+
+    two = ws.create("/pipelines", {"name": "Two", "stages": [{"name": "A"}, {"name": "B"}]})
+    a, b = (uuid.UUID(s["id"]) for s in two["stages"])
+    pid = uuid.UUID(two["id"])
+    response = _concurrently(
+        fresh_db, ws.id,
+        lambda conn: pipelines.delete_stage(conn, pipeline_id=pid, stage_id=a, target=None),
+        lambda: ws.delete(f"/pipelines/{pid}/stages/{b}"))
+    problem(response, 409)
+    assert _shape(_pipeline(ws, str(pid))) == [("B", "open")]
+
+
+def test_concurrent_stage_additions_keep_positions_dense(ws: Workspace, fresh_db: TestDatabase) -> None:
+    from chalicelib.crm import pipelines
+
+    sales = _default(ws)
+    pid = uuid.UUID(sales["id"])
+    response = _concurrently(
+        fresh_db, ws.id,
+        lambda conn: pipelines.add_stage(conn, tenant_id=uuid.UUID(ws.id), pipeline_id=pid,
+                                         stage=pipelines.StageIn(name="Other", position=1)),
+        lambda: ws.post(f"/pipelines/{pid}/stages", {"name": "Mine", "position": 0}))
+    assert response.status_code == 201, response.body
+    final = _pipeline(ws, str(pid))
+    assert [n for n, _ in _shape(final)] == ["Mine", "New", "Other", "Qualified", "Proposal", "Won", "Lost"]
+    assert _positions(final) == list(range(7))
+
+
+def test_concurrent_default_switches_leave_exactly_one_default(ws: Workspace, fresh_db: TestDatabase) -> None:
+    from chalicelib.crm import pipelines
+
+    first = ws.create("/pipelines", {"name": "First"})
+    second = ws.create("/pipelines", {"name": "Second"})
+    response = _concurrently(
+        fresh_db, ws.id,
+        lambda conn: pipelines.make_default(conn, uuid.UUID(first["id"])),
+        lambda: ws.patch(f"/pipelines/{second['id']}", {"is_default": True}))
+    assert response.status_code == 200, response.body
+    flags = {p["name"]: p["is_default"] for p in body_of(ws.get("/pipelines"))["data"]}
+    assert flags == {"Sales": False, "First": False, "Second": True}

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from bench import b1_tenant_read, b7_vault, b8_cold_start, b9_auth
+from bench import b1_tenant_read, b2_lists, b3_write, b4_ingest, b5_export, b6_purge, b7_vault, b8_cold_start, b9_auth
 from bench.common import bench_environment
 
 
 def main() -> None:
     """Run all benchmarks in order."""
     bench_environment()
-    b1_tenant_read.run()
-    print()
-    b7_vault.run()
-    print()
-    b8_cold_start.run()
-    print()
-    b9_auth.run()
+    for bench in (b1_tenant_read, b2_lists, b3_write, b4_ingest, b5_export, b6_purge, b7_vault, b8_cold_start,
+                  b9_auth):
+        bench.run()
+        print(flush=True)
 
 
 if __name__ == "__main__":

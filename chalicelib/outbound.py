@@ -13,12 +13,14 @@ import ipaddress
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import urllib3
+if TYPE_CHECKING:  # urllib3 is imported on first use: it costs cold-start time on every API Lambda
+    import urllib3
 
 Resolver = Callable[[str, int], list[str]]
-DEFAULT_TIMEOUT = urllib3.Timeout(connect=3.0, read=10.0)
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 3.0, 10.0
 
 
 class OutboundRefused(Exception):
@@ -73,8 +75,11 @@ def resolve_checked(url: str, *, allow: frozenset[str] = frozenset(), resolver: 
 
 def request(method: str, url: str, *, headers: Mapping[str, str] | None = None, body: bytes | None = None,
             max_bytes: int = 16 * 1024 * 1024, allow: frozenset[str] = frozenset(),
-            resolver: Resolver = _system_resolver, timeout: urllib3.Timeout = DEFAULT_TIMEOUT) -> OutboundResponse:
+            resolver: Resolver = _system_resolver, timeout: urllib3.Timeout | None = None) -> OutboundResponse:
     """One request to a checked, pinned address; 3xx is returned as is (never followed)."""
+    import urllib3
+
+    timeout = timeout or urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
     scheme, host, port, address = resolve_checked(url, allow=allow, resolver=resolver)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -6,42 +6,25 @@ Runs in a child process: Sentry's integrations patch the interpreter for good.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import TestDatabase
-
-ROOT = Path(__file__).resolve().parents[2]
-FAKE_DSN = "https://public@sentry.invalid/1"
+from tests.sentry_harness import run_child
 
 
 def run_auth_sentry_scenario() -> None:
     """The child: init Sentry with a capturing transport, sign in for real, then fail with every credential."""
-    import sentry_sdk
     from chalice.test import Client
-    from sentry_sdk.envelope import Envelope
-    from sentry_sdk.transport import Transport
 
     from chalicelib.db.pool import Database, use_database
-    from chalicelib.observability import init_sentry
     from chalicelib.settings import get_settings
+    from tests.sentry_harness import capture, report
 
-    class CapturingTransport(Transport):
-        def __init__(self) -> None:
-            super().__init__()
-            self.envelopes: list[Envelope] = []
-
-        def capture_envelope(self, envelope: Envelope) -> None:
-            self.envelopes.append(envelope)
-
-    transport = CapturingTransport()
-    assert init_sentry(FAKE_DSN, environment="test", release="test", transport=transport)
+    capture()
     import app as app_module
     from tests.api.auth_helpers import (
         ORIGIN,
@@ -77,29 +60,18 @@ def run_auth_sentry_scenario() -> None:
                       {"Origin": ORIGIN}).status_code,
             request_link(client, address).status_code,
         ]
-    sentry_sdk.flush()
-    print(json.dumps({
+    report(**{
         "secrets": {"token": first.token, "pending-token": pending.token, "code": pending.code,
                     "first-code": first.code, "session": browser.cookie_value, "csrf": browser.csrf, "api-key": key,
                     "api-key-secret": key.rsplit("_", 1)[1], "address": address},
         "statuses": statuses,
-        "envelopes": [env.serialize().decode("utf-8", "replace") for env in transport.envelopes],
-        "events": [e for e in (env.get_event() for env in transport.envelopes) if e is not None],
-    }))
-    sentry_sdk.get_client().close()
+    })
 
 
 @pytest.fixture
 def scenario(fresh_db: TestDatabase, tmp_path: Path) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "DATABASE_URL")}
-    env.update({"PYTHONPATH": str(ROOT), "AUTH_SENTRY_APP_URL": fresh_db.app_url, "DATA_DIR": str(tmp_path),
-                "STAGE": "local"})
-    code = f"from {__name__} import run_auth_sentry_scenario; run_auth_sentry_scenario()"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    captured: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return captured
+    return run_child(__name__, "run_auth_sentry_scenario",
+                     {"AUTH_SENTRY_APP_URL": fresh_db.app_url, "DATA_DIR": str(tmp_path)})
 
 
 def test_sentry_events_of_failed_authenticated_requests_hold_no_credential(scenario: dict[str, Any]) -> None:

@@ -36,6 +36,9 @@ def create_key(workspace_id: str) -> Response:
                                       errors=[errors.FieldError("expires_at", "must be in the future", "value_error")])
     tenant = parse_id(workspace_id)
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        # A key cannot mint keys: otherwise a leaked admin key would outlive its own revocation.
+        if principal.api_key_id is not None:
+            raise errors.Forbidden("API keys are created by signed-in members, not by other keys")
         if body.role == "admin" and principal.role not in ("owner", "admin"):
             raise errors.Forbidden("this needs the admin role")
         key, row = apikeys.create(conn, tenant_id=tenant, name=body.name, role=body.role,

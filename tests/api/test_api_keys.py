@@ -83,8 +83,12 @@ def test_bearer_key_acts_in_its_workspace_with_its_role(api: Client, team: dict[
                                ("DELETE", "", None)):
         problem(call(api, method, _ws(team["id"], rest), body=body, bearer=member_key), 403)
     assert call(api, "GET", _ws(team["id"], "/api-keys"), bearer=admin_key).status_code == 200
-    # An admin key cannot delete the workspace (owner only) nor hand out ownership.
+    # An admin key cannot delete the workspace (owner only) nor hand out ownership, nor mint keys (a
+    # leaked key would otherwise outlive its own revocation).
     problem(call(api, "DELETE", _ws(team["id"]), bearer=admin_key), 403)
+    for role in ("member", "admin"):
+        problem(call(api, "POST", _ws(team["id"], "/api-keys"), body={"name": "child", "role": role},
+                     bearer=admin_key), 403)
     problem(call(api, "PATCH", _ws(team["id"], f"/members/{team['member'].user_id}"), body={"role": "owner"},
                  bearer=admin_key), 403)
 

@@ -236,21 +236,23 @@ def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str,
     if status != "completed":
         return
     key = f"tenants/{tenant_id}/recordings/{recording_sid}.mp3"
-    if conn.execute("SELECT 1 FROM attachments WHERE call_id = %s AND blob_key = %s",
-                    (call.id, key)).fetchone() is not None:
-        return
     credentials = get_credentials(conn, tenant_id=tenant_id, provider="twilio")
-    data = twilio.fetch_recording(credentials, recording_sid, max_bytes=settings.max_media_bytes, base=base,
-                                  allow=allow)
-    digest = hashlib.sha256(data).hexdigest()
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "recording.mp3"
-        path.write_bytes(data)
-        get_blobs(settings).put_file(key, path)
-    conn.execute("INSERT INTO attachments (tenant_id, call_id, filename, content_type, size_bytes, sha256, blob_key)"
-                 " VALUES (%s, %s, %s, 'audio/mpeg', %s, %s, %s)",
-                 (tenant_id, call.id, f"{recording_sid}.mp3", len(data), digest, key))
-    log_event(log, "recording stored", call_id=str(call.id), size=len(data))
+    if conn.execute("SELECT 1 FROM attachments WHERE call_id = %s AND blob_key = %s",
+                    (call.id, key)).fetchone() is None:
+        data = twilio.fetch_recording(credentials, recording_sid, max_bytes=settings.max_media_bytes, base=base,
+                                      allow=allow)
+        digest = hashlib.sha256(data).hexdigest()
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "recording.mp3"
+            path.write_bytes(data)
+            get_blobs(settings).put_file(key, path)
+        conn.execute("INSERT INTO attachments (tenant_id, call_id, filename, content_type, size_bytes, sha256,"
+                     " blob_key) VALUES (%s, %s, %s, 'audio/mpeg', %s, %s, %s)",
+                     (tenant_id, call.id, f"{recording_sid}.mp3", len(data), digest, key))
+        log_event(log, "recording stored", call_id=str(call.id), size=len(data))
+    # Ours is now the only copy: deleting the workspace (or the call) then reaches every copy. On a retry
+    # after a failed delete the stored copy is kept and only the delete is repeated.
+    twilio.delete_recording(credentials, recording_sid, base=base, allow=allow)
 
 
 def _transcription(conn: Conn, call: _Call, payload: dict[str, Any]) -> None:

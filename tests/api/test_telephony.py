@@ -405,9 +405,11 @@ def test_recording_is_fetched_into_the_blob_store_when_on_before_the_call(
     for _ in range(2):  # the second is a redelivery
         assert _post(api, workspace, "recordings", _recording(call_sid, recording_sid, fake_twilio)).status_code == 204
     worker.drain()
-    assert fake_twilio.methods() == ["GET"]
+    # Fetched once, then deleted at Twilio: our copy is the only one, so deletion reaches every copy.
+    assert fake_twilio.methods() == ["GET", "DELETE"]
     _method, path, auth = fake_twilio.requests[0]
     assert path == f"/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording_sid}.mp3"
+    assert fake_twilio.requests[1][1] == f"/2010-04-01/Accounts/{ACCOUNT}/Recordings/{recording_sid}.json"
     assert auth == "Basic " + base64.b64encode(f"{ACCOUNT}:{TOKEN}".encode()).decode()
     key = f"tenants/{workspace}/recordings/{recording_sid}.mp3"
     assert _recording_blobs(workspace) == [key]

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import secrets
 
-from chalicelib.keyfile import load_or_create_key
+from chalicelib.keyfile import load_or_create_key_file
 from chalicelib.settings import Settings, get_settings
 
 # Crockford base32 without I, L, O, U: a code read from an email is typed without ambiguity.
@@ -38,7 +38,7 @@ def _root_key(secret: str | None, data_dir: str) -> bytes:
         return hashlib.sha256(secret.encode()).digest()
     from pathlib import Path
 
-    return load_or_create_key(Path(data_dir) / "app_secret.key")
+    return load_or_create_key_file(Path(data_dir) / "app_secret.key")
 
 
 @functools.cache

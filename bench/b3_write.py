@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -120,18 +118,9 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
 
 def _trace_batches(db: Any, action: Callable[[], object]) -> list[list[str]]:
     """The statements of each client->server batch libpq sent while `action` ran, up to COMMIT's answer."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trace_path = Path(tmp) / "trace"
-        with open(trace_path, "w") as trace_file:
-            with db.pool.connection() as conn:
-                conn.pgconn.trace(trace_file.fileno())
-                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-            try:
-                action()
-            finally:
-                with db.pool.connection() as conn:
-                    conn.pgconn.untrace()
-        lines = [line for line in trace_path.read_text().splitlines() if line[:1] in ("F", "B")]
+    from tests.pgtrace import trace_lines
+
+    lines = trace_lines(db, action)
     batches: list[list[str]] = []
     previous = "B"
     for line in lines:

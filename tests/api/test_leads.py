@@ -7,7 +7,6 @@ import contextlib
 import itertools
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from chalicelib.settings import get_settings
 from tests.api.auth_helpers import Outbox, body_of, call, create_key, problem
 from tests.api.crm_helpers import Workspace, at, insert_rows, new_workspace, rows_of, without_request_id
 from tests.conftest import TEST_DB_PREFIX, TestDatabase
+from tests.pgtrace import trace_lines
 
 
 @pytest.fixture
@@ -545,18 +545,7 @@ def test_failed_create_leaves_no_history_or_audit_row(ws: Workspace, fresh_db: T
 def _round_trips_after(app_db: Database, marker: str, action: Callable[[], None]) -> tuple[int, str]:
     """How many client->server batches libpq sent from the one holding `marker` to the COMMIT's answer,
     and the text of the first of them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trace_path = Path(tmp) / "trace"
-        with open(trace_path, "w") as trace_file:
-            with app_db.pool.connection() as conn:
-                conn.pgconn.trace(trace_file.fileno())
-                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-            try:
-                action()
-            finally:
-                with app_db.pool.connection() as conn:
-                    conn.pgconn.untrace()
-        lines = [line for line in trace_path.read_text().splitlines() if line[:1] in ("F", "B")]
+    lines = trace_lines(app_db, action)
     start = next(i for i, line in enumerate(lines) if line.startswith("F") and marker in line)
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("B") and "CommandComplete" in lines[i]
                and "COMMIT" in lines[i])

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from chalice.test import Client
 
@@ -18,6 +15,7 @@ from chalicelib.db.tenancy import tenant_tx
 from tests.api.auth_helpers import Outbox, body_of, problem
 from tests.api.crm_helpers import Workspace, new_workspace, rows_of
 from tests.conftest import TestDatabase
+from tests.pgtrace import trace_lines
 
 DEFAULT = [("New", "open"), ("Qualified", "open"), ("Proposal", "open"), ("Won", "won"), ("Lost", "lost")]
 
@@ -374,18 +372,7 @@ def test_board_totals_are_exact_for_large_amounts(ws: Workspace) -> None:
 
 def _trace_statements(app_db: Database, action: Any) -> list[str]:
     """SQL text of every statement the app's (single) pooled connection parsed while `action` ran."""
-    with tempfile.TemporaryDirectory() as tmp:
-        trace_path = Path(tmp) / "trace"
-        with open(trace_path, "w") as trace_file:
-            with app_db.pool.connection() as conn:
-                conn.pgconn.trace(trace_file.fileno())
-                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-            try:
-                action()
-            finally:
-                with app_db.pool.connection() as conn:
-                    conn.pgconn.untrace()
-        lines = trace_path.read_text().splitlines()
+    lines = trace_lines(app_db, action)
     # libpq's trace: 'F <len> Parse "<name>" "<sql>" ...' for every statement the client sends.
     return [line for line in lines if line.startswith("F") and "\tParse\t" in line]
 

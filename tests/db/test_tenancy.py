@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -13,6 +11,7 @@ from psycopg import errors as pg_errors
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from tests.conftest import TestDatabase, make_tenant
+from tests.pgtrace import trace_lines
 
 
 def _visible_names(db: Database, tenant: uuid.UUID) -> list[str]:
@@ -166,18 +165,15 @@ def test_next_request_recovers_after_backends_are_terminated(fresh_db: TestDatab
 def test_begin_set_config_and_first_statement_share_one_round_trip(
         fresh_db: TestDatabase, app_db: Database) -> None:
     a = make_tenant(fresh_db)
-    with tempfile.TemporaryDirectory() as tmp:
-        trace_path = Path(tmp) / "trace"
-        with open(trace_path, "w") as trace_file:
-            with app_db.pool.connection() as conn:
-                conn.pgconn.trace(trace_file.fileno())
-                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-            with tenant_tx(a, db=app_db) as conn:
-                cur = conn.execute("SELECT name FROM workspaces WHERE id = %s", (a,))
-            assert cur.fetchone() is not None
-            with app_db.pool.connection() as conn:
-                conn.pgconn.untrace()
-        lines = trace_path.read_text().splitlines()
+    result: list[object] = []
+
+    def read() -> None:
+        with tenant_tx(a, db=app_db) as conn:
+            cur = conn.execute("SELECT name FROM workspaces WHERE id = %s", (a,))
+        result.append(cur.fetchone())
+
+    lines = trace_lines(app_db, read)
+    assert result[0] is not None
     # Skip the pool's checkout check (an empty query and its answer), then every frontend message up to
     # the first backend answer is one round trip: it must hold BEGIN, set_config, SELECT and COMMIT.
     start = next(i for i, line in enumerate(lines) if "Parse" in line and "BEGIN" in line)

@@ -99,7 +99,9 @@ def register(bp: Blueprint, resource: Resource) -> None:
             page = store.list_pending(conn, resource.table, query)
         # Read after the block: the page travelled with the COMMIT (one round trip, not two).
         rows, cursor = page()
-        return json_response({"data": [resource.out(r).model_dump(mode="json") for r in rows], "next_cursor": cursor})
+        # pydantic-core serializes the page in one pass (no dict-of-dicts, no json.dumps of it).
+        page_json = page_model(data=[resource.out(r) for r in rows], next_cursor=cursor).model_dump_json()
+        return Response(body=page_json, status_code=200, headers={"Content-Type": "application/json"})
 
     def create_view(workspace_id: str) -> Response:
         request = bp.current_request

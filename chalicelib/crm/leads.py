@@ -106,8 +106,9 @@ def out(row: Row) -> LeadOut:
     """Row to API shape (money as one value object)."""
     data = dict(zip(TABLE.columns, row, strict=True))
     amount, currency = data.pop("value_amount_minor"), data.pop("value_currency")
-    data["value"] = Money(amount_minor=amount, currency=currency) if amount is not None else None
-    return LeadOut(**data)
+    # Rows come from our own typed columns: constructed without re-validation (list pages are hot).
+    data["value"] = Money.model_construct(amount_minor=amount, currency=currency) if amount is not None else None
+    return LeadOut.model_construct(**data)
 
 
 def _not_found(field: str) -> errors.ValidationFailed:

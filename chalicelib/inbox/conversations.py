@@ -84,7 +84,8 @@ class MessageList(BaseModel):
 
 def out(row: Row) -> ConversationOut:
     """Row to API shape."""
-    return ConversationOut(**dict(zip(TABLE.columns, row, strict=True)))
+    # Rows come from our own typed columns: constructed without re-validation (list pages are hot).
+    return ConversationOut.model_construct(**dict(zip(TABLE.columns, row, strict=True)))
 
 
 def messages(conn: Conn, conversation_id: uuid.UUID) -> MessageList:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -126,8 +125,3 @@ def get_blobs(settings: Settings | None = None) -> BlobStore:
         return S3Blobs(settings.blob_bucket)
     return LocalBlobs(settings.data_dir / "blobs")
 
-
-def iter_keys(store: BlobStore, prefixes: list[str]) -> Iterator[str]:
-    """Every key under several prefixes."""
-    for prefix in prefixes:
-        yield from store.list(prefix)

@@ -223,7 +223,7 @@ def import_leads(ctx: Context, sheet: Sheet) -> ImportResult:
         if wanted not in placements:
             try:
                 # The lead module's rule: default pipeline, first stage, stage in pipeline, status by kind.
-                placements[wanted] = leads._placement(ctx, *wanted)
+                placements[wanted] = leads.placement(ctx, *wanted)
             except errors.ValidationFailed as exc:
                 placements[wanted] = exc.errors
         placed = placements[wanted]

@@ -148,7 +148,7 @@ def _placement_pending(ctx: Context, pipeline_id: uuid.UUID | None, stage_id: uu
     return of_pipeline
 
 
-def _placement(ctx: Context, pipeline_id: uuid.UUID | None, stage_id: uuid.UUID | None) -> dict[str, Any]:
+def placement(ctx: Context, pipeline_id: uuid.UUID | None, stage_id: uuid.UUID | None) -> dict[str, Any]:
     """pipeline_id, stage_id and status for a requested stage and/or pipeline."""
     return _placement_pending(ctx, pipeline_id, stage_id)()
 

@@ -158,7 +158,8 @@ def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
 
 def first_stage_pending(conn: Conn, pipeline_id: uuid.UUID | None
                         ) -> Callable[[], tuple[uuid.UUID, uuid.UUID, str] | None]:
-    """Queue the lookup of first_stage() (pipeline mode: nothing awaited); call the result to read it."""
+    """Queue the lookup of (pipeline, stage, kind) of the first stage of a pipeline, or of the default
+    pipeline (pipeline mode: nothing awaited); call the result to read it."""
     if pipeline_id is None:
         cur = conn.execute("SELECT s.pipeline_id, s.id, s.kind FROM stages s JOIN pipelines p"
                            " ON p.tenant_id = s.tenant_id AND p.id = s.pipeline_id"
@@ -172,11 +173,6 @@ def first_stage_pending(conn: Conn, pipeline_id: uuid.UUID | None
         return (row[0], row[1], str(row[2])) if row else None
 
     return read
-
-
-def first_stage(conn: Conn, pipeline_id: uuid.UUID | None) -> tuple[uuid.UUID, uuid.UUID, str] | None:
-    """(pipeline, stage, kind) of the first stage of a pipeline, or of the default pipeline."""
-    return first_stage_pending(conn, pipeline_id)()
 
 
 def stage_pending(conn: Conn, stage_id: uuid.UUID) -> Callable[[], tuple[uuid.UUID, str] | None]:

@@ -73,7 +73,7 @@ class ChannelSecrets(BaseModel):
 
 _SECRET_FIELDS = ("access_token", "app_secret", "verify_token", "signing_key")
 # Keyed by (workspace, channel): one workspace's secrets can never be served for another's channel.
-_SECRETS: TTLCache[tuple[uuid.UUID, uuid.UUID], tuple[ChannelOut, ChannelSecrets]] = TTLCache(60.0)
+_SECRETS: TTLCache[tuple[uuid.UUID, uuid.UUID], ChannelSecrets] = TTLCache(60.0)
 # channel -> workspace; a deleted channel's stale entry still fails at load() (its row is gone).
 _ROUTES: TTLCache[uuid.UUID, uuid.UUID] = TTLCache(60.0)
 _COLUMNS = "id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at"
@@ -135,26 +135,22 @@ def delete(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, actor: au
 
 
 def load(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> tuple[ChannelOut, ChannelSecrets] | None:
-    """A channel of the current workspace with its decrypted secrets, or None (cached for a minute).
+    """A channel of the current workspace with its decrypted secrets, or None.
 
-    The channel row is always read (under RLS): only the decryption is cached, so a deleted channel or
-    another workspace's channel id never comes back from the cache.
+    The row is always read (one query, under RLS); only the decryption is cached for a minute, so a
+    deleted channel or another workspace's channel id never comes back from the cache.
     """
-    exists = conn.execute("SELECT 1 FROM channels WHERE id = %s", (channel_id,)).fetchone()
-    if exists is None:
-        _SECRETS.drop((tenant_id, channel_id))
-        return None
-    cached = _SECRETS.get((tenant_id, channel_id))
-    if cached is not None:
-        return cached
     row = conn.execute("SELECT " + _COLUMNS + ", secrets_ciphertext FROM channels WHERE id = %s",
                        (channel_id,)).fetchone()
     if row is None:
+        _SECRETS.drop((tenant_id, channel_id))
         return None
-    plaintext = get_vault().decrypt(bytes(row[7]), _context(tenant_id, channel_id)).plaintext
-    loaded = _out(row[:7], ""), ChannelSecrets.model_validate(json.loads(plaintext))
-    _SECRETS.put((tenant_id, channel_id), loaded)
-    return loaded
+    secrets = _SECRETS.get((tenant_id, channel_id))
+    if secrets is None:
+        plaintext = get_vault().decrypt(bytes(row[7]), _context(tenant_id, channel_id)).plaintext
+        secrets = ChannelSecrets.model_validate(json.loads(plaintext))
+        _SECRETS.put((tenant_id, channel_id), secrets)
+    return _out(row[:7], ""), secrets
 
 
 def route(conn: Conn, channel_id: uuid.UUID) -> uuid.UUID | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -124,21 +126,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def scratch_database(admin_url: str, template: str) -> Iterator[TestDatabase]:
+    """A new database copied from `template`, dropped afterwards (named after this process's pid, so a
+    concurrent run leaves it alone)."""
+    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER crm_owner STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)))
+    try:
+        yield TestDatabase(
+            name=name,
+            admin_url=role_conninfo(admin_url, dbname=name),
+            app_url=role_conninfo(admin_url, user=APP_ROLE, dbname=name),
+            jobs_url=role_conninfo(admin_url, user=JOBS_ROLE, dbname=name),
+        )
+    finally:
+        with psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def fresh_db(pg_admin_url: str, template_db: str) -> Iterator[TestDatabase]:
     """A new database copied from the template, dropped after the test."""
-    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER crm_owner STRATEGY FILE_COPY").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    yield TestDatabase(
-        name=name,
-        admin_url=role_conninfo(pg_admin_url, dbname=name),
-        app_url=role_conninfo(pg_admin_url, user=APP_ROLE, dbname=name),
-        jobs_url=role_conninfo(pg_admin_url, user=JOBS_ROLE, dbname=name),
-    )
-    with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_url, template_db) as db:
+        yield db
 
 
 @pytest.fixture
@@ -156,3 +168,19 @@ def make_tenant(db: TestDatabase, name: str = "w") -> uuid.UUID:
     with db.admin() as conn:
         conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, %s)", (tenant, name))
     return tenant
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """Root logging configured by configure_logging into a buffer; restored afterwards."""
+    from chalicelib.observability import JsonFormatter, configure_logging
+
+    root = logging.getLogger()
+    level = root.level
+    buffer = io.StringIO()
+    configure_logging("DEBUG", stream=buffer)
+    yield buffer
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, JsonFormatter):
+            root.removeHandler(handler)
+    root.setLevel(level)

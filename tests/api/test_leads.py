@@ -6,25 +6,21 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from chalice.test import Client
-from psycopg import sql
 
 import app as app_module
-from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, role_conninfo
 from chalicelib.db.pool import Database, use_database
 from chalicelib.settings import get_settings
 from tests.api.auth_helpers import Outbox, body_of, call, create_key, problem
 from tests.api.crm_helpers import Workspace, at, insert_rows, new_workspace, rows_of, without_request_id
-from tests.conftest import TEST_DB_PREFIX, TestDatabase
+from tests.conftest import TestDatabase, scratch_database
 from tests.pgtrace import trace_lines
 
 
@@ -317,23 +313,15 @@ def _seed(ws: Workspace, db: TestDatabase, outbox: Outbox) -> dict[str, Any]:
 def listing_world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listing]:
     """Built once: the list tests only read."""
     data_dir = tmp_path_factory.mktemp("lists")
-    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER crm_owner STRATEGY FILE_COPY").format(
-            sql.Identifier(name), sql.Identifier(template_db)))
-    db = TestDatabase(name=name, admin_url=role_conninfo(pg_admin_url, dbname=name),
-                      app_url=role_conninfo(pg_admin_url, user=APP_ROLE, dbname=name),
-                      jobs_url=role_conninfo(pg_admin_url, user=JOBS_ROLE, dbname=name))
-    app = Database(db.app_url, size=1, name="app")
-    try:
-        with _installed(app, data_dir), Client(app_module.app) as client:
-            box = Outbox(get_settings().data_dir / "outbox")
-            ws = new_workspace(client, box)
-            yield Listing(ws, db, _seed(ws, db, box), data_dir, app)
-    finally:
-        app.close()
-        with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_url, template_db) as db:
+        app = Database(db.app_url, size=1, name="app")
+        try:
+            with _installed(app, data_dir), Client(app_module.app) as client:
+                box = Outbox(get_settings().data_dir / "outbox")
+                ws = new_workspace(client, box)
+                yield Listing(ws, db, _seed(ws, db, box), data_dir, app)
+        finally:
+            app.close()
 
 
 @contextlib.contextmanager

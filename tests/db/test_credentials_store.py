@@ -4,7 +4,6 @@ never crossing tenants (P06) and no plaintext anywhere but the return value of g
 from __future__ import annotations
 
 import io
-import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from chalicelib import audit
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.errors import NotFound, ValidationFailed
-from chalicelib.observability import JsonFormatter, configure_logging
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault
 from chalicelib.vault.providers import TwilioCredentials
 from chalicelib.vault.store import (
@@ -58,19 +56,6 @@ def vault(tmp_path: Path) -> Iterator[Vault]:
     use_vault(installed)
     yield installed
     use_vault(None)
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    level = root.level
-    buffer = io.StringIO()
-    configure_logging("DEBUG", stream=buffer)
-    yield buffer
-    for handler in list(root.handlers):
-        if isinstance(handler.formatter, JsonFormatter):
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def put(db: Database, tenant: uuid.UUID, provider: str, data: dict[str, str]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 from chalicelib import audit
 from chalicelib.db.pool import Database, use_database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.observability import JsonFormatter, configure_logging
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault, VaultUnavailable
 from chalicelib.vault.store import CredentialCache, get_credentials, put_credentials
 from functions.rotate_credentials import all_tenant_ids, handler, rotate
@@ -42,19 +40,6 @@ def keys(tmp_path: Path) -> tuple[Vault, Vault]:
     """(old vault, new vault that may still read the old key)."""
     old = Vault.local(tmp_path / "old.key")
     return old, Vault.local(tmp_path / "new.key", previous_key_files=[tmp_path / "old.key"])
-
-
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    level = root.level
-    buffer = io.StringIO()
-    configure_logging("DEBUG", stream=buffer)
-    yield buffer
-    for handler_ in list(root.handlers):
-        if isinstance(handler_.formatter, JsonFormatter):
-            root.removeHandler(handler_)
-    root.setLevel(level)
 
 
 class FlakyVault(Vault):

@@ -8,7 +8,6 @@ changes, compared as the superuser over every table that has a tenant_id column.
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
 import pytest
 from chalice.test import Client
 from psycopg import errors as pg_errors
@@ -25,7 +23,6 @@ from psycopg import sql
 
 import app as app_module
 from chalicelib.api import is_fallback_view
-from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, role_conninfo
 from chalicelib.db.pool import Database, use_database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.settings import get_settings
@@ -41,7 +38,7 @@ from tests.api.auth_helpers import (
     problem,
     sign_in,
 )
-from tests.conftest import TEST_DB_PREFIX, TestDatabase
+from tests.conftest import TestDatabase, scratch_database
 
 CRM = ("companies", "contacts", "leads", "notes", "custom-fields", "pipelines", "imports")
 PARAM_RE = re.compile(r"\{([a-z_]+)\}")
@@ -120,16 +117,6 @@ class World:
     b_board: Any = None
 
 
-def _new_database(admin_url: str, template: str) -> TestDatabase:
-    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER crm_owner STRATEGY FILE_COPY").format(
-            sql.Identifier(name), sql.Identifier(template)))
-    return TestDatabase(name=name, admin_url=role_conninfo(admin_url, dbname=name),
-                        app_url=role_conninfo(admin_url, user=APP_ROLE, dbname=name),
-                        jobs_url=role_conninfo(admin_url, user=JOBS_ROLE, dbname=name))
-
-
 def _created(response: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.body
     return dict(body_of(response))
@@ -160,24 +147,22 @@ def _populate(client: Client, owner: Browser, workspace: str, tag: str) -> dict[
 def world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Built once for the walk: no call of the walk may change anything (which each test checks)."""
     data_dir = tmp_path_factory.mktemp("crm-isolation")
-    db = _new_database(pg_admin_url, template_db)
-    app_db = Database(db.app_url, size=1, name="app")
-    try:
-        with _installed(app_db, data_dir), Client(app_module.app) as client:
-            box = Outbox(get_settings().data_dir / "outbox")
-            a1 = sign_in(client, "a1@example.test", box)
-            a = str(create_workspace(client, a1, "Alpha")["id"])
-            b1 = sign_in(client, "b1@example.test", box)
-            b = str(create_workspace(client, b1, "Beta")["id"])
-            b1_key = str(create_key(client, b1, b, role="admin")["key"])
-            world = World(db, client, a, b, a1, b1, b1_key, app_db, data_dir, _populate(client, a1, a, "alpha"),
-                          _populate(client, b1, b, "beta"))
-            world.b_board = _boards(world)
-            yield world
-    finally:
-        app_db.close()
-        with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+    with scratch_database(pg_admin_url, template_db) as db:
+        app_db = Database(db.app_url, size=1, name="app")
+        try:
+            with _installed(app_db, data_dir), Client(app_module.app) as client:
+                box = Outbox(get_settings().data_dir / "outbox")
+                a1 = sign_in(client, "a1@example.test", box)
+                a = str(create_workspace(client, a1, "Alpha")["id"])
+                b1 = sign_in(client, "b1@example.test", box)
+                b = str(create_workspace(client, b1, "Beta")["id"])
+                b1_key = str(create_key(client, b1, b, role="admin")["key"])
+                world = World(db, client, a, b, a1, b1, b1_key, app_db, data_dir, _populate(client, a1, a, "alpha"),
+                              _populate(client, b1, b, "beta"))
+                world.b_board = _boards(world)
+                yield world
+        finally:
+            app_db.close()
 
 
 class _installed:

@@ -3,14 +3,13 @@ ids, by cookie and by B's API key; every answer is 404 and no row of the databas
 
 from __future__ import annotations
 
-import os
+import contextlib
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import pytest
 from chalice.test import Client
 from psycopg import sql
@@ -18,7 +17,6 @@ from pydantic import BaseModel, ValidationError
 
 import app as app_module
 from chalicelib.api import is_fallback_view
-from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, role_conninfo
 from chalicelib.db.pool import Database, use_database
 from chalicelib.http import ENDPOINTS
 from chalicelib.settings import get_settings
@@ -32,7 +30,7 @@ from tests.api.auth_helpers import (
     invite_and_join,
     sign_in,
 )
-from tests.conftest import TEST_DB_PREFIX, TestDatabase
+from tests.conftest import TestDatabase, scratch_database
 
 # Bodies that would hurt if they got through. Other routes get a body generated from their model, or one of
 # EXTRA_BODIES where the model has cross-field rules; "{name}" stands for A's row of that path parameter.
@@ -155,17 +153,6 @@ class World:
     secrets: list[str] = field(default_factory=list)
 
 
-def _new_database(admin_url: str, template: str) -> TestDatabase:
-    # Named like conftest's fresh_db (prefix + pid): a concurrent run leaves the database of a live process alone.
-    name = f"{TEST_DB_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER crm_owner STRATEGY FILE_COPY").format(
-            sql.Identifier(name), sql.Identifier(template)))
-    return TestDatabase(name=name, admin_url=role_conninfo(admin_url, dbname=name),
-                        app_url=role_conninfo(admin_url, user=APP_ROLE, dbname=name),
-                        jobs_url=role_conninfo(admin_url, user=JOBS_ROLE, dbname=name))
-
-
 def _seed_rows(client: Client, owner: Browser, workspace: str, params: dict[str, str]) -> None:
     """One row of every resource of A that has a create route, so item routes get A's real ids.
 
@@ -203,9 +190,11 @@ def world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPath
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DATA_DIR", str(tmp_path_factory.mktemp("idor")))
         get_settings.cache_clear()
-        db = _new_database(pg_admin_url, template_db)
-        use_database(Database(db.app_url, size=1, name="app"), "app")
-        try:
+        with contextlib.ExitStack() as stack:
+            db = stack.enter_context(scratch_database(pg_admin_url, template_db))
+            stack.callback(use_database, None, "app")
+            stack.callback(get_settings.cache_clear)
+            use_database(Database(db.app_url, size=1, name="app"), "app")
             with Client(app_module.app) as client:
                 box = Outbox(get_settings().data_dir / "outbox")
                 a1 = sign_in(client, "a1@example.test", box)
@@ -218,11 +207,6 @@ def world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPath
                 params = {"user_id": a2.user_id, "key_id": str(key["id"]), **PARAM_SAMPLES}
                 _seed_rows(client, a1, a, params)
                 yield World(db, client, a, b, b1, b1_key, params, [key["key"], a1.cookie_value, a1.csrf])
-        finally:
-            use_database(None, "app")
-            with psycopg.connect(role_conninfo(pg_admin_url, dbname="postgres"), autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
-            get_settings.cache_clear()
 
 
 def _snapshot(db: TestDatabase) -> dict[str, list[str]]:

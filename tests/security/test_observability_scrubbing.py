@@ -43,20 +43,6 @@ def plain_canary(kind: str) -> str:
     return f"canary {kind} {uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    """Root logging configured by configure_logging into a buffer; restored afterwards."""
-    root = logging.getLogger()
-    level = root.level
-    buffer = io.StringIO()
-    configure_logging("DEBUG", stream=buffer)
-    yield buffer
-    for handler in list(root.handlers):
-        if isinstance(handler.formatter, JsonFormatter):
-            root.removeHandler(handler)
-    root.setLevel(level)
-
-
 def lines_of(buffer: io.StringIO) -> list[dict[str, Any]]:
     text = buffer.getvalue()
     assert text.endswith("\n")

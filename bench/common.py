@@ -6,9 +6,11 @@ import contextlib
 import os
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chalicelib.db.embedded import start_embedded, stop_embedded
 from chalicelib.db.migrate import APP_ROLE, bootstrap, migrate, role_conninfo
@@ -67,4 +69,67 @@ def interleaved_medians(paths: dict[str, Callable[[], object]], *, rounds: int =
     for _ in range(rounds):
         for name, fn in paths.items():
             samples[name].append(per_call(fn, n))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+@dataclass(frozen=True)
+class LambdaResponse:
+    """What the app returned to the Lambda runtime (API Gateway proxy format)."""
+
+    status_code: int
+    body: str
+
+
+def lambda_invoker(app: Any, method: str, path: str, headers: dict[str, str],
+                   body: bytes | None = None) -> Callable[[], LambdaResponse]:
+    """A call of the app's Lambda entry point, `app(event, context)`, with the event API Gateway sends.
+
+    This is the production handler path. The event is built once (by Chalice's own converter, as its
+    local gateway does); chalice.test.Client would also rebuild it, match the route and copy
+    os.environ on every call, work that API Gateway does outside the function in production.
+    """
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    event = LambdaEventConverter(RouteMatcher(list(app.routes)), app.api.binary_types).create_lambda_event(
+        method=method, path=path, headers=headers, body=body)
+    event["requestContext"]["requestId"] = str(uuid.uuid4())  # API Gateway always sends one
+
+    def invoke() -> LambdaResponse:
+        # Each invocation gets its own event, as from the runtime; the app notes its request id in
+        # requestContext, the only part it writes to.
+        fresh = {**event, "requestContext": dict(event["requestContext"])}
+        answer = app(fresh, LambdaContext("api_handler", 1024))
+        return LambdaResponse(answer["statusCode"], answer["body"])
+    return invoke
+
+
+def backend_pid(db: Any) -> int:
+    """The server process of a pool of size 1 (its one connection)."""
+    with db.pool.connection() as conn:
+        return int(conn.info.backend_pid)
+
+
+def _cpu_ns(pid: int) -> int | None:
+    # /proc/<pid>/schedstat: nanoseconds on a CPU first (Linux with schedstats; the bench server is local).
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def server_cpu_medians(paths: dict[str, tuple[Callable[[], object], int]], *, rounds: int = 7,
+                       n: int = 300) -> dict[str, float] | None:
+    """Median server CPU seconds per call of each (path, backend pid), interleaved rounds; None when the
+    server's processes cannot be observed (not Linux, or not a local server)."""
+    if any(_cpu_ns(pid) is None for _fn, pid in paths.values()):
+        return None
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, (fn, pid) in paths.items():
+            before = _cpu_ns(pid)
+            for _ in range(n):
+                fn()
+            after = _cpu_ns(pid)
+            assert before is not None and after is not None
+            samples[name].append((after - before) / 1e9 / n)
     return {name: statistics.median(values) for name, values in samples.items()}

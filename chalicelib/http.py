@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from chalice.app import Blueprint, Request, Response
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 
 from chalicelib import errors
 from chalicelib.observability import capture_exception
@@ -57,9 +58,11 @@ def problem_response(error: errors.AppError, request_id: str) -> Response:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A JSON response; pydantic models are dumped in JSON mode (UUIDs, RFC 3339 timestamps)."""
-    payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
-    return Response(body=json.dumps(payload), status_code=status,
+    """A JSON response of a model or plain values, serialized by pydantic-core in one pass.
+
+    Models and plain values come out alike: UUIDs as strings, RFC 3339 timestamps, ISO dates.
+    """
+    return Response(body=to_json(body).decode(), status_code=status,
                     headers={"Content-Type": "application/json", **(headers or {})})
 
 

@@ -51,10 +51,9 @@ class CompanyOut(BaseModel):
     updated_at: datetime
 
 
-def out(row: Row) -> CompanyOut:
-    """Row to API shape."""
-    # Rows come from our own typed columns: constructed without re-validation (list pages are hot).
-    return CompanyOut.model_construct(**dict(zip(TABLE.columns, row, strict=True)))
+def out(row: Row) -> dict[str, Any]:
+    """Row to API shape (CompanyOut)."""
+    return TABLE.as_dict(row)
 
 
 def prepare_create(ctx: Context, body: CompanyCreate) -> dict[str, Any]:

@@ -74,10 +74,15 @@ class FieldOut(BaseModel):
     updated_at: datetime
 
 
-def out(row: tuple[Any, ...]) -> FieldOut:
-    """Row to API shape."""
-    # Rows come from our own typed columns: constructed without re-validation (list pages are hot).
-    return FieldOut.model_construct(**dict(zip(TABLE.columns, row, strict=True)))
+def out(row: tuple[Any, ...]) -> dict[str, Any]:
+    """Row to API shape (FieldOut)."""
+    return TABLE.as_dict(row)
+
+
+def definition(row: tuple[Any, ...]) -> FieldOut:
+    """Row as a FieldOut, for the checks that read a definition's attributes."""
+    # Rows come from our own typed columns: constructed without re-validation.
+    return FieldOut.model_construct(**TABLE.as_dict(row))
 
 
 def _text(value: Any, _options: list[str]) -> Any:

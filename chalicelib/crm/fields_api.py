@@ -7,7 +7,7 @@ from typing import Any
 from chalicelib import errors
 from chalicelib.crm.api import Context, Resource
 from chalicelib.crm.common import patch_values
-from chalicelib.crm.custom_fields import TABLE, FieldCreate, FieldOut, FieldPatch, failures, out
+from chalicelib.crm.custom_fields import TABLE, FieldCreate, FieldOut, FieldPatch, definition, failures, out
 from chalicelib.crm.store import Row
 
 CHOICE_TYPES = frozenset({"select", "multi_select"})
@@ -30,7 +30,7 @@ def prepare_create(ctx: Context, body: FieldCreate) -> dict[str, Any]:
 
 def prepare_patch(ctx: Context, existing: Row, body: FieldPatch) -> dict[str, Any]:
     """Column values to change; refused (409) when stored values would stop being valid."""
-    current = out(existing)
+    current = definition(existing)
     values = patch_values(body, required=("label", "type", "options", "required"))
     _check_options(values.get("type", current.type), values.get("options", current.options))
     broken = failures(ctx.conn, current, body)

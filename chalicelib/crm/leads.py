@@ -102,13 +102,12 @@ class StageHistory(BaseModel):
     data: list[StageChange]
 
 
-def out(row: Row) -> LeadOut:
-    """Row to API shape (money as one value object)."""
-    data = dict(zip(TABLE.columns, row, strict=True))
+def out(row: Row) -> dict[str, Any]:
+    """Row to API shape (LeadOut; money as one value object)."""
+    data = TABLE.as_dict(row)
     amount, currency = data.pop("value_amount_minor"), data.pop("value_currency")
-    # Rows come from our own typed columns: constructed without re-validation (list pages are hot).
-    data["value"] = Money.model_construct(amount_minor=amount, currency=currency) if amount is not None else None
-    return LeadOut.model_construct(**data)
+    data["value"] = {"amount_minor": amount, "currency": currency} if amount is not None else None
+    return data
 
 
 def _not_found(field: str) -> errors.ValidationFailed:

@@ -7,6 +7,7 @@ bound parameters. Every call runs inside the caller's tenant_tx, so RLS scopes i
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -41,14 +42,46 @@ class Table:
         """Position of `column` in a selected row."""
         return self.columns.index(column)
 
+    def as_dict(self, row: Row) -> dict[str, Any]:
+        """A selected row as {column: value}: plain values that pydantic-core serializes as they are."""
+        return dict(zip(self.columns, row, strict=True))
 
-def _select(table: Table) -> sql.Composable:
-    return sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns)),
-                                                 sql.Identifier(table.name))
+
+def _rendered(statement: sql.Composable) -> sql.SQL:
+    """A composed statement kept as its text. The callers below are cached by the statement's shape
+    (decided by trusted specs only): composing identifiers on every call cost tens of microseconds."""
+    return sql.SQL(statement.as_string())
 
 
-def _returning(table: Table) -> sql.Composable:
-    return sql.SQL(" RETURNING {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns)))
+def _columns(names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+@functools.lru_cache(maxsize=256)
+def _get_sql(name: str, columns: tuple[str, ...]) -> sql.SQL:
+    return _rendered(sql.SQL("SELECT {} FROM {} WHERE id = %s").format(_columns(columns), sql.Identifier(name)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _insert_sql(name: str, columns: tuple[str, ...], names: tuple[str, ...]) -> sql.SQL:
+    return _rendered(sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING {}").format(
+        sql.Identifier(name), _columns(names), sql.SQL(", ").join(sql.Placeholder() * len(names)),
+        _columns(columns)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _update_sql(name: str, columns: tuple[str, ...], names: tuple[str, ...]) -> sql.SQL:
+    assignments = [sql.SQL("{} = %s").format(sql.Identifier(n)) for n in (*names, "updated_at")]
+    return _rendered(sql.SQL("UPDATE {} SET {} WHERE id = %s RETURNING {}").format(
+        sql.Identifier(name), sql.SQL(", ").join(assignments), _columns(columns)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _list_sql(name: str, columns: tuple[str, ...], conditions: tuple[str, ...], sort_expression: str,
+              order: str) -> sql.SQL:
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    return _rendered(sql.SQL("SELECT {}, {} AS sort_value FROM {}{}{} LIMIT %(limit)s").format(
+        _columns(columns), sql.SQL(sort_expression), sql.Identifier(name), sql.SQL(where), sql.SQL(order)))
 
 
 def _adapt(value: Any) -> Any:
@@ -79,7 +112,7 @@ def db_errors(table: Table) -> Iterator[None]:
 
 def get(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row | None:
     """One row of the current workspace, or None."""
-    return conn.execute(sql.Composed([_select(table), sql.SQL(" WHERE id = %s")]), (record_id,)).fetchone()
+    return conn.execute(_get_sql(table.name, table.columns), (record_id,)).fetchone()
 
 
 def require(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
@@ -92,11 +125,8 @@ def require(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> R
 
 def insert_pending(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Callable[[], Row]:
     """Queue an INSERT (pipeline mode: nothing is awaited); call the result to get the row."""
-    names = list(values)
-    query = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names)),
-        sql.SQL(", ").join(sql.Placeholder() * len(names)))
-    cursor = conn.execute(sql.Composed([query, _returning(table)]), [_adapt(values[n]) for n in names])
+    names = tuple(values)
+    cursor = conn.execute(_insert_sql(table.name, table.columns, names), [_adapt(values[n]) for n in names])
 
     def row() -> Row:
         with db_errors(table):
@@ -115,13 +145,9 @@ def insert(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) 
 def update(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID, values: Mapping[str, Any],
            now: datetime) -> Row:
     """Update one row (and updated_at); returns it, or 404."""
-    names = list(values)
-    assignments: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(n)) for n in names]
-    assignments.append(sql.SQL("updated_at = %s"))
-    query = sql.SQL("UPDATE {} SET {} WHERE id = %s").format(sql.Identifier(table.name),
-                                                             sql.SQL(", ").join(assignments))
+    names = tuple(values)
     with db_errors(table):
-        row = conn.execute(sql.Composed([query, _returning(table)]),
+        row = conn.execute(_update_sql(table.name, table.columns, names),
                            [*(_adapt(values[n]) for n in names), now, record_id]).fetchone()
     if row is None:
         raise errors.NotFound("not found")
@@ -136,15 +162,10 @@ def delete(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> No
             raise errors.NotFound("not found")
 
 
-def list_statement(table: Table, query: ListQuery) -> tuple[sql.Composed, dict[str, Any]]:
+def list_statement(table: Table, query: ListQuery) -> tuple[sql.SQL, dict[str, Any]]:
     """The SELECT of one page (limit + 1 rows) and its parameters (also what benchmarks EXPLAIN)."""
-    where: sql.Composable = (sql.SQL(" WHERE ") + sql.SQL(" AND ").join(query.conditions)
-                             if query.conditions else sql.SQL(""))
-    sort_value = sql.SQL(", {} AS sort_value").format(sql.SQL(query.sort.expression))
-    statement = sql.Composed([
-        sql.SQL("SELECT {}").format(sql.SQL(", ").join(map(sql.Identifier, table.columns))), sort_value,
-        sql.SQL(" FROM {}").format(sql.Identifier(table.name)), where, order_by(query), sql.SQL(" LIMIT %(limit)s"),
-    ])
+    statement = _list_sql(table.name, table.columns, tuple(c.as_string() for c in query.conditions),
+                          query.sort.expression, order_by(query).as_string())
     return statement, {**query.params, "limit": query.limit + 1}
 
 

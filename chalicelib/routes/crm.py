@@ -8,7 +8,7 @@ from chalicelib.auth.principal import parse_id, workspace_scope
 from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
 from chalicelib.crm.api import Context, register
 from chalicelib.crm.custom_fields import TABLE as FIELDS
-from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, failures, out
+from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, definition, failures, out
 from chalicelib.http import endpoint, json_response, parse_body
 
 bp = Blueprint(__name__)
@@ -31,7 +31,7 @@ def patch_custom_field(workspace_id: str, field_id: str) -> Response:
         existing = store.require(conn, FIELDS, record)
         store.check_if_match(request.headers.get("if-match"), existing, FIELDS)
         if dry_run:
-            return json_response(DryRunReport(dry_run=True, would_fail=failures(conn, out(existing), body)))
+            return json_response(DryRunReport(dry_run=True, would_fail=failures(conn, definition(existing), body)))
         ctx = Context(conn, parse_id(workspace_id), principal, request)
         values = fields_api.prepare_patch(ctx, existing, body)
         row = store.update(conn, FIELDS, record, values, ctx.now) if values else existing

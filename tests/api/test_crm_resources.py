@@ -317,3 +317,28 @@ def test_contact_fields_and_note_bodies_never_reach_the_logs(api: Client, outbox
     assert "/contacts" in logged  # the access lines were captured
     assert "zyxcanary" not in logged
     assert "4155550199" not in logged
+
+
+# ---- response shapes --------------------------------------------------------------------------------
+
+
+def test_every_resource_answers_exactly_its_documented_shape_in_lists_and_reads(ws: Workspace) -> None:
+    # Rows are serialized as plain values (no model instances): each body must still be exactly its
+    # out_model, field for field, with the JSON the model itself would produce.
+    from chalicelib.crm import companies, contacts, fields_api, leads, notes
+
+    company = ws.create("/companies", {"name": "Acme", "custom": {}})
+    contact = ws.create("/contacts", {"first_name": "Ada", "email": "ada@example.com", "company_id": company["id"]})
+    lead = ws.create("/leads", {"title": "Deal", "contact_id": contact["id"], "expected_close_date": "2030-05-01",
+                                "value": {"amount_minor": 12_345, "currency": "EUR"}})
+    ws.create("/leads", {"title": "No value"})
+    ws.create("/notes", {"body": "Called", "lead_id": lead["id"]})
+    ws.create("/custom-fields", {"object": "lead", "key": "tier", "label": "Tier", "type": "select",
+                                 "options": ["gold", "silver"]})
+    for resource in (companies.RESOURCE, contacts.RESOURCE, leads.RESOURCE, notes.RESOURCE, fields_api.RESOURCE):
+        listed = body_of(ws.get(resource.path))["data"]
+        assert listed, resource.path
+        for item in [*listed, body_of(ws.get(f"{resource.path}/{listed[0]['id']}"))]:
+            model = resource.out_model.model_validate(item, strict=False)
+            assert set(item) == set(resource.out_model.model_fields), resource.path
+            assert model.model_dump(mode="json") == item, resource.path

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 
+from chalicelib.db import pool as pool_module
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from tests.conftest import TestDatabase, make_tenant
@@ -155,11 +156,38 @@ def test_owner_role_is_still_filtered_because_rls_is_forced(fresh_db: TestDataba
 def test_next_request_recovers_after_backends_are_terminated(fresh_db: TestDatabase, app_db: Database) -> None:
     a = make_tenant(fresh_db, "alpha")
     assert _visible_names(app_db, a) == ["alpha"]
-    with fresh_db.admin() as admin:
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'crm_app'"
-                      " AND datname = current_database()")
-    # The pool's check on checkout notices the dead connection and opens a new one.
+    _terminate_app_backends(fresh_db)
+    # The dead connection has input waiting (the server's error, then EOF), so the checkout check runs
+    # the full check, which fails, and the pool opens a new connection: the request does not notice.
     assert _visible_names(app_db, a) == ["alpha"]
+
+
+def _terminate_app_backends(db: TestDatabase) -> None:
+    with db.admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = 'crm_app'"
+                      " AND datname = current_database()")
+
+
+def _checkout_queries(db: Database, monkeypatch: pytest.MonkeyPatch, quiet_seconds: float) -> list[str]:
+    """The simple-protocol queries (the pool's full check is an empty one) sent by one bare checkout."""
+    def checkout() -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr(pool_module, "QUIET_CHECK_SECONDS", quiet_seconds)
+            with db.pool.connection():
+                pass
+    return [line for line in trace_lines(db, checkout) if line.startswith("F") and "\tQuery\t" in line]
+
+
+def test_checkout_of_a_connection_just_returned_costs_no_round_trip(
+        fresh_db: TestDatabase, app_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    _visible_names(app_db, make_tenant(fresh_db))
+    assert _checkout_queries(app_db, monkeypatch, 3600.0) == []
+
+
+def test_checkout_after_a_long_idle_runs_the_full_check(
+        fresh_db: TestDatabase, app_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    _visible_names(app_db, make_tenant(fresh_db))
+    assert len(_checkout_queries(app_db, monkeypatch, -1.0)) == 1
 
 
 def test_begin_set_config_and_first_statement_share_one_round_trip(
@@ -174,7 +202,7 @@ def test_begin_set_config_and_first_statement_share_one_round_trip(
 
     lines = trace_lines(app_db, read)
     assert result[0] is not None
-    # Skip the pool's checkout check (an empty query and its answer), then every frontend message up to
+    # From BEGIN on (a checkout check, if any, comes before it), every frontend message up to
     # the first backend answer is one round trip: it must hold BEGIN, set_config, SELECT and COMMIT.
     start = next(i for i, line in enumerate(lines) if "Parse" in line and "BEGIN" in line)
     first_answer = next(i for i in range(start, len(lines)) if lines[i].startswith("B"))

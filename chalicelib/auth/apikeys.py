@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,15 +17,6 @@ from chalicelib.settings import Settings
 
 KEY_SHAPE = re.compile(r"^crm_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$")
 TOUCH_EVERY = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class KeyInfo:
-    """A live API key of the current workspace."""
-
-    key_id: uuid.UUID
-    role: str
-    workspace_deleted_at: datetime | None
 
 
 def new_key() -> tuple[str, str]:
@@ -49,22 +40,14 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, role:
     return key, row
 
 
-def resolve(conn: Connection[TupleRow], *, key: str, now: datetime, settings: Settings) -> KeyInfo | None:
-    """Find a live key of the CURRENT tenant (RLS): another workspace's key simply is not there."""
-    if not KEY_SHAPE.match(key):
-        return None
-    row = conn.execute(
-        "WITH k AS (SELECT id, role, last_used_at FROM api_keys WHERE key_hash = %(hash)s"
-        "   AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %(now)s)),"
-        " touched AS (UPDATE api_keys SET last_used_at = %(now)s FROM k"
-        "   WHERE api_keys.tenant_id = app.current_tenant() AND api_keys.id = k.id"
-        "   AND (k.last_used_at IS NULL OR k.last_used_at < %(touch)s) RETURNING 1)"
-        " SELECT k.id, k.role, w.deleted_at FROM k JOIN workspaces w ON w.id = app.current_tenant()",
-        {"hash": keyed_hash("api-key", key, settings), "now": now, "touch": now - TOUCH_EVERY}).fetchone()
-    if row is None:
-        return None
-    key_id, role, deleted_at = row
-    return KeyInfo(key_id, str(role), deleted_at)
+def authorize_pending(conn: Connection[TupleRow], *, key: str, now: datetime, roles: list[str],
+                      allow_deleted: bool, settings: Settings) -> Callable[[], tuple[Any, ...] | None]:
+    """Queue the authorization of a key of the CURRENT tenant (RLS: another workspace's key simply is not
+    there); the result gives (key_id, role). A refusal fails the statement (app.authorize_api_key), which
+    makes PostgreSQL skip every statement queued after it."""
+    cursor = conn.execute("SELECT * FROM app.authorize_api_key(%s, %s, %s, %s, %s)",
+                          (keyed_hash("api-key", key, settings), now, now - TOUCH_EVERY, roles, allow_deleted))
+    return cursor.fetchone
 
 
 def list_keys(conn: Connection[TupleRow]) -> list[tuple[Any, ...]]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+import psycopg
 from chalice.app import Request
 from psycopg import Connection
 from psycopg.rows import TupleRow
@@ -111,10 +112,70 @@ def parse_id(value: str) -> uuid.UUID:
         raise errors.NotFound("not found") from None
 
 
-def _require_role(role: str | None, min_role: Role) -> None:
-    if RANK.get(role or "", 0) < RANK[min_role]:
-        log.warning("access denied", extra={"fields": {"needed": min_role}})
-        raise errors.Forbidden(f"this needs the {min_role} role")
+def _roles_from(min_role: Role) -> list[str]:
+    # The ranking lives here only; the database is told which roles may pass.
+    return [role for role, rank in RANK.items() if rank >= RANK[min_role]]
+
+
+@contextlib.contextmanager
+def _refusals(min_role: Role) -> Iterator[None]:
+    """The authorization functions' refusals (SQLSTATE CR401/CR404/CR403) as HTTP problems."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        if exc.sqlstate == "CR401":
+            raise errors.Unauthorized("the session has expired; sign in again") from None
+        if exc.sqlstate == "CR404":
+            # Not a member, no such workspace, a deleted one, another workspace's key: the same answer.
+            raise errors.NotFound("not found") from None
+        if exc.sqlstate == "CR403":
+            log.warning("access denied", extra={"fields": {"needed": min_role}})
+            raise errors.Forbidden(f"this needs the {min_role} role") from None
+        raise
+
+
+def _authorize_pending(conn: Connection[TupleRow], request: Request, tenant: uuid.UUID, key: str | None,
+                       token: str | None, min_role: Role, allow_deleted: bool,
+                       settings: Settings) -> Callable[[], Principal]:
+    """Queue the caller's authorization in the tenant transaction; the result gives the Principal.
+
+    The statement fails when the caller may not act here, and PostgreSQL then skips every statement
+    queued after it (see migration 0010): nothing the route queues runs for a refused caller.
+    """
+    now, roles = clock.now(), _roles_from(min_role)
+    actor_ip, agent = client_ip(request), user_agent(request)
+    if key is not None:
+        key_row = apikeys.authorize_pending(conn, key=key, now=now, roles=roles, allow_deleted=allow_deleted,
+                                            settings=settings)
+
+        def key_principal() -> Principal:
+            row = key_row()
+            if row is None:
+                raise errors.NotFound("not found")
+            key_id, role = row
+            return Principal(Actor(None, key_id, actor_ip, agent), str(role), api_key_id=key_id)
+        return key_principal
+    assert token is not None
+    session_row = sessions.authorize_pending(conn, token=token, workspace_id=tenant, now=now, roles=roles,
+                                             allow_deleted=allow_deleted, settings=settings)
+
+    def session_principal() -> Principal:
+        row = session_row()
+        if row is None:
+            raise errors.Unauthorized("the session has expired; sign in again")
+        session_id, user_id, role = row
+        return Principal(Actor(user_id, None, actor_ip, agent), str(role), session_id, token)
+    return session_principal
+
+
+def _credentials(request: Request, settings: Settings) -> tuple[str | None, str | None]:
+    key = bearer_key(request)
+    token = None if key else session_cookie(request, settings)
+    if key is None and token is None:
+        raise errors.Unauthorized("sign in or send an API key")
+    if key is not None and not apikeys.KEY_SHAPE.match(key):
+        raise errors.NotFound("not found")  # no key of any workspace has this shape
+    return key, token
 
 
 @contextlib.contextmanager
@@ -122,42 +183,40 @@ def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "me
                     allow_deleted: bool = False) -> Iterator[tuple[Connection[TupleRow], Principal]]:
     """A tenant transaction for the path's workspace, opened only for a member with `min_role`.
 
-    Not a member (or no such workspace) answers 404, indistinguishable on purpose.
+    Not a member (or no such workspace) answers 404, indistinguishable on purpose. The authorization is
+    awaited before the route runs (one round trip); read-only routes that do not need the caller use
+    workspace_read, where it travels with their reads.
     """
     settings = get_settings()
     tenant = parse_id(workspace_id)
-    key = bearer_key(request)
-    token = None if key else session_cookie(request, settings)
-    if key is None and token is None:
-        raise errors.Unauthorized("sign in or send an API key")
+    key, token = _credentials(request, settings)
     unsafe = request.method in UNSAFE_METHODS
     if token is not None and unsafe:
         check_origin(request, settings)
-    now = clock.now()
-    with tenant_tx(tenant) as conn:
-        if key is not None:
-            found = apikeys.resolve(conn, key=key, now=now, settings=settings)
-            if found is None:
-                raise errors.NotFound("not found")  # a key of another workspace is no key here
-            principal = Principal(Actor(None, found.key_id, client_ip(request),
-                                        user_agent(request)), found.role, api_key_id=found.key_id)
-            deleted = found.workspace_deleted_at
-        else:
-            assert token is not None
-            info = sessions.resolve(conn, token=token, now=now, settings=settings, workspace_id=tenant)
-            if info is None:
-                raise errors.Unauthorized("the session has expired; sign in again")
-            if info.role is None:
-                raise errors.NotFound("not found")
-            if unsafe:
-                _check_csrf(request, token, settings)
-            principal = Principal(Actor(info.user_id, None, client_ip(request), user_agent(request)),
-                                  info.role, info.session_id, token)
-            deleted = info.workspace_deleted_at
-        if deleted is not None and not allow_deleted:
-            raise errors.NotFound("not found")
-        _require_role(principal.role, min_role)
+    with _refusals(min_role), tenant_tx(tenant) as conn:
+        principal = _authorize_pending(conn, request, tenant, key, token, min_role, allow_deleted, settings)()
+        if token is not None and unsafe:
+            _check_csrf(request, token, settings)
         yield conn, principal
+
+
+@contextlib.contextmanager
+def workspace_read(request: Request, workspace_id: str) -> Iterator[Connection[TupleRow]]:
+    """A read-only tenant transaction whose authorization travels with the route's reads.
+
+    BEGIN, set_config, the authorization and the reads the route queues go in one round trip, with the
+    COMMIT. A refused caller's reads never run (the failed authorization aborts the transaction, so the
+    server skips them) and the block raises 401/404 before any result is read. For GET routes of any
+    member that only queue reads and read their results after the block.
+    """
+    settings = get_settings()
+    tenant = parse_id(workspace_id)
+    key, token = _credentials(request, settings)
+    with _refusals("member"):
+        with tenant_tx(tenant) as conn:
+            principal = _authorize_pending(conn, request, tenant, key, token, "member", False, settings)
+            yield conn
+        principal()  # received with the COMMIT; a refusal has already raised at the block's end
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,6 +62,21 @@ def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: 
         # Queued, not awaited: in pipeline mode it travels with the handler's next statement.
         conn.execute("UPDATE sessions SET last_seen_at = %s WHERE id = %s", (now, session_id))
     return SessionInfo(session_id, user_id, role, deleted_at)
+
+
+def authorize_pending(conn: Connection[TupleRow], *, token: str, workspace_id: uuid.UUID, now: datetime,
+                      roles: list[str], allow_deleted: bool, settings: Settings
+                      ) -> Callable[[], tuple[Any, ...] | None]:
+    """Queue the authorization of a session for a workspace; the result gives (session_id, user_id, role).
+
+    A refusal fails the statement (app.authorize_session), which makes PostgreSQL skip every statement
+    queued after it; a live session is touched at most once per TOUCH_EVERY, as resolve() does.
+    """
+    cursor = conn.execute(
+        "SELECT * FROM app.authorize_session(%s, %s, %s, %s, %s, %s, %s)",
+        (keyed_hash("session", token, settings), workspace_id, now,
+         now - timedelta(seconds=settings.session_idle_timeout_s), now - TOUCH_EVERY, roles, allow_deleted))
+    return cursor.fetchone
 
 
 def revoke(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,

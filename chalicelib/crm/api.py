@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from chalicelib import audit, clock
-from chalicelib.auth.principal import Principal, Role, parse_id, workspace_scope
+from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_scope
 from chalicelib.crm import idempotency, store
 from chalicelib.crm.listing import parse_list
 from chalicelib.http import endpoint, json_response, parse_body
@@ -97,9 +97,9 @@ def register(bp: Blueprint, resource: Resource) -> None:
         request = bp.current_request
         tenant = parse_id(workspace_id)
         query = parse_list(resource.table.listing, _query_params(request), tenant=tenant)
-        with workspace_scope(request, workspace_id) as (conn, _principal):
+        with workspace_read(request, workspace_id) as conn:
             page = store.list_pending(conn, resource.table, query)
-        # Read after the block: the page travelled with the COMMIT (one round trip, not two).
+        # Read after the block: the authorization, the page and the COMMIT travelled in one round trip.
         rows, cursor = page()
         return json_response({"data": [resource.out(r) for r in rows], "next_cursor": cursor})
 
@@ -122,9 +122,9 @@ def register(bp: Blueprint, resource: Resource) -> None:
 
     def read_view(workspace_id: str, **ids: str) -> Response:
         record = parse_id(ids[resource.id_param])
-        with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-            row = store.require(conn, resource.table, record)
-        return _with_etag(resource, row)
+        with workspace_read(bp.current_request, workspace_id) as conn:
+            found = store.get_pending(conn, resource.table, record)
+        return _with_etag(resource, store.found(found()))
 
     def patch_view(workspace_id: str, **ids: str) -> Response:
         request = bp.current_request

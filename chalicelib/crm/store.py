@@ -110,17 +110,26 @@ def db_errors(table: Table) -> Iterator[None]:
         raise errors.ValidationFailed("a value cannot be stored (text may not contain NUL characters)") from None
 
 
+def get_pending(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Callable[[], Row | None]:
+    """Queue the read of one row of the current workspace; call the result for the row (or None)."""
+    return conn.execute(_get_sql(table.name, table.columns), (record_id,)).fetchone
+
+
+def found(row: Row | None) -> Row:
+    """The row, or 404 (also for another workspace's id: RLS hides it)."""
+    if row is None:
+        raise errors.NotFound("not found")
+    return row
+
+
 def get(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row | None:
     """One row of the current workspace, or None."""
-    return conn.execute(_get_sql(table.name, table.columns), (record_id,)).fetchone()
+    return get_pending(conn, table, record_id)()
 
 
 def require(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
     """One row, or 404 (also for another workspace's id: RLS hides it)."""
-    row = get(conn, table, record_id)
-    if row is None:
-        raise errors.NotFound("not found")
-    return row
+    return found(get(conn, table, record_id))
 
 
 def insert_pending(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Callable[[], Row]:

@@ -13,7 +13,10 @@ from uuid import uuid4
 import psycopg
 import psycopg.errors
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from chalicelib import logsafe
 from chalicelib.logsafe import REDACTED, is_sensitive_key, scrub, scrub_exception, scrub_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,3 +298,23 @@ def test_exception_whose_str_raises_is_still_described() -> None:
             raise RuntimeError("boom")
 
     assert scrub_exception(Weird()) == "Weird: "
+
+
+def _full_scrub(text: str) -> str:
+    for pattern, replacement in logsafe._PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="abcdefklinorstuvwhx0123456789_", min_size=1, max_size=40))
+def test_identifier_shortcut_never_skips_a_redaction(text: str) -> None:
+    # The shortcut for snake_case identifiers must answer exactly what all the patterns would.
+    assert scrub_text(text) == _full_scrub(text)
+
+
+@pytest.mark.parametrize("text", ["sk_live_abc123", "rk_test_x", "whsec_abc", "a" * 32 + "0",
+                                  "deadbeefdeadbeefdeadbeefdeadbeef"])
+def test_identifier_like_secrets_still_go_through_every_pattern(text: str) -> None:
+    assert scrub_text(text) == _full_scrub(text)
+    assert REDACTED in scrub_text(text)

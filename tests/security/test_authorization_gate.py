@@ -1,0 +1,144 @@
+"""Reads travel with their authorization (one round trip), and a refused caller's statements never run.
+
+The authorization is one statement (app.authorize_session / app.authorize_api_key) queued first in the
+tenant transaction; when it refuses, PostgreSQL aborts the transaction and skips everything queued after
+it. These tests look at the wire (libpq's trace) and at the database, not at timings.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from chalice.test import Client
+
+from chalicelib import clock
+from chalicelib.auth import sessions
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from chalicelib.settings import get_settings
+from tests.api.auth_helpers import Outbox, body_of, call, create_key, problem
+from tests.api.crm_helpers import Workspace, new_workspace
+from tests.conftest import TestDatabase
+from tests.pgtrace import trace_lines
+
+
+@pytest.fixture
+def ws(api: Client, outbox: Outbox) -> Workspace:
+    workspace = new_workspace(api, outbox, "alice")
+    workspace.create("/leads", {"title": "Canary deal zephyr"})
+    return workspace
+
+
+@pytest.fixture
+def other(api: Client, outbox: Outbox) -> Workspace:
+    return new_workspace(api, outbox, "bob")
+
+
+def _wire(app_db: Database, action: Callable[[], Any]) -> list[str]:
+    """The protocol lines of `action` from its BEGIN on."""
+    lines = trace_lines(app_db, action)
+    start = next(i for i, line in enumerate(lines) if line.startswith("F") and '"BEGIN"' in line)
+    return lines[start:]
+
+
+def _batches(lines: list[str]) -> list[list[str]]:
+    """Frontend messages grouped by round trip (a batch ends when the server answers)."""
+    batches: list[list[str]] = []
+    previous = "B"
+    for line in lines:
+        if line.startswith("F"):
+            if previous == "B":
+                batches.append([])
+            batches[-1].append(line)
+        previous = line[0]
+    return batches
+
+
+def _refused_then_nothing_ran(lines: list[str], sqlstate: str) -> None:
+    backend = [line for line in lines if line.startswith("B")]
+    refusal = next(i for i, line in enumerate(backend) if "ErrorResponse" in line)
+    assert f"C \"{sqlstate}\"" in backend[refusal], backend[refusal]
+    # Before the refusal only BEGIN and set_config answered; after it, no row and no completed statement
+    # until the ROLLBACK that ends the aborted transaction.
+    assert not [line for line in backend[:refusal] if "DataRow" in line and "Canary" in line]
+    after = backend[refusal + 1:]
+    assert not [line for line in after if "DataRow" in line], after
+    assert [line for line in after if "CommandComplete" in line] == [
+        line for line in after if "CommandComplete" in line and "ROLLBACK" in line]
+
+
+def test_member_list_page_travels_with_its_authorization_and_commit(ws: Workspace, app_db: Database) -> None:
+    batches = _batches(_wire(app_db, lambda: ws.get("/leads?q=zephyr")))
+    first = "\n".join(batches[0])
+    for needed in ("app.authorize_session", 'FROM "leads"', '"COMMIT"'):
+        assert needed in first, f"{needed} not in the first round trip"
+    assert len(batches) == 1, batches
+
+
+def test_member_read_of_one_record_is_one_round_trip(ws: Workspace, app_db: Database) -> None:
+    lead = body_of(ws.get("/leads"))["data"][0]
+    batches = _batches(_wire(app_db, lambda: ws.get(f"/leads/{lead['id']}")))
+    assert len(batches) == 1 and "app.authorize_session" in "\n".join(batches[0])
+
+
+def test_member_of_another_workspace_gets_404_and_the_search_never_runs(
+        ws: Workspace, other: Workspace, app_db: Database) -> None:
+    responses: list[Any] = []
+    lines = _wire(app_db, lambda: responses.append(
+        call(other.client, "GET", f"{ws.base}/leads?q=zephyr", other.browser)))
+    problem(responses[0], 404)
+    _refused_then_nothing_ran(lines, "CR404")
+    assert "Canary" not in "\n".join(lines)
+
+
+def test_revoked_session_gets_401_and_the_read_never_runs(ws: Workspace, fresh_db: TestDatabase,
+                                                          app_db: Database) -> None:
+    lead = body_of(ws.get("/leads"))["data"][0]
+    with fresh_db.admin() as admin:
+        admin.execute("UPDATE sessions SET revoked_at = now() WHERE user_id = %s", (ws.user_id,))
+    responses: list[Any] = []
+    lines = _wire(app_db, lambda: responses.append(ws.get(f"/leads/{lead['id']}")))
+    problem(responses[0], 401)
+    _refused_then_nothing_ran(lines, "CR401")
+
+
+def test_api_key_of_another_workspace_gets_404_and_the_read_never_runs(
+        ws: Workspace, other: Workspace, app_db: Database) -> None:
+    key = create_key(other.client, other.browser, other.id)["key"]
+    responses: list[Any] = []
+    lines = _wire(app_db, lambda: responses.append(call(ws.client, "GET", f"{ws.base}/leads", bearer=key)))
+    problem(responses[0], 404)
+    _refused_then_nothing_ran(lines, "CR404")
+    # The key still works where it belongs, in one round trip too.
+    own = call(other.client, "GET", f"{other.base}/leads", bearer=key)
+    assert own.status_code == 200, own.body
+
+
+def test_deleted_workspace_reads_are_404(ws: Workspace, fresh_db: TestDatabase) -> None:
+    with fresh_db.admin() as admin:
+        admin.execute("UPDATE workspaces SET deleted_at = now() WHERE id = %s", (ws.id,))
+    problem(ws.get("/leads"), 404)
+    problem(ws.get("/companies"), 404)
+
+
+def test_a_refused_authorization_aborts_writes_queued_behind_it(ws: Workspace, fresh_db: TestDatabase,
+                                                               app_db: Database) -> None:
+    # The gate is PostgreSQL's, not the route's: a write queued after a refused authorization is skipped.
+    tenant = uuid.UUID(ws.id)
+    with pytest.raises(psycopg.Error) as refused, tenant_tx(tenant, db=app_db) as conn:
+        sessions.authorize_pending(conn, token="not-a-session", workspace_id=tenant, now=clock.now(),
+                                   roles=["owner", "admin", "member"], allow_deleted=False, settings=get_settings())
+        conn.execute("INSERT INTO companies (tenant_id, name) VALUES (%s, 'Smuggled')", (tenant,))
+    assert refused.value.sqlstate == "CR401"
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM companies WHERE name = 'Smuggled'").fetchone() == (0,)
+
+
+def test_member_below_the_role_gets_403_from_the_database(ws: Workspace, outbox: Outbox) -> None:
+    member = ws.as_member(outbox, "member")
+    answer = member.post("/custom-fields", {"object": "lead", "key": "tier", "label": "Tier", "type": "text"})
+    assert problem(answer, 403)["detail"] == "this needs the admin role"

@@ -201,22 +201,44 @@ def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "me
 
 
 @contextlib.contextmanager
-def workspace_read(request: Request, workspace_id: str) -> Iterator[Connection[TupleRow]]:
-    """A read-only tenant transaction whose authorization travels with the route's reads.
+def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "member"
+                 ) -> Iterator[tuple[Connection[TupleRow], Callable[[], Principal]]]:
+    """A tenant transaction whose authorization travels with the route's first statements.
 
-    BEGIN, set_config, the authorization and the reads the route queues go in one round trip, with the
-    COMMIT. A refused caller's reads never run (the failed authorization aborts the transaction, so the
-    server skips them) and the block raises 401/404 before any result is read. For GET routes of any
-    member that only queue reads and read their results after the block.
+    Yields the connection and `caller()`, which gives the Principal when first called. BEGIN, set_config
+    and the authorization are queued and not awaited: what the route queues before it first reads a
+    result (its reads, even its writes) shares their round trip. A refused caller's statements never
+    run: the failed authorization aborts the transaction and the server skips everything behind it, and
+    the block raises 401/403/404. Origin and CSRF are checked before the database is touched.
+
+    Only for routes whose work before calling `caller()` is database work (never mail, storage or a
+    provider's API): those must use workspace_scope, which awaits the authorization first.
     """
     settings = get_settings()
     tenant = parse_id(workspace_id)
     key, token = _credentials(request, settings)
-    with _refusals("member"):
+    if token is not None and request.method in UNSAFE_METHODS:
+        check_origin(request, settings)
+        _check_csrf(request, token, settings)
+    with _refusals(min_role):
         with tenant_tx(tenant) as conn:
-            principal = _authorize_pending(conn, request, tenant, key, token, "member", False, settings)
-            yield conn
-        principal()  # received with the COMMIT; a refusal has already raised at the block's end
+            pending = _authorize_pending(conn, request, tenant, key, token, min_role, False, settings)
+            resolved: list[Principal] = []
+
+            def caller() -> Principal:
+                if not resolved:
+                    resolved.append(pending())
+                return resolved[0]
+            yield conn, caller
+        caller()  # a route that never asked still gets its caller checked (a refusal raised above)
+
+
+@contextlib.contextmanager
+def workspace_read(request: Request, workspace_id: str) -> Iterator[Connection[TupleRow]]:
+    """workspace_tx for GET routes of any member that only queue reads and read results after the block:
+    the authorization, the reads and the COMMIT travel in one round trip."""
+    with workspace_tx(request, workspace_id) as (conn, _caller):
+        yield conn
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """The five routes every CRM resource has (list, create, read, update, delete), registered from a spec.
 
-Routes stay thin: authenticate and scope (workspace_scope), parse, call the resource's hooks, answer.
+Routes stay thin: authenticate and scope (workspace_tx, workspace_read), parse, call the hooks, answer.
 Reads carry ETag; PATCH/DELETE honour If-Match; POST honours Idempotency-Key; every write is audited
 (ids only, never contents) in the same round trip as the write itself.
 """
@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from chalicelib import audit, clock
-from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_scope
+from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_tx
 from chalicelib.crm import idempotency, store
 from chalicelib.crm.listing import parse_list
 from chalicelib.http import endpoint, json_response, parse_body
@@ -41,8 +41,15 @@ class Context:
 
     conn: Conn
     tenant: uuid.UUID
-    principal: Principal
+    # The caller, or (workspace_tx) the function that reads it when first needed: hooks queue their reads
+    # before they need the caller, so those share the authorization's round trip.
+    caller: Principal | Callable[[], Principal]
     request: Request
+
+    @property
+    def principal(self) -> Principal:
+        """The authenticated caller."""
+        return self.caller if isinstance(self.caller, Principal) else self.caller()
 
     @property
     def now(self) -> Any:
@@ -110,8 +117,8 @@ def register(bp: Blueprint, resource: Resource) -> None:
         key = request.headers.get("idempotency-key")
         # Errors of the queued writes may surface only when the transaction ends (see _create).
         with store.db_errors(resource.table):
-            with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
-                ctx = Context(conn, tenant, principal, request)
+            with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
+                ctx = Context(conn, tenant, caller, request)
                 if key is not None:
                     # The stored response needs the row before COMMIT: one more round trip.
                     return idempotency.run(conn, tenant_id=tenant, key=key, route=f"POST {resource.path}",
@@ -130,8 +137,8 @@ def register(bp: Blueprint, resource: Resource) -> None:
         request = bp.current_request
         body = parse_body(request, resource.patch_model)
         record = parse_id(ids[resource.id_param])
-        with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
-            ctx = Context(conn, parse_id(workspace_id), principal, request)
+        with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
+            ctx = Context(conn, parse_id(workspace_id), caller, request)
             existing = store.require(conn, resource.table, record)
             store.check_if_match(request.headers.get("if-match"), existing, resource.table)
             values = resource.prepare_patch(ctx, existing, body)
@@ -143,14 +150,14 @@ def register(bp: Blueprint, resource: Resource) -> None:
     def delete_view(workspace_id: str, **ids: str) -> Response:
         request = bp.current_request
         record = parse_id(ids[resource.id_param])
-        with workspace_scope(request, workspace_id, min_role=resource.write_role) as (conn, principal):
-            ctx = Context(conn, parse_id(workspace_id), principal, request)
+        with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
+            ctx = Context(conn, parse_id(workspace_id), caller, request)
             existing = store.require(conn, resource.table, record)
             store.check_if_match(request.headers.get("if-match"), existing, resource.table)
             if resource.before_delete is not None:
                 resource.before_delete(ctx, existing)
             store.delete(conn, resource.table, record)
-            audit.record(conn, tenant_id=ctx.tenant, action=f"{resource.singular}.deleted", actor=principal.actor,
+            audit.record(conn, tenant_id=ctx.tenant, action=f"{resource.singular}.deleted", actor=ctx.principal.actor,
                          target_type=resource.singular, target_id=record)
         return Response(body="", status_code=204)
 

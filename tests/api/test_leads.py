@@ -558,12 +558,14 @@ def test_writes_after_validation_travel_in_one_round_trip(ws: Workspace, app_db:
     assert batches == 1, first
 
 
-def test_create_takes_three_round_trips_auth_validation_writes(ws: Workspace, app_db: Database) -> None:
+def test_create_takes_two_round_trips_authorization_with_validation_then_writes(
+        ws: Workspace, app_db: Database) -> None:
     def create() -> None:
         _lead(ws, custom={})
 
     batches, first = _round_trips_after(app_db, "\tParse\t \"\" \"BEGIN\"", create)
-    # 1: BEGIN, tenant, session and membership; 2: the stage and the custom field definitions; 3: the writes
-    # and COMMIT.
-    assert "session" in first and "set_config" in first, first
-    assert batches == 3, batches
+    # 1: BEGIN, tenant, the caller's authorization, the stage and the custom field definitions;
+    # 2: the writes and COMMIT.
+    for needed in ("set_config", "app.authorize_session", "FROM stages", "FROM custom_fields"):
+        assert needed in first, (needed, first)
+    assert batches == 2, batches

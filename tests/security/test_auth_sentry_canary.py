@@ -63,7 +63,7 @@ def run_auth_sentry_scenario() -> None:
     report(**{
         "secrets": {"token": first.token, "pending-token": pending.token, "code": pending.code,
                     "first-code": first.code, "session": browser.cookie_value, "csrf": browser.csrf, "api-key": key,
-                    "api-key-secret": key.rsplit("_", 1)[1], "address": address},
+                    "api-key-secret": key.split("_", 2)[2], "address": address},
         "statuses": statuses,
     })
 

@@ -142,3 +142,34 @@ def test_member_below_the_role_gets_403_from_the_database(ws: Workspace, outbox:
     member = ws.as_member(outbox, "member")
     answer = member.post("/custom-fields", {"object": "lead", "key": "tier", "label": "Tier", "type": "text"})
     assert problem(answer, 403)["detail"] == "this needs the admin role"
+
+
+def test_non_member_create_gets_404_and_nothing_queued_runs(ws: Workspace, other: Workspace, app_db: Database,
+                                                          fresh_db: TestDatabase) -> None:
+    responses: list[Any] = []
+    lines = _wire(app_db, lambda: responses.append(
+        call(other.client, "POST", f"{ws.base}/leads", other.browser, {"title": "Smuggled lead"})))
+    problem(responses[0], 404)
+    _refused_then_nothing_ran(lines, "CR404")
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM leads WHERE title = 'Smuggled lead'").fetchone() == (0,)
+        assert admin.execute("SELECT count(*) FROM audit_log WHERE tenant_id = %s AND action = 'lead.created'"
+                             " AND actor_user_id = %s", (ws.id, other.user_id)).fetchone() == (0,)
+
+
+def test_member_below_the_role_writes_nothing(ws: Workspace, outbox: Outbox, fresh_db: TestDatabase) -> None:
+    member = ws.as_member(outbox, "member")
+    problem(member.post("/custom-fields", {"object": "lead", "key": "smuggled", "label": "S", "type": "text"}), 403)
+    lead = body_of(ws.get("/leads"))["data"][0]
+    problem(member.delete(f"/custom-fields/{uuid.uuid4()}"), 403)
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM custom_fields WHERE key = 'smuggled'").fetchone() == (0,)
+        assert admin.execute("SELECT count(*) FROM leads WHERE id = %s", (lead["id"],)).fetchone() == (1,)
+
+
+def test_cookie_write_without_csrf_is_refused_before_the_database(ws: Workspace, app_db: Database) -> None:
+    responses: list[Any] = []
+    lines = trace_lines(app_db, lambda: responses.append(
+        call(ws.client, "POST", f"{ws.base}/leads", ws.browser, {"title": "No token"}, csrf=None)))
+    problem(responses[0], 403)
+    assert not [line for line in lines if '"BEGIN"' in line], lines

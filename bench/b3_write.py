@@ -4,8 +4,8 @@ Paths, same run, interleaved (unix socket, pool size 1, crm_app under RLS everyw
   - floor: a single autocommit `INSERT INTO leads ...` (the tenant fixed at connection start, as in B1);
   - write transaction: exactly the handler's writes, pipelined through tenant_tx (BEGIN, set_config,
     INSERT lead RETURNING, INSERT stage history, INSERT audit, COMMIT);
-  - handler: `POST /workspaces/{id}/leads` through chalice.test.Client (cookie + CSRF + Origin,
-    middleware, session and membership, validation, the writes).
+  - handler: `POST /workspaces/{id}/leads` through the app's Lambda entry point with the API Gateway
+    event (cookie + CSRF + Origin, middleware, authorization, validation, the writes).
 Target: <= 1.5x the floor, and one round trip for the writes after validation. Round trips are counted
 twice: through a delay proxy (elapsed / delay, whole request) and from libpq's protocol trace (which
 statements travelled together).
@@ -22,8 +22,17 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from bench.common import DBNAME, bench_database, bench_environment, interleaved_medians, per_call
-from bench.delayproxy import DelayProxy
+from bench.common import (
+    DBNAME,
+    NETWORK_DELAYS,
+    bench_database,
+    bench_environment,
+    interleaved_medians,
+    lambda_invoker,
+    per_call,
+    round_trip_us,
+)
+from bench.delayproxy import DelayProxy, DelayProxyProcess
 from chalicelib.db.migrate import APP_ROLE
 
 BODY = {"title": "Bench deal", "value": {"amount_minor": 125_000, "currency": "EUR"}}
@@ -64,8 +73,6 @@ def _first_stage(admin_url: str, workspace: uuid.UUID) -> tuple[uuid.UUID, uuid.
 
 def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, placement: tuple[uuid.UUID, uuid.UUID],
            ) -> tuple[dict[str, Callable[[], object]], list[Any]]:
-    from chalice.test import Client
-
     import app as app_module
     from chalicelib import audit
     from chalicelib.auth import sessions
@@ -81,7 +88,6 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
     db = Database(app_url, size=1)
     # The floor's session carries the tenant from its start (no statement, no round trip), as in B1.
     floor = Database(make_conninfo(app_url, options=f"-c app.tenant_id={workspace}"), size=1, name="floor")
-    client = Client(app_module.app)
     headers = {"Cookie": f"{settings.session_cookie_name}={token}", "Origin": settings.public_origin,
                "X-CSRF-Token": sessions.csrf_token(token, settings), "Content-Type": "application/json"}
     raw = json.dumps(BODY)
@@ -107,8 +113,10 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
                          target_type="lead", target_id=values["id"], details={"fields": sorted(values)})
         return pending()
 
+    invoke = lambda_invoker(app_module.app, "POST", f"/workspaces/{workspace}/leads", headers, raw.encode())
+
     def handler() -> object:
-        response = client.http.post(f"/workspaces/{workspace}/leads", headers=headers, body=raw)
+        response = invoke()
         assert response.status_code == 201, response.body
         return response
 
@@ -132,7 +140,7 @@ def _trace_batches(db: Any, action: Callable[[], object]) -> list[list[str]]:
             text = line.split("\tParse\t", 1)[1].split('"', 3)[-1].rsplit('"', 1)[0]
             batches[-1].append(" ".join(text.replace('"', "").split()[:4]))
         elif line.startswith("F") and "\tQuery\t" in line:
-            batches[-1].append("(empty query: the pool's checkout check)")
+            batches[-1].append("(empty query: the pool's full checkout check)")
         previous = line[0]
     return batches
 
@@ -159,8 +167,7 @@ def _round_trips(socket_path: str, workspace: uuid.UUID, user: uuid.UUID, token:
             for item in closables:
                 item.close()
             proxy.close()
-    print(f"B3 round trips (delay proxy adds {delay * 1000:.0f} ms per client write; the pool's checkout check is"
-          " one of them)")
+    print(f"B3 round trips (delay proxy adds {delay * 1000:.0f} ms per client write)")
     results: dict[str, float] = {}
     for name in times[delay]:
         trips = (times[delay][name] - times[0.0][name]) / delay
@@ -219,7 +226,40 @@ def run() -> dict[str, float]:
             print(f"  {name:32s} {median * 1e6:8.1f} us/write   ratio {median / base:5.2f}x (target <= 1.5)")
         results.update(_show_handler_batches(bench.app_url, workspace, user, token, placement))
         results.update(_round_trips(bench.socket_path, workspace, user, token, placement))
+        results.update(_over_a_network(bench.socket_path, workspace, user, token, placement))
         use_database(None)
+    return results
+
+
+def _over_a_network(socket_path: str, workspace: uuid.UUID, user: uuid.UUID, token: str,
+                    placement: tuple[uuid.UUID, uuid.UUID]) -> dict[str, float]:
+    """The same paths over TCP through a proxy (its own process) delaying every client write."""
+    from chalicelib.db.pool import use_database
+
+    results: dict[str, float] = {}
+    rounds, n = int(os.environ.get("B3_ROUNDS", "7")), int(os.environ.get("B3_NET_N", "100"))
+    print(f"B3 over a network (TCP through a delaying proxy; median of {rounds} x {n})")
+    for delay in NETWORK_DELAYS:
+        proxy = DelayProxyProcess(socket_path, delay)
+        conninfo = f"host=127.0.0.1 port={proxy.port} user={APP_ROLE} dbname={DBNAME}"
+        rtt = round_trip_us(conninfo)
+        paths, closables = _paths(conninfo, workspace, user, token, placement)
+        use_database(closables[0])
+        try:
+            medians = interleaved_medians(paths, rounds=rounds, n=n, warmup=20)
+        finally:
+            for item in closables:
+                item.close()
+            use_database(None)
+            proxy.close()
+        base, label = medians["single autocommit INSERT"], f"RTT {rtt / 1000:.2f} ms"
+        for name, median in medians.items():
+            if median is base:
+                continue
+            results[f"B3 {name} ratio ({label})"] = median / base
+        print(f"  {label}  floor {base * 1e6:7.1f} us   write transaction "
+              f"{medians['write transaction (tenant_tx)'] / base:5.2f}x (<= 1.5)   handler "
+              f"{medians['POST /leads handler'] / base:5.2f}x")
     return results
 
 

@@ -133,3 +133,24 @@ def server_cpu_medians(paths: dict[str, tuple[Callable[[], object], int]], *, ro
             assert before is not None and after is not None
             samples[name].append((after - before) / 1e9 / n)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# One-way delays the network runs add to every client->server write: each round trip then costs the
+# proxy's own forwarding (about 0.1 ms here) plus this. Lambda to PostgreSQL in one region is a few
+# tenths of a millisecond per round trip, RDS Proxy adds to that.
+NETWORK_DELAYS = (0.0002, 0.0005)
+
+
+def round_trip_us(conninfo: str, n: int = 300) -> float:
+    """Median microseconds of `SELECT 1` on one connection: what a round trip costs on that path."""
+    import psycopg
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for _ in range(20):
+            conn.execute("SELECT 1").fetchall()
+        samples = []
+        for _ in range(n):
+            started = time.perf_counter()
+            conn.execute("SELECT 1").fetchall()
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1e6

@@ -9,8 +9,11 @@ from __future__ import annotations
 import contextlib
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 
 class DelayProxy:
@@ -77,3 +80,33 @@ class DelayProxy:
         """Stop accepting connections."""
         self._closed = True
         self._listener.close()
+
+
+class DelayProxyProcess:
+    """DelayProxy in a process of its own: for delays of a fraction of a millisecond, where the proxy's
+    threads must not compete with the measured client for its interpreter lock."""
+
+    def __init__(self, unix_socket_path: str, delay: float) -> None:
+        self.delay = delay
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.delayproxy", unix_socket_path, repr(delay)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+        assert self._process.stdout is not None
+        self.port = int(self._process.stdout.readline())
+
+    def close(self) -> None:
+        """Stop the proxy process (it exits when its stdin closes)."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=10)
+
+
+def _serve(unix_socket_path: str, delay: float) -> None:
+    proxy = DelayProxy(unix_socket_path, delay)
+    print(proxy.port, flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    proxy.close()
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1], float(sys.argv[2]))

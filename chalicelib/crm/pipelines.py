@@ -260,21 +260,26 @@ def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, tar
     return list(holding)
 
 
-def board(conn: Conn, pipeline_id: uuid.UUID) -> Board:
-    """Stages in order with lead counts and value totals per currency: one query."""
-    rows = conn.execute(
+def board_pending(conn: Conn, pipeline_id: uuid.UUID) -> Callable[[], Board]:
+    """Queue the board (stages in order with lead counts and value totals per currency: one query);
+    call the result for it (404 when there is no such pipeline)."""
+    cursor = conn.execute(
         "WITH per AS (SELECT stage_id, value_currency, count(*) AS n, sum(value_amount_minor) AS total"
         "  FROM leads WHERE pipeline_id = %(p)s GROUP BY stage_id, value_currency)"
         " SELECT s.id, s.pipeline_id, s.name, s.position, s.kind, s.probability, coalesce(sum(per.n), 0)::bigint,"
         "  coalesce(jsonb_object_agg(per.value_currency, per.total) FILTER (WHERE per.value_currency IS NOT NULL),"
         "  '{}'::jsonb)"
         " FROM stages s LEFT JOIN per ON per.stage_id = s.id WHERE s.pipeline_id = %(p)s"
-        " GROUP BY s.tenant_id, s.id ORDER BY s.position", {"p": pipeline_id}).fetchall()
-    if not rows:
-        raise errors.NotFound("no such pipeline")
-    return Board(pipeline_id=pipeline_id, columns=[
-        BoardColumn(stage=_stage(r), leads=int(r[6]), totals={str(k): int(v) for k, v in dict(r[7]).items()})
-        for r in rows])
+        " GROUP BY s.tenant_id, s.id ORDER BY s.position", {"p": pipeline_id})
+
+    def result() -> Board:
+        rows = cursor.fetchall()
+        if not rows:
+            raise errors.NotFound("no such pipeline")
+        return Board(pipeline_id=pipeline_id, columns=[
+            BoardColumn(stage=_stage(r), leads=int(r[6]), totals={str(k): int(v) for k, v in dict(r[7]).items()})
+            for r in rows])
+    return result
 
 
 def pipeline_values(body: PipelinePatch) -> dict[str, Any]:

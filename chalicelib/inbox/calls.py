@@ -13,6 +13,7 @@ import hashlib
 import logging
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -110,10 +111,14 @@ def detail(conn: Conn, row: Row) -> CallDetail:
 # ---- settings ----
 
 
-def get_telephony(conn: Conn) -> TelephonySettings:
-    """The current opt-in (both false when never set)."""
-    row = conn.execute("SELECT recording_enabled, transcription_enabled FROM telephony_settings").fetchone()
-    return TelephonySettings(recording_enabled=bool(row and row[0]), transcription_enabled=bool(row and row[1]))
+def get_telephony_pending(conn: Conn) -> Callable[[], TelephonySettings]:
+    """Queue the read of the current opt-in (both false when never set); call the result for it."""
+    cursor = conn.execute("SELECT recording_enabled, transcription_enabled FROM telephony_settings")
+
+    def result() -> TelephonySettings:
+        row = cursor.fetchone()
+        return TelephonySettings(recording_enabled=bool(row and row[0]), transcription_enabled=bool(row and row[1]))
+    return result
 
 
 def put_telephony(conn: Conn, *, tenant_id: uuid.UUID, spec: TelephonySettings, actor: audit.Actor

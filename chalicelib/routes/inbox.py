@@ -6,7 +6,7 @@ from chalice.app import Blueprint, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import audit, clock
-from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.blobs import get_blobs
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
@@ -64,17 +64,19 @@ def list_conversations(workspace_id: str) -> Response:
     """Filters channel_id, status, contact_id; paged like the CRM lists."""
     request = bp.current_request
     query = parse_list(conversations.TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
-    with workspace_scope(request, workspace_id) as (conn, _principal):
-        rows, cursor = store.list_rows(conn, conversations.TABLE, query)
-    return json_response({"data": [conversations.out(r).model_dump(mode="json") for r in rows], "next_cursor": cursor})
+    with workspace_read(request, workspace_id) as conn:
+        page = store.list_pending(conn, conversations.TABLE, query)
+    rows, cursor = page()
+    return json_response({"data": [conversations.out(r) for r in rows], "next_cursor": cursor})
 
 
 @endpoint(bp, WS + "/conversations/{conversation_id}", "GET", summary="A conversation",
           response_model=conversations.ConversationOut, errors_=(401, 404), tags=TAGS)
 def get_conversation(workspace_id: str, conversation_id: str) -> Response:
     """With ETag."""
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        row = store.require(conn, conversations.TABLE, parse_id(conversation_id))
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        found = store.get_pending(conn, conversations.TABLE, parse_id(conversation_id))
+    row = store.found(found())
     return json_response(conversations.out(row), headers={"ETag": store.etag(row, conversations.TABLE)})
 
 
@@ -112,8 +114,10 @@ def list_messages(workspace_id: str, conversation_id: str) -> Response:
 def download_attachment(workspace_id: str, attachment_id: str) -> Response:
     """The bytes, always as a download (never rendered inline: an HTML attachment must not run here)."""
     record = parse_id(attachment_id)
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        row = conn.execute("SELECT filename, blob_key, sha256 FROM attachments WHERE id = %s", (record,)).fetchone()
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        found = conn.execute("SELECT filename, blob_key, sha256 FROM attachments WHERE id = %s", (record,)).fetchone
+    # Read (and the blob fetched) only after the block, once the caller's authorization has arrived.
+    row = found()
     if row is None:
         raise NotFound("no such attachment")
     with get_blobs().open(str(row[1])) as handle:

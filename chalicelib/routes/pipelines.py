@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from chalicelib import audit, errors
-from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm import leads, pipelines, store
 from chalicelib.crm.api import Context, Page
 from chalicelib.crm.listing import parse_list
@@ -185,9 +185,9 @@ def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response
           response_model=Board, errors_=(401, 404), tags=TAGS)
 def board(workspace_id: str, pipeline_id: str) -> Response:
     """One query."""
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        result = pipelines.board(conn, parse_id(pipeline_id))
-    return json_response(result)
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        board = pipelines.board_pending(conn, parse_id(pipeline_id))
+    return json_response(board())
 
 
 @endpoint(bp, WS + "/leads/{lead_id}/stage-history", "GET", summary="A lead's stage changes, oldest first",

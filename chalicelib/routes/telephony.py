@@ -7,7 +7,7 @@ import uuid
 from chalice.app import Blueprint, Response
 
 from chalicelib import errors
-from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.listing import parse_list
@@ -36,9 +36,9 @@ class CallList(Page[calls.CallOut]):
           response_model=calls.TelephonySettings, errors_=(401, 404), tags=TAGS)
 def get_telephony_settings(workspace_id: str) -> Response:
     """Both off until an owner or admin turns them on."""
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        found = calls.get_telephony(conn)
-    return json_response(found)
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        found = calls.get_telephony_pending(conn)
+    return json_response(found())
 
 
 @endpoint(bp, WS + "/settings/telephony", "PUT", summary="Turn call recording/transcription on or off (owner/admin)",
@@ -63,9 +63,10 @@ def list_calls(workspace_id: str) -> Response:
         if name in params:
             raise errors.BadRequest(f"unknown query parameter {name}")
     query = parse_list(calls.TABLE.listing, params, tenant=parse_id(workspace_id))
-    with workspace_scope(request, workspace_id) as (conn, _principal):
-        rows, cursor = store.list_rows(conn, calls.TABLE, query)
-    return json_response({"data": [calls.out(r).model_dump(mode="json") for r in rows], "next_cursor": cursor})
+    with workspace_read(request, workspace_id) as conn:
+        page = store.list_pending(conn, calls.TABLE, query)
+    rows, cursor = page()
+    return json_response({"data": [calls.out(r) for r in rows], "next_cursor": cursor})
 
 
 @endpoint(bp, WS + "/calls/{call_id}", "GET", summary="A call with its recording and transcript (when stored)",

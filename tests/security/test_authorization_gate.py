@@ -173,3 +173,24 @@ def test_cookie_write_without_csrf_is_refused_before_the_database(ws: Workspace,
         call(ws.client, "POST", f"{ws.base}/leads", ws.browser, {"title": "No token"}, csrf=None)))
     problem(responses[0], 403)
     assert not [line for line in lines if '"BEGIN"' in line], lines
+
+
+def _read_paths(ws: Workspace) -> list[str]:
+    [sales] = [p for p in body_of(ws.get("/pipelines"))["data"] if p["is_default"]]
+    lead = body_of(ws.get("/leads"))["data"][0]
+    return ["/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
+            f"/pipelines/{sales['id']}/board", "/conversations", "/calls", "/settings/telephony"]
+
+
+def test_every_workspace_read_route_is_one_round_trip_for_a_member_and_runs_nothing_for_others(
+        ws: Workspace, other: Workspace, app_db: Database) -> None:
+    for path in _read_paths(ws):
+        answers: list[Any] = []
+        batches = _batches(_wire(app_db, lambda path=path, answers=answers: answers.append(ws.get(path))))
+        assert answers[0].status_code == 200, (path, answers[0].body)
+        assert len(batches) == 1 and "app.authorize_session" in "\n".join(batches[0]), path
+        refused: list[Any] = []
+        lines = _wire(app_db, lambda path=path, refused=refused: refused.append(
+            call(other.client, "GET", ws.base + path, other.browser)))
+        problem(refused[0], 404)
+        _refused_then_nothing_ran(lines, "CR404")

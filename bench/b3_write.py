@@ -138,9 +138,10 @@ def _trace_batches(db: Any, action: Callable[[], object]) -> list[list[str]]:
             batches.append([])
         if line.startswith("F") and "\tParse\t" in line:
             text = line.split("\tParse\t", 1)[1].split('"', 3)[-1].rsplit('"', 1)[0]
-            batches[-1].append(" ".join(text.replace('"', "").split()[:4]))
+            # An empty statement is the pool's full checkout check (after a long idle, or pending input).
+            batches[-1].append(" ".join(text.replace('"', "").split()[:4]) or "(the pool's full checkout check)")
         elif line.startswith("F") and "\tQuery\t" in line:
-            batches[-1].append("(empty query: the pool's full checkout check)")
+            batches[-1].append("(the pool's full checkout check)")
         previous = line[0]
     return batches
 

@@ -169,13 +169,15 @@ def _terminate_app_backends(db: TestDatabase) -> None:
 
 
 def _checkout_queries(db: Database, monkeypatch: pytest.MonkeyPatch, quiet_seconds: float) -> list[str]:
-    """The simple-protocol queries (the pool's full check is an empty one) sent by one bare checkout."""
+    """The statements (the pool's full check is an empty one) sent by one bare checkout: a simple Query,
+    or an extended-protocol batch ending in Sync."""
     def checkout() -> None:
         with monkeypatch.context() as patch:
             patch.setattr(pool_module, "QUIET_CHECK_SECONDS", quiet_seconds)
             with db.pool.connection():
                 pass
-    return [line for line in trace_lines(db, checkout) if line.startswith("F") and "\tQuery\t" in line]
+    return [line for line in trace_lines(db, checkout)
+            if line.startswith("F") and ("\tQuery\t" in line or line.endswith("\tSync"))]
 
 
 def test_checkout_of_a_connection_just_returned_costs_no_round_trip(

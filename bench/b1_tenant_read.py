@@ -91,8 +91,7 @@ def _round_trips(socket_path: str, tenant: uuid.UUID, delay: float = 0.025) -> d
     db, baseline = Database(url, size=1), _baseline(url, tenant)
     results: dict[str, float] = {}
     try:
-        print(f"B1 round trips per read (delay proxy adds {delay * 1000:.0f} ms per client write; "
-              "each path includes the pool's checkout check, 1 round trip)")
+        print(f"B1 round trips per read (delay proxy adds {delay * 1000:.0f} ms per client write)")
         for name, fn in _paths(db, baseline, tenant).items():
             fn()
             trips = per_call(fn, 12) / delay

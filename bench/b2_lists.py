@@ -196,7 +196,7 @@ def _paths(app_url: str, admin_url: str, workspace: uuid.UUID, cookie: str,
     from chalicelib.settings import get_settings
 
     db = Database(app_url, size=1)
-    # The floor: the same pool settings (checkout check included), its sessions in the BYPASSRLS role.
+    # The floor: the same pool settings, its sessions in the BYPASSRLS role.
     floor = Database(make_conninfo(admin_url, options=f"-c role={BYPASS_ROLE}"), size=1, name="floor")
     header = {"Cookie": f"{get_settings().session_cookie_name}={cookie}"}
     paths: dict[str, Callable[[], object]] = {}

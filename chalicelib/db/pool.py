@@ -17,7 +17,7 @@ from pydantic_core import from_json
 from chalicelib.settings import Settings, get_settings
 
 # A connection last checked out less than this long ago is checked without a round trip (see
-# _check_on_checkout); one idle for longer gets the pool's full check, an empty query.
+# CheckoutCheck); one idle for longer gets the pool's full check, an empty query.
 QUIET_CHECK_SECONDS = 30.0
 _checked_out_at: weakref.WeakKeyDictionary[Connection[TupleRow], float] = weakref.WeakKeyDictionary()
 
@@ -28,21 +28,26 @@ def _configure(conn: Connection[TupleRow]) -> None:
     set_json_loads(from_json, conn)
 
 
-def _check_on_checkout(conn: Connection[TupleRow]) -> None:
+class CheckoutCheck:
     """The pool's checkout check, without a round trip for a connection that was just in use.
 
     A server that ends a session (restart, failover, pg_terminate_backend, an idle timeout) sends an
     error and closes the socket, so a dead idle connection has input waiting: that, or a last checkout
-    more than QUIET_CHECK_SECONDS ago (a frozen Lambda, a quiet night), gets the full check, which
-    raises and makes the pool open a new connection. Otherwise the request saves a round trip (cf.
-    HikariCP's aliveBypassWindowMs). The time is taken at checkout, not at return: a pool `reset`
-    callback would move every return onto a worker thread, and the next checkout would wait for it.
+    more than `quiet_seconds` ago (a frozen Lambda, a quiet night), gets the full check, which raises
+    and makes the pool open a new connection. Otherwise the request saves a round trip (cf. HikariCP's
+    aliveBypassWindowMs). The time is taken at checkout, not at return: a pool `reset` callback would
+    move every return onto a worker thread, and the next checkout would wait for it.
     """
-    now = time.monotonic()
-    last = _checked_out_at.get(conn)
-    if last is None or now - last > QUIET_CHECK_SECONDS or _has_input(conn):
-        ConnectionPool.check_connection(conn)
-    _checked_out_at[conn] = now
+
+    def __init__(self, quiet_seconds: float) -> None:
+        self.quiet_seconds = quiet_seconds
+
+    def __call__(self, conn: Connection[TupleRow]) -> None:
+        now = time.monotonic()
+        last = _checked_out_at.get(conn)
+        if last is None or now - last > self.quiet_seconds or _has_input(conn):
+            ConnectionPool.check_connection(conn)
+        _checked_out_at[conn] = now
 
 
 def _has_input(conn: Connection[TupleRow]) -> bool:
@@ -68,8 +73,10 @@ class Database:
     """A psycopg pool for one role; opened on first use so cold starts make no connection."""
 
     def __init__(self, conninfo: str, *, size: int = 1, timeout: float = 5.0,
-                 prepare_threshold: int | None = None, name: str = "app") -> None:
+                 prepare_threshold: int | None = None, name: str = "app",
+                 quiet_check_seconds: float = QUIET_CHECK_SECONDS) -> None:
         self._conninfo = conninfo
+        self._check = CheckoutCheck(quiet_check_seconds)
         self._size = size
         self._timeout = timeout
         self._prepare_threshold = prepare_threshold
@@ -104,7 +111,7 @@ class Database:
                     }
                     self._pool = ConnectionPool(
                         self._conninfo, min_size=0, max_size=self._size, timeout=self._timeout,
-                        kwargs=kwargs, configure=_configure, check=_check_on_checkout, max_idle=240,
+                        kwargs=kwargs, configure=_configure, check=self._check, max_idle=240,
                         name=f"crm-{self._name}", open=True,
                     )
         return self._pool

@@ -45,7 +45,7 @@ def list_pipelines(workspace_id: str) -> Response:
     with workspace_scope(request, workspace_id) as (conn, _principal):
         rows, cursor = store.list_rows(conn, TABLE, query)
         stages = pipelines.stages_of(conn, [r[0] for r in rows])
-    data = [pipelines.out(r, stages[r[0]]).model_dump(mode="json") for r in rows]
+    data = [pipelines.out(r, stages[r[0]]) for r in rows]
     return json_response({"data": data, "next_cursor": cursor})
 
 

@@ -212,7 +212,10 @@ def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "membe
     the block raises 401/403/404. Origin and CSRF are checked before the database is touched.
 
     Only for routes whose work before calling `caller()` is database work (never mail, storage or a
-    provider's API): those must use workspace_scope, which awaits the authorization first.
+    provider's API): those must use workspace_scope, which awaits the authorization first (a source
+    rule in tests/security/test_banned_patterns.py lists the modules reviewed for this). Checks that
+    need no database (a body's values, an Idempotency-Key's form) may answer before a refusal does, as
+    body parsing always did: they tell the caller nothing about the workspace.
     """
     settings = get_settings()
     tenant = parse_id(workspace_id)

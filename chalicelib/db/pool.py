@@ -19,7 +19,7 @@ from chalicelib.settings import Settings, get_settings
 # A connection last checked out less than this long ago is checked without a round trip (see
 # CheckoutCheck); one idle for longer gets the pool's full check, an empty query.
 QUIET_CHECK_SECONDS = 30.0
-_checked_out_at: weakref.WeakKeyDictionary[Connection[TupleRow], float] = weakref.WeakKeyDictionary()
+_checked_out_at: weakref.WeakKeyDictionary[Connection[TupleRow], tuple[float, float]] = weakref.WeakKeyDictionary()
 
 
 def _configure(conn: Connection[TupleRow]) -> None:
@@ -36,24 +36,29 @@ class CheckoutCheck:
     more than `quiet_seconds` ago (a frozen Lambda, a quiet night), gets the full check, which raises
     and makes the pool open a new connection. Otherwise the request saves a round trip (cf. HikariCP's
     aliveBypassWindowMs). The time is taken at checkout, not at return: a pool `reset` callback would
-    move every return onto a worker thread, and the next checkout would wait for it.
+    move every return onto a worker thread, and the next checkout would wait for it. Idle time is read
+    on two clocks and the longer wins: the monotonic one may stand still while a Lambda sandbox is
+    frozen, the wall clock may be stepped; either saying "long" gets the full check.
     """
 
     def __init__(self, quiet_seconds: float) -> None:
         self.quiet_seconds = quiet_seconds
 
     def __call__(self, conn: Connection[TupleRow]) -> None:
-        now = time.monotonic()
+        now = (time.monotonic(), time.time())
         last = _checked_out_at.get(conn)
-        if last is None or now - last > self.quiet_seconds or _has_input(conn):
+        idle = max(now[0] - last[0], now[1] - last[1]) if last is not None else None
+        if idle is None or idle > self.quiet_seconds or _has_input(conn):
             ConnectionPool.check_connection(conn)
         _checked_out_at[conn] = now
 
 
 def _has_input(conn: Connection[TupleRow]) -> bool:
     # An idle connection is owed nothing by the server: any input (an error, EOF) means trouble.
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    return bool(readable)
+    # poll, not select: select cannot watch descriptors numbered 1024 and above.
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class BinaryCursor(Cursor[TupleRow]):

@@ -194,3 +194,62 @@ def test_every_workspace_read_route_is_one_round_trip_for_a_member_and_runs_noth
             call(other.client, "GET", ws.base + path, other.browser)))
         problem(refused[0], 404)
         _refused_then_nothing_ran(lines, "CR404")
+
+
+@pytest.mark.parametrize("expiry", ["idle", "absolute"])
+def test_expired_session_gets_401_on_crm_reads_and_writes(ws: Workspace, fresh_db: TestDatabase,
+                                                          app_db: Database, expiry: str) -> None:
+    idle = get_settings().session_idle_timeout_s
+    change = ("UPDATE sessions SET last_seen_at = now() - make_interval(secs => %s) WHERE user_id = %s"
+              if expiry == "idle" else "UPDATE sessions SET expires_at = now() - make_interval(secs => %s)"
+              " WHERE user_id = %s")
+    with fresh_db.admin() as admin:
+        admin.execute(change, (idle + 60 if expiry == "idle" else 1, ws.user_id))
+    problem(ws.get("/leads"), 401)
+    writes: list[Any] = []
+    lines = _wire(app_db, lambda: writes.append(ws.post("/leads", {"title": "After expiry"})))
+    problem(writes[0], 401)
+    _refused_then_nothing_ran(lines, "CR401")
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM leads WHERE title = 'After expiry'").fetchone() == (0,)
+
+
+def test_crm_activity_alone_keeps_a_session_alive(ws: Workspace, fresh_db: TestDatabase) -> None:
+    # The authorization touches last_seen_at (at most once a minute), so an operator who only works in
+    # the CRM is not signed out by the idle timeout.
+    with fresh_db.admin() as admin:
+        admin.execute("UPDATE sessions SET last_seen_at = now() - interval '5 minutes' WHERE user_id = %s",
+                      (ws.user_id,))
+    assert ws.get("/leads").status_code == 200
+    with fresh_db.admin() as admin:
+        row = admin.execute("SELECT now() - max(last_seen_at) < interval '1 minute' FROM sessions"
+                            " WHERE user_id = %s", (ws.user_id,)).fetchone()
+    assert row == (True,)
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_cross_site_origin_is_refused_before_the_database_even_with_the_csrf_token(
+        ws: Workspace, app_db: Database, fresh_db: TestDatabase, method: str) -> None:
+    lead = body_of(ws.get("/leads"))["data"][0]
+    responses: list[Any] = []
+    lines = trace_lines(app_db, lambda: responses.append(call(
+        ws.client, method, f"{ws.base}/leads/{lead['id']}", ws.browser,
+        {"title": "Cross-site"} if method == "PATCH" else None, origin="https://evil.example")))
+    problem(responses[0], 403)
+    assert not [line for line in lines if '"BEGIN"' in line]
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT title FROM leads WHERE id = %s", (lead["id"],)).fetchone() == (lead["title"],)
+
+
+def test_non_member_cannot_create_a_custom_field_and_nothing_queued_runs(
+        ws: Workspace, other: Workspace, app_db: Database, fresh_db: TestDatabase) -> None:
+    key = create_key(other.client, other.browser, other.id, role="admin")["key"]
+    for caller in ({"browser": other.browser}, {"bearer": key}):
+        responses: list[Any] = []
+        lines = _wire(app_db, lambda caller=caller, responses=responses: responses.append(call(
+            ws.client, "POST", f"{ws.base}/custom-fields", caller.get("browser"),
+            {"object": "lead", "key": "smuggled", "label": "S", "type": "text"}, bearer=caller.get("bearer"))))
+        problem(responses[0], 404)
+        _refused_then_nothing_ran(lines, "CR404")
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM custom_fields WHERE key = 'smuggled'").fetchone() == (0,)

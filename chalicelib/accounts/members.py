@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from psycopg import Connection
@@ -12,14 +13,17 @@ from chalicelib import audit, errors
 from chalicelib.accounts.models import MemberOut
 
 
-def list_members(conn: Connection[TupleRow]) -> list[MemberOut]:
-    """Members of the current workspace, owners first."""
-    rows = conn.execute(
+def list_members_pending(conn: Connection[TupleRow]) -> Callable[[], list[MemberOut]]:
+    """Queue the read of the current workspace's members, owners first; call the result for them."""
+    cursor = conn.execute(
         "SELECT m.user_id, u.email, u.display_name, m.role, m.created_at FROM memberships m"
         " JOIN users u ON u.id = m.user_id"
-        " ORDER BY array_position(ARRAY['owner', 'admin', 'member'], m.role), m.created_at, m.user_id").fetchall()
-    return [MemberOut(user_id=r[0], email=r[1], display_name=r[2], role=r[3], created_at=r[4])
-            for r in rows]
+        " ORDER BY array_position(ARRAY['owner', 'admin', 'member'], m.role), m.created_at, m.user_id")
+
+    def members() -> list[MemberOut]:
+        return [MemberOut(user_id=r[0], email=r[1], display_name=r[2], role=r[3], created_at=r[4])
+                for r in cursor.fetchall()]
+    return members
 
 
 def _lock_owners(conn: Connection[TupleRow]) -> set[uuid.UUID]:

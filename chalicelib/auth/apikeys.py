@@ -50,11 +50,11 @@ def authorize_pending(conn: Connection[TupleRow], *, key: str, now: datetime, ro
     return cursor.fetchone
 
 
-def list_keys(conn: Connection[TupleRow]) -> list[tuple[Any, ...]]:
-    """Live and revoked keys of the current workspace (never the key or its hash)."""
+def list_keys_pending(conn: Connection[TupleRow]) -> Callable[[], list[tuple[Any, ...]]]:
+    """Queue the read of the current workspace's live and revoked keys (never the key or its hash)."""
     return conn.execute(
         "SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
-        " ORDER BY created_at DESC, id").fetchall()
+        " ORDER BY created_at DESC, id").fetchall
 
 
 def revoke(conn: Connection[TupleRow], *, key_id: uuid.UUID, now: datetime) -> bool:

@@ -237,10 +237,11 @@ def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "membe
 
 
 @contextlib.contextmanager
-def workspace_read(request: Request, workspace_id: str) -> Iterator[Connection[TupleRow]]:
-    """workspace_tx for GET routes of any member that only queue reads and read results after the block:
-    the authorization, the reads and the COMMIT travel in one round trip."""
-    with workspace_tx(request, workspace_id) as (conn, _caller):
+def workspace_read(request: Request, workspace_id: str, *, min_role: Role = "member"
+                   ) -> Iterator[Connection[TupleRow]]:
+    """workspace_tx for GET routes that only queue reads and read their results after the block: the
+    authorization, the reads and the COMMIT travel in one round trip."""
+    with workspace_tx(request, workspace_id, min_role=min_role) as (conn, _caller):
         yield conn
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
+from psycopg import Connection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import audit, errors
@@ -215,13 +217,16 @@ def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.U
         cur.executemany(statement, rows)
 
 
-def history(ctx: Context, lead_id: uuid.UUID) -> StageHistory:
-    """A lead's stage changes, oldest first."""
-    rows = ctx.conn.execute(
+def history_pending(conn: Connection[TupleRow], lead_id: uuid.UUID) -> Callable[[], StageHistory]:
+    """Queue the read of a lead's stage changes, oldest first; call the result for them."""
+    cursor = conn.execute(
         "SELECT from_stage_id, to_stage_id, changed_at, actor_user_id, actor_api_key_id FROM lead_stage_history"
-        " WHERE lead_id = %s ORDER BY changed_at, id", (lead_id,)).fetchall()
-    return StageHistory(data=[StageChange(from_stage_id=r[0], to_stage_id=r[1], changed_at=r[2], actor_user_id=r[3],
-                                          actor_api_key_id=r[4]) for r in rows])
+        " WHERE lead_id = %s ORDER BY changed_at, id", (lead_id,))
+
+    def changes() -> StageHistory:
+        return StageHistory(data=[StageChange(from_stage_id=r[0], to_stage_id=r[1], changed_at=r[2],
+                                              actor_user_id=r[3], actor_api_key_id=r[4]) for r in cursor.fetchall()])
+    return changes
 
 
 RESOURCE = Resource(path="/leads", singular="lead", id_param="lead_id", table=TABLE, out=out, out_model=LeadOut,

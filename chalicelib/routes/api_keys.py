@@ -9,7 +9,7 @@ from chalice.app import Blueprint, Response
 from chalicelib import audit, clock, errors, pagination
 from chalicelib.accounts.models import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut, AuditEntry, AuditPage
 from chalicelib.auth import apikeys
-from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.settings import get_settings
 
@@ -54,9 +54,9 @@ def create_key(workspace_id: str) -> Response:
           response_model=ApiKeyList, errors_=(401, 403, 404), tags=("api-keys",))
 def list_keys(workspace_id: str) -> Response:
     """Never the key itself."""
-    with workspace_scope(bp.current_request, workspace_id, min_role="admin") as (conn, _principal):
-        rows = apikeys.list_keys(conn)
-    return json_response(ApiKeyList(data=[_key(r) for r in rows]))
+    with workspace_read(bp.current_request, workspace_id, min_role="admin") as conn:
+        found = apikeys.list_keys_pending(conn)
+    return json_response(ApiKeyList(data=[_key(r) for r in found()]))
 
 
 @endpoint(bp, WS + "/api-keys/{key_id}", "DELETE", summary="Revoke an API key at once (admin)", status=204,
@@ -85,11 +85,12 @@ def audit_log(workspace_id: str) -> Response:
         at, last_id = pagination.decode(query["cursor"], binding=binding)
         where = " WHERE (occurred_at, id) < (%(at)s, %(id)s)"
         params.update({"at": datetime.fromisoformat(str(at)), "id": str(last_id)})
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, _principal):
-        rows = conn.execute(
+    with workspace_read(request, workspace_id, min_role="admin") as conn:
+        found = conn.execute(
             "SELECT id, occurred_at, action, actor_user_id, actor_api_key_id, target_type, target_id, host(ip),"
             " user_agent, details FROM audit_log" + where + " ORDER BY occurred_at DESC, id DESC LIMIT %(limit)s",
-            params).fetchall()
+            params).fetchall
+    rows = found()
     page = rows[:limit]
     data = [AuditEntry(id=r[0], occurred_at=r[1], action=r[2], actor_user_id=r[3],
                        actor_api_key_id=r[4], target_type=r[5], target_id=r[6], ip=r[7],

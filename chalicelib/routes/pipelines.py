@@ -194,10 +194,10 @@ def board(workspace_id: str, pipeline_id: str) -> Response:
           response_model=leads.StageHistory, errors_=(401, 404), tags=TAGS)
 def stage_history(workspace_id: str, lead_id: str) -> Response:
     """From, to, when, who."""
-    request = bp.current_request
     record = parse_id(lead_id)
-    with workspace_scope(request, workspace_id) as (conn, principal):
-        store.require(conn, leads.TABLE, record)
-        result = leads.history(Context(conn, parse_id(workspace_id), principal, request), record)
-    return json_response(result)
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        lead = store.get_pending(conn, leads.TABLE, record)
+        changes = leads.history_pending(conn, record)
+    store.found(lead())
+    return json_response(changes())
 

@@ -19,7 +19,7 @@ from chalicelib.accounts.models import (
     WorkspacePatch,
 )
 from chalicelib.auth import links, ratelimit
-from chalicelib.auth.principal import account_scope, parse_id, workspace_scope
+from chalicelib.auth.principal import account_scope, parse_id, workspace_read, workspace_scope
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.errors import Forbidden, RateLimited
 from chalicelib.http import endpoint, json_response, parse_body
@@ -108,8 +108,9 @@ def restore_workspace(workspace_id: str) -> Response:
           errors_=(401, 404), tags=TAGS)
 def list_members(workspace_id: str) -> Response:
     """Owners first."""
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        return json_response(MemberList(data=members.list_members(conn)))
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        found = members.list_members_pending(conn)
+    return json_response(MemberList(data=found()))
 
 
 @endpoint(bp, WS + "/members/{user_id}", "PATCH", summary="Change a member's role (admin; owner for owners)",

@@ -179,7 +179,8 @@ def _read_paths(ws: Workspace) -> list[str]:
     [sales] = [p for p in body_of(ws.get("/pipelines"))["data"] if p["is_default"]]
     lead = body_of(ws.get("/leads"))["data"][0]
     return ["/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
-            f"/pipelines/{sales['id']}/board", "/conversations", "/calls", "/settings/telephony"]
+            f"/pipelines/{sales['id']}/board", f"/leads/{lead['id']}/stage-history", "/conversations", "/calls",
+            "/settings/telephony", "/members", "/api-keys", "/audit-log"]
 
 
 def test_every_workspace_read_route_is_one_round_trip_for_a_member_and_runs_nothing_for_others(

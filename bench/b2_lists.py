@@ -29,17 +29,16 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.common import (
-    NETWORK_DELAYS,
     backend_pid,
     bench_database,
     bench_environment,
     interleaved_medians,
     lambda_invoker,
+    over_a_network,
     per_call,
-    round_trip_us,
     server_cpu_medians,
 )
-from bench.delayproxy import DelayProxy, DelayProxyProcess
+from bench.delayproxy import DelayProxy
 
 WORKSPACES = 1_000
 LEADS_PER_WORKSPACE = 1_000
@@ -289,29 +288,18 @@ def run() -> dict[str, float]:
 def _over_a_network(bench: Any, workspace: uuid.UUID, cookie: str, queries: dict[str, Any]) -> dict[str, float]:
     """The same paths over TCP through a proxy (its own process) that delays every client write, as a
     network between the function and the database does; the round trip of `SELECT 1` is printed."""
-    from chalicelib.db.pool import use_database
-
     results: dict[str, float] = {}
     rounds, n = int(os.environ.get("B2_ROUNDS", "7")), int(os.environ.get("B2_NET_N", "100"))
     print(f"B2 over a network (TCP through a delaying proxy; median of {rounds} x {n})")
-    for delay in NETWORK_DELAYS:
-        proxy = DelayProxyProcess(bench.socket_path, delay)
-        via = {"host": "127.0.0.1", "port": proxy.port}
-        app_url, admin_url = make_conninfo(bench.app_url, **via), make_conninfo(bench.admin_url, **via)
-        rtt = round_trip_us(app_url)
-        paths, closables = _paths(app_url, admin_url, workspace, cookie, queries)
-        use_database(closables[0])
-        try:
-            medians = interleaved_medians(paths, rounds=rounds, n=n, warmup=20)
-        finally:
-            for item in closables:
-                item.close()
-            use_database(None)
-            proxy.close()
+
+    def build(via: dict[str, Any]) -> Any:
+        return _paths(make_conninfo(bench.app_url, **via), make_conninfo(bench.admin_url, **via), workspace,
+                      cookie, queries)
+
+    for label, medians in over_a_network(bench.socket_path, build, rounds=rounds, n=n):
         for name in queries:
             floor = medians[f"{name}: bypass floor"]
             db_part, whole = medians[f"{name}: tenant_tx"] / floor, medians[f"{name}: handler"] / floor
-            label = f"RTT {rtt / 1000:.2f} ms"
             results[f"B2 {name} database part ratio ({label})"] = db_part
             results[f"B2 {name} handler ratio ({label})"] = whole
             print(f"  {label}  {name:7s} floor {floor * 1e6:7.1f} us   database part {db_part:5.2f}x (<= 1.10 "

@@ -24,15 +24,14 @@ from psycopg.conninfo import make_conninfo
 
 from bench.common import (
     DBNAME,
-    NETWORK_DELAYS,
     bench_database,
     bench_environment,
     interleaved_medians,
     lambda_invoker,
+    over_a_network,
     per_call,
-    round_trip_us,
 )
-from bench.delayproxy import DelayProxy, DelayProxyProcess
+from bench.delayproxy import DelayProxy
 from chalicelib.db.migrate import APP_ROLE
 
 BODY = {"title": "Bench deal", "value": {"amount_minor": 125_000, "currency": "EUR"}}
@@ -235,29 +234,19 @@ def run() -> dict[str, float]:
 def _over_a_network(socket_path: str, workspace: uuid.UUID, user: uuid.UUID, token: str,
                     placement: tuple[uuid.UUID, uuid.UUID]) -> dict[str, float]:
     """The same paths over TCP through a proxy (its own process) delaying every client write."""
-    from chalicelib.db.pool import use_database
-
     results: dict[str, float] = {}
     rounds, n = int(os.environ.get("B3_ROUNDS", "7")), int(os.environ.get("B3_NET_N", "100"))
     print(f"B3 over a network (TCP through a delaying proxy; median of {rounds} x {n})")
-    for delay in NETWORK_DELAYS:
-        proxy = DelayProxyProcess(socket_path, delay)
-        conninfo = f"host=127.0.0.1 port={proxy.port} user={APP_ROLE} dbname={DBNAME}"
-        rtt = round_trip_us(conninfo)
-        paths, closables = _paths(conninfo, workspace, user, token, placement)
-        use_database(closables[0])
-        try:
-            medians = interleaved_medians(paths, rounds=rounds, n=n, warmup=20)
-        finally:
-            for item in closables:
-                item.close()
-            use_database(None)
-            proxy.close()
-        base, label = medians["single autocommit INSERT"], f"RTT {rtt / 1000:.2f} ms"
+
+    def build(via: dict[str, Any]) -> Any:
+        conninfo = f"host={via['host']} port={via['port']} user={APP_ROLE} dbname={DBNAME}"
+        return _paths(conninfo, workspace, user, token, placement)
+
+    for label, medians in over_a_network(socket_path, build, rounds=rounds, n=n):
+        base = medians["single autocommit INSERT"]
         for name, median in medians.items():
-            if median is base:
-                continue
-            results[f"B3 {name} ratio ({label})"] = median / base
+            if name != "single autocommit INSERT":
+                results[f"B3 {name} ratio ({label})"] = median / base
         print(f"  {label}  floor {base * 1e6:7.1f} us   write transaction "
               f"{medians['write transaction (tenant_tx)'] / base:5.2f}x (<= 1.5)   handler "
               f"{medians['POST /leads handler'] / base:5.2f}x")

@@ -154,3 +154,31 @@ def round_trip_us(conninfo: str, n: int = 300) -> float:
             conn.execute("SELECT 1").fetchall()
             samples.append(time.perf_counter() - started)
     return statistics.median(samples) * 1e6
+
+
+Paths = tuple[dict[str, Callable[[], object]], list[Any]]
+
+
+def over_a_network(socket_path: str, build: Callable[[dict[str, Any]], Paths], *, rounds: int,
+                   n: int) -> Iterator[tuple[str, dict[str, float]]]:
+    """For each of NETWORK_DELAYS: (label with the measured round trip, median seconds per path) of the
+    paths `build(via)` makes for connection parameters `via` that reach the database through a proxy in
+    its own process delaying every client write. build returns (paths, closables); the first closable
+    is the app's Database, installed for the handler path while the paths run."""
+    from bench.delayproxy import DelayProxyProcess
+    from chalicelib.db.pool import use_database
+
+    for delay in NETWORK_DELAYS:
+        proxy = DelayProxyProcess(socket_path, delay)
+        via = {"host": "127.0.0.1", "port": proxy.port}
+        paths, closables = build(via)
+        try:
+            rtt = round_trip_us(closables[0].conninfo)
+            use_database(closables[0])
+            medians = interleaved_medians(paths, rounds=rounds, n=n, warmup=20)
+        finally:
+            for item in closables:
+                item.close()
+            use_database(None)
+            proxy.close()
+        yield f"RTT {rtt / 1000:.2f} ms", medians

@@ -100,6 +100,11 @@ class Database:
                    prepare_threshold=settings.db_prepare_threshold, name=role)
 
     @property
+    def conninfo(self) -> str:
+        """The connection string (a secret: never log it)."""
+        return self._conninfo
+
+    @property
     def pool(self) -> ConnectionPool[Connection[TupleRow]]:
         """The open pool (created on first access)."""
         if self._pool is None:

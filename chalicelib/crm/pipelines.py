@@ -111,14 +111,22 @@ def _stage(row: Row) -> StageOut:
     return StageOut(id=row[0], name=row[2], position=row[3], kind=row[4], probability=row[5])
 
 
+def stages_of_pending(conn: Conn, pipeline_ids: list[uuid.UUID]) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
+    """Queue the read of several pipelines' stages (one query); call the result for each list in order."""
+    cursor = conn.execute("SELECT id, pipeline_id, name, position, kind, probability FROM stages"
+                          " WHERE pipeline_id = ANY(%s) ORDER BY pipeline_id, position", (pipeline_ids,))
+
+    def stages() -> dict[uuid.UUID, list[StageOut]]:
+        found: dict[uuid.UUID, list[StageOut]] = {pid: [] for pid in pipeline_ids}
+        for row in cursor.fetchall():
+            found[row[1]].append(_stage(row))
+        return found
+    return stages
+
+
 def stages_of(conn: Conn, pipeline_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[StageOut]]:
     """Stages of several pipelines (one query), each list in order."""
-    rows = conn.execute("SELECT id, pipeline_id, name, position, kind, probability FROM stages"
-                        " WHERE pipeline_id = ANY(%s) ORDER BY pipeline_id, position", (pipeline_ids,)).fetchall()
-    found: dict[uuid.UUID, list[StageOut]] = {pid: [] for pid in pipeline_ids}
-    for row in rows:
-        found[row[1]].append(_stage(row))
-    return found
+    return stages_of_pending(conn, pipeline_ids)()
 
 
 def out(row: Row, stages: list[StageOut]) -> PipelineOut:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -118,9 +119,10 @@ def create(conn: Conn, *, tenant_id: uuid.UUID, spec: WhatsAppChannelIn | EmailC
     return _out(found, base_url)
 
 
-def list_channels(conn: Conn, *, base_url: str) -> list[ChannelOut]:
-    """Channels of the current workspace."""
-    return [_out(r, base_url) for r in conn.execute("SELECT " + _COLUMNS + " FROM channels ORDER BY created_at, id")]
+def list_channels_pending(conn: Conn, *, base_url: str) -> Callable[[], list[ChannelOut]]:
+    """Queue the read of the current workspace's channels (nothing decrypted); call the result for them."""
+    cursor = conn.execute("SELECT " + _COLUMNS + " FROM channels ORDER BY created_at, id")
+    return lambda: [_out(r, base_url) for r in cursor.fetchall()]
 
 
 def delete(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, actor: audit.Actor) -> None:

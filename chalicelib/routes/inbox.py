@@ -44,9 +44,9 @@ def create_channel(workspace_id: str) -> Response:
           errors_=(401, 403, 404), tags=TAGS)
 def list_channels(workspace_id: str) -> Response:
     """With webhook URLs and masked hints."""
-    with workspace_scope(bp.current_request, workspace_id, min_role="admin") as (conn, _principal):
-        found = channels.list_channels(conn, base_url=get_settings().public_base_url)
-    return json_response(ChannelList(data=found, next_cursor=None))
+    with workspace_read(bp.current_request, workspace_id, min_role="admin") as conn:
+        found = channels.list_channels_pending(conn, base_url=get_settings().public_base_url)
+    return json_response(ChannelList(data=found(), next_cursor=None))
 
 
 @endpoint(bp, WS + "/channels/{channel_id}", "DELETE", summary="Disconnect a channel (owner/admin)", status=204,

@@ -7,7 +7,7 @@ from typing import Any
 from chalice.app import Blueprint, Response
 from pydantic import BaseModel, RootModel
 
-from chalicelib.auth.principal import parse_id, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.vault import store
 from chalicelib.vault.providers import model_for
@@ -47,9 +47,9 @@ def put_integration(workspace_id: str, provider: str) -> Response:
           response_model=IntegrationList, errors_=(401, 404), tags=TAGS)
 def list_integrations(workspace_id: str) -> Response:
     """Masked hints only."""
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        summaries = store.list_credentials(conn, tenant_id=parse_id(workspace_id))
-    return json_response(IntegrationList(data=summaries))
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        summaries = store.list_credentials_pending(conn, tenant_id=parse_id(workspace_id))
+    return json_response(IntegrationList(data=summaries()))
 
 
 @endpoint(bp, ONE, "DELETE", summary="Delete a provider's credentials (owner/admin)", status=204,

@@ -70,10 +70,12 @@ def create_pipeline(workspace_id: str) -> Response:
           tags=TAGS)
 def get_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     """With ETag."""
-    request = bp.current_request
-    with workspace_scope(request, workspace_id) as (conn, principal):
-        row, pipeline = _pipeline(Context(conn, parse_id(workspace_id), principal, request), pipeline_id)
-    return _answer(row, pipeline)
+    record = parse_id(pipeline_id)
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        found = store.get_pending(conn, TABLE, record)
+        stages = pipelines.stages_of_pending(conn, [record])
+    row = store.found(found())
+    return _answer(row, pipelines.out(row, stages()[record]))
 
 
 @endpoint(bp, ONE, "PATCH", summary="Rename a pipeline or make it the default (admin)", request_model=PipelinePatch,

@@ -150,18 +150,26 @@ def put_credentials(conn: Conn, *, tenant_id: UUID | str, provider: str, data: M
     return CredentialSummary(provider=provider, configured=True, hints=model.hints(), updated_at=row[1])
 
 
+def list_credentials_pending(conn: Conn, *, tenant_id: UUID | str) -> Callable[[], list[CredentialSummary]]:
+    """Queue the read of every known provider, configured or not, with masked hints (never a secret, and
+    nothing decrypted); call the result for them."""
+    cursor = conn.execute("SELECT provider, hints, updated_at FROM integration_credentials WHERE tenant_id = %s",
+                          (_uuid(tenant_id),))
+
+    def summaries() -> list[CredentialSummary]:
+        found = {str(provider): (hints or {}, updated) for provider, hints, updated in cursor.fetchall()}
+        result = []
+        for provider in PROVIDERS:
+            hints, updated = found.get(provider, ({}, None))
+            result.append(CredentialSummary(provider=provider, configured=provider in found, updated_at=updated,
+                                            hints={str(k): str(v) for k, v in hints.items()}))
+        return result
+    return summaries
+
+
 def list_credentials(conn: Conn, *, tenant_id: UUID | str) -> list[CredentialSummary]:
     """Every known provider, configured or not, with masked hints (never a secret)."""
-    rows = conn.execute("SELECT provider, hints, updated_at FROM integration_credentials WHERE tenant_id = %s",
-                        (_uuid(tenant_id),)).fetchall()
-    found = {str(provider): (hints, updated) for provider, hints, updated in rows}
-    summaries = []
-    for provider in PROVIDERS:
-        hints, updated = found.get(provider, ({}, None))
-        summaries.append(CredentialSummary(
-            provider=provider, configured=provider in found, updated_at=updated,
-            hints={str(k): str(v) for k, v in (hints or {}).items()}))
-    return summaries
+    return list_credentials_pending(conn, tenant_id=tenant_id)()
 
 
 def delete_credentials(conn: Conn, *, tenant_id: UUID | str, provider: str, actor: audit.Actor,

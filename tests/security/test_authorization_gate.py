@@ -180,7 +180,8 @@ def _read_paths(ws: Workspace) -> list[str]:
     lead = body_of(ws.get("/leads"))["data"][0]
     return ["/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
             f"/pipelines/{sales['id']}/board", f"/leads/{lead['id']}/stage-history", "/conversations", "/calls",
-            "/settings/telephony", "/members", "/api-keys", "/audit-log"]
+            "/settings/telephony", "/members", "/api-keys", "/audit-log", "/integrations", "/channels",
+            f"/pipelines/{sales['id']}"]
 
 
 def test_every_workspace_read_route_is_one_round_trip_for_a_member_and_runs_nothing_for_others(

@@ -32,7 +32,8 @@ ALLOWED = {
     "nested conn.transaction()": {"chalicelib/db/tenancy.py", "chalicelib/db/migrate.py"},
     "authorization deferred": {"chalicelib/auth/principal.py", "chalicelib/crm/api.py", "chalicelib/routes/inbox.py",
                                "chalicelib/routes/telephony.py", "chalicelib/routes/pipelines.py",
-                               "chalicelib/routes/api_keys.py", "chalicelib/routes/workspaces.py"},
+                               "chalicelib/routes/api_keys.py", "chalicelib/routes/workspaces.py",
+                               "chalicelib/routes/integrations.py"},
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -88,13 +89,27 @@ def out(row: Row) -> ConversationOut:
     return ConversationOut.model_construct(**dict(zip(TABLE.columns, row, strict=True)))
 
 
+def messages_pending(conn: Conn, conversation_id: uuid.UUID) -> Callable[[], MessageList]:
+    """Queue the read of a conversation's messages with their attachments in order (two independent
+    queries, not one per message); call the result for them."""
+    message_rows = conn.execute(
+        "SELECT id, direction, body, sent_at, status, error FROM messages WHERE conversation_id = %s"
+        " ORDER BY sent_at, created_at, id", (conversation_id,))
+    attachment_rows = conn.execute(
+        "SELECT a.message_id, a.id, a.filename, a.content_type, a.size_bytes FROM attachments a"
+        " JOIN messages m ON m.tenant_id = a.tenant_id AND m.id = a.message_id WHERE m.conversation_id = %s"
+        " ORDER BY a.created_at, a.id", (conversation_id,))
+
+    def result() -> MessageList:
+        files: dict[Any, list[AttachmentOut]] = {}
+        for a in attachment_rows.fetchall():
+            files.setdefault(a[0], []).append(AttachmentOut(id=a[1], filename=a[2], content_type=a[3], size=a[4]))
+        return MessageList(data=[MessageOut(id=r[0], direction=r[1], body=r[2], sent_at=r[3], status=r[4],
+                                            error=r[5], attachments=files.get(r[0], []))
+                                 for r in message_rows.fetchall()])
+    return result
+
+
 def messages(conn: Conn, conversation_id: uuid.UUID) -> MessageList:
-    """Messages with their attachments in order (two queries, not one per message)."""
-    rows = conn.execute("SELECT id, direction, body, sent_at, status, error FROM messages WHERE conversation_id = %s"
-                        " ORDER BY sent_at, created_at, id", (conversation_id,)).fetchall()
-    files: dict[Any, list[AttachmentOut]] = {}
-    for a in conn.execute("SELECT message_id, id, filename, content_type, size_bytes FROM attachments"
-                          " WHERE message_id = ANY(%s) ORDER BY created_at, id", ([r[0] for r in rows],)):
-        files.setdefault(a[0], []).append(AttachmentOut(id=a[1], filename=a[2], content_type=a[3], size=a[4]))
-    return MessageList(data=[MessageOut(id=r[0], direction=r[1], body=r[2], sent_at=r[3], status=r[4], error=r[5],
-                                        attachments=files.get(r[0], [])) for r in rows])
+    """Messages with their attachments in order."""
+    return messages_pending(conn, conversation_id)()

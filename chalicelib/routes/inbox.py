@@ -103,10 +103,11 @@ def patch_conversation(workspace_id: str, conversation_id: str) -> Response:
 def list_messages(workspace_id: str, conversation_id: str) -> Response:
     """Direction, body, time, status and attachment metadata."""
     record = parse_id(conversation_id)
-    with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
-        store.require(conn, conversations.TABLE, record)
-        result = conversations.messages(conn, record)
-    return json_response(result)
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        conversation = store.get_pending(conn, conversations.TABLE, record)
+        result = conversations.messages_pending(conn, record)
+    store.found(conversation())
+    return json_response(result())
 
 
 @endpoint(bp, WS + "/attachments/{attachment_id}", "GET", summary="Download an attachment (members of its workspace)",

@@ -175,18 +175,33 @@ def test_cookie_write_without_csrf_is_refused_before_the_database(ws: Workspace,
     assert not [line for line in lines if '"BEGIN"' in line], lines
 
 
-def _read_paths(ws: Workspace) -> list[str]:
+def _conversation(ws: Workspace, db: TestDatabase) -> str:
+    """An email conversation with one message, inserted as the superuser (the inbox is not under test)."""
+    with db.admin() as admin:
+        row = admin.execute(
+            "WITH ch AS (INSERT INTO channels (tenant_id, type, address, secrets_ciphertext)"
+            "            VALUES (%(t)s, 'email', 'in@example.test', '\\x00') RETURNING id),"
+            " c AS (INSERT INTO conversations (tenant_id, channel_id, thread_key) SELECT %(t)s, id, 'root' FROM ch"
+            "       RETURNING id),"
+            " m AS (INSERT INTO messages (tenant_id, conversation_id, direction, body, status, sent_at)"
+            "       SELECT %(t)s, id, 'in', 'Canary message', 'received', now() FROM c)"
+            " SELECT id FROM c", {"t": ws.id}).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _read_paths(ws: Workspace, db: TestDatabase) -> list[str]:
     [sales] = [p for p in body_of(ws.get("/pipelines"))["data"] if p["is_default"]]
     lead = body_of(ws.get("/leads"))["data"][0]
     return ["/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
             f"/pipelines/{sales['id']}/board", f"/leads/{lead['id']}/stage-history", "/conversations", "/calls",
             "/settings/telephony", "/members", "/api-keys", "/audit-log", "/integrations", "/channels",
-            f"/pipelines/{sales['id']}"]
+            f"/pipelines/{sales['id']}", f"/conversations/{_conversation(ws, db)}/messages"]
 
 
 def test_every_workspace_read_route_is_one_round_trip_for_a_member_and_runs_nothing_for_others(
-        ws: Workspace, other: Workspace, app_db: Database) -> None:
-    for path in _read_paths(ws):
+        ws: Workspace, other: Workspace, app_db: Database, fresh_db: TestDatabase) -> None:
+    for path in _read_paths(ws, fresh_db):
         answers: list[Any] = []
         batches = _batches(_wire(app_db, lambda path=path, answers=answers: answers.append(ws.get(path))))
         assert answers[0].status_code == 200, (path, answers[0].body)

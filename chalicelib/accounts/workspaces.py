@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from psycopg import Connection
@@ -58,10 +59,15 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor
     return _out(row, "owner")
 
 
+def get_pending(conn: Connection[TupleRow], *, tenant_id: uuid.UUID) -> Callable[[str | None], WorkspaceOut]:
+    """Queue the read of the workspace of this tenant transaction; call the result with the caller's role."""
+    cursor = conn.execute("SELECT " + _COLUMNS + " FROM workspaces WHERE id = %s", (tenant_id,))
+    return lambda role: _out(cursor.fetchone(), role)
+
+
 def get(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, role: str | None) -> WorkspaceOut:
     """The workspace of this tenant transaction."""
-    return _out(conn.execute("SELECT " + _COLUMNS + " FROM workspaces WHERE id = %s", (tenant_id,)).fetchone(),
-                role)
+    return get_pending(conn, tenant_id=tenant_id)(role)
 
 
 def rename(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,

@@ -19,7 +19,7 @@ from chalicelib.accounts.models import (
     WorkspacePatch,
 )
 from chalicelib.auth import links, ratelimit
-from chalicelib.auth.principal import account_scope, parse_id, workspace_read, workspace_scope
+from chalicelib.auth.principal import account_scope, parse_id, workspace_read, workspace_scope, workspace_tx
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.errors import Forbidden, RateLimited
 from chalicelib.http import endpoint, json_response, parse_body
@@ -60,9 +60,9 @@ def list_workspaces() -> Response:
 @endpoint(bp, WS, "GET", summary="One workspace", response_model=WorkspaceOut, errors_=(401, 404), tags=TAGS)
 def get_workspace(workspace_id: str) -> Response:
     """With ETag."""
-    with workspace_scope(bp.current_request, workspace_id) as (conn, principal):
-        found = workspaces.get(conn, tenant_id=parse_id(workspace_id), role=principal.role)
-    return _with_etag(found)
+    with workspace_tx(bp.current_request, workspace_id) as (conn, caller):
+        found = workspaces.get_pending(conn, tenant_id=parse_id(workspace_id))
+    return _with_etag(found(caller().role))
 
 
 @endpoint(bp, WS, "PATCH", summary="Rename a workspace (admin)", request_model=WorkspacePatch,

@@ -193,7 +193,7 @@ def _conversation(ws: Workspace, db: TestDatabase) -> str:
 def _read_paths(ws: Workspace, db: TestDatabase) -> list[str]:
     [sales] = [p for p in body_of(ws.get("/pipelines"))["data"] if p["is_default"]]
     lead = body_of(ws.get("/leads"))["data"][0]
-    return ["/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
+    return ["", "/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
             f"/pipelines/{sales['id']}/board", f"/leads/{lead['id']}/stage-history", "/conversations", "/calls",
             "/settings/telephony", "/members", "/api-keys", "/audit-log", "/integrations", "/channels",
             f"/pipelines/{sales['id']}", f"/conversations/{_conversation(ws, db)}/messages"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator
@@ -184,24 +185,16 @@ def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "me
     """A tenant transaction for the path's workspace, opened only for a member with `min_role`.
 
     Not a member (or no such workspace) answers 404, indistinguishable on purpose. The authorization is
-    awaited before the route runs (one round trip); read-only routes that do not need the caller use
-    workspace_read, where it travels with their reads.
+    awaited before the route runs (one round trip): for routes with work outside the database. Routes
+    that only work in the database use workspace_tx or workspace_read, where it travels with their
+    statements.
     """
-    settings = get_settings()
-    tenant = parse_id(workspace_id)
-    key, token = _credentials(request, settings)
-    unsafe = request.method in UNSAFE_METHODS
-    if token is not None and unsafe:
-        check_origin(request, settings)
-    with _refusals(min_role), tenant_tx(tenant) as conn:
-        principal = _authorize_pending(conn, request, tenant, key, token, min_role, allow_deleted, settings)()
-        if token is not None and unsafe:
-            _check_csrf(request, token, settings)
-        yield conn, principal
+    with workspace_tx(request, workspace_id, min_role=min_role, allow_deleted=allow_deleted) as (conn, caller):
+        yield conn, caller()
 
 
 @contextlib.contextmanager
-def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "member"
+def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "member", allow_deleted: bool = False
                  ) -> Iterator[tuple[Connection[TupleRow], Callable[[], Principal]]]:
     """A tenant transaction whose authorization travels with the route's first statements.
 
@@ -225,13 +218,8 @@ def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "membe
         _check_csrf(request, token, settings)
     with _refusals(min_role):
         with tenant_tx(tenant) as conn:
-            pending = _authorize_pending(conn, request, tenant, key, token, min_role, False, settings)
-            resolved: list[Principal] = []
-
-            def caller() -> Principal:
-                if not resolved:
-                    resolved.append(pending())
-                return resolved[0]
+            caller = functools.cache(
+                _authorize_pending(conn, request, tenant, key, token, min_role, allow_deleted, settings))
             yield conn, caller
         caller()  # a route that never asked still gets its caller checked (a refusal raised above)
 

@@ -49,12 +49,13 @@ def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now:
 def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings) -> SessionInfo | None:
     """Find a live session (no workspace involved) in one statement (one round trip)."""
     row = conn.execute(
-        "SELECT * FROM app.session_lookup(%s, NULL, %s, %s)",
+        "SELECT id, user_id, last_seen_at FROM sessions WHERE token_hash = %s AND revoked_at IS NULL"
+        " AND expires_at > %s AND last_seen_at > %s",
         (keyed_hash("session", token, settings), now, now - timedelta(seconds=settings.session_idle_timeout_s))
     ).fetchone()
     if row is None:
         return None
-    session_id, user_id, last_seen, _role, _deleted_at = row
+    session_id, user_id, last_seen = row
     if last_seen < now - TOUCH_EVERY:
         # Queued, not awaited: in pipeline mode it travels with the handler's next statement.
         conn.execute("UPDATE sessions SET last_seen_at = %s WHERE id = %s", (now, session_id))

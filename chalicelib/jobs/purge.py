@@ -172,7 +172,7 @@ def purge_auth(db: Database, now: datetime, *, settings: Settings | None = None,
     _global(outcome, AUTH_JOB, "login_tokens", lambda: delete_in_batches(
         db, "login_tokens", "expires_at < %s OR used_at < %s", (expired, expired), batch_size=batch_size,
         on_batch=on_batch))
-    # A revoked session is dead at once; an expired or idle one no longer resolves (app.session_lookup).
+    # A revoked session is dead at once; an expired or idle one no longer resolves (see sessions.resolve).
     _global(outcome, AUTH_JOB, "sessions", lambda: delete_in_batches(
         db, "sessions", "revoked_at IS NOT NULL OR expires_at < %s OR last_seen_at < %s", (expired, idle),
         batch_size=batch_size, on_batch=on_batch))

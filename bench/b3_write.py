@@ -125,24 +125,21 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
 
 def _trace_batches(db: Any, action: Callable[[], object]) -> list[list[str]]:
     """The statements of each client->server batch libpq sent while `action` ran, up to COMMIT's answer."""
-    from tests.pgtrace import trace_lines
+    from tests.pgtrace import round_trips, trace_lines
 
     lines = trace_lines(db, action)
-    batches: list[list[str]] = []
-    previous = "B"
-    for line in lines:
-        if line.startswith("B") and "CommandComplete" in line and '"COMMIT"' in line:
-            break
-        if line.startswith("F") and previous == "B":
-            batches.append([])
-        if line.startswith("F") and "\tParse\t" in line:
-            text = line.split("\tParse\t", 1)[1].split('"', 3)[-1].rsplit('"', 1)[0]
-            # An empty statement is the pool's full checkout check (after a long idle, or pending input).
-            batches[-1].append(" ".join(text.replace('"', "").split()[:4]) or "(the pool's full checkout check)")
-        elif line.startswith("F") and "\tQuery\t" in line:
-            batches[-1].append("(the pool's full checkout check)")
-        previous = line[0]
-    return batches
+    end = next((i for i, line in enumerate(lines) if line.startswith("B") and "CommandComplete" in line
+                and '"COMMIT"' in line), len(lines))
+    return [[_statement(line) for line in batch if "\tParse\t" in line or "\tQuery\t" in line]
+            for batch in round_trips(lines[:end])]
+
+
+def _statement(line: str) -> str:
+    # An empty statement (or simple Query) is the pool's full checkout check (after a long idle, or input).
+    if "\tParse\t" not in line:
+        return "(the pool's full checkout check)"
+    text = line.split("\tParse\t", 1)[1].split('"', 3)[-1].rsplit('"', 1)[0]
+    return " ".join(text.replace('"', "").split()[:4]) or "(the pool's full checkout check)"
 
 
 def _per_request(fn: Callable[[], object], n: int) -> float:

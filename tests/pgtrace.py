@@ -26,3 +26,17 @@ def trace_lines(db: Any, action: Callable[[], object]) -> list[str]:
                 with db.pool.connection() as conn:
                     conn.pgconn.untrace()
         return [line for line in trace_path.read_text().splitlines() if line[:1] in ("F", "B")]
+
+
+def round_trips(lines: list[str]) -> list[list[str]]:
+    """Frontend message lines grouped by round trip: a batch is a run of frontend messages, and each one
+    sent after a backend message starts a new round trip."""
+    batches: list[list[str]] = []
+    previous = "B"
+    for line in lines:
+        if line.startswith("F"):
+            if previous == "B":
+                batches.append([])
+            batches[-1].append(line)
+        previous = line[0]
+    return batches

@@ -21,7 +21,7 @@ from chalicelib.settings import get_settings
 from tests.api.auth_helpers import Outbox, body_of, call, create_key, problem
 from tests.api.crm_helpers import Workspace, at, insert_rows, new_workspace, rows_of, without_request_id
 from tests.conftest import TestDatabase, scratch_database
-from tests.pgtrace import trace_lines
+from tests.pgtrace import round_trips, trace_lines
 
 
 @pytest.fixture
@@ -537,14 +537,8 @@ def _round_trips_after(app_db: Database, marker: str, action: Callable[[], None]
     start = next(i for i, line in enumerate(lines) if line.startswith("F") and marker in line)
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("B") and "CommandComplete" in lines[i]
                and "COMMIT" in lines[i])
-    # A batch is a run of frontend messages; each one sent after a backend message started a new round trip.
-    batches, previous = 0, "B"
-    for line in lines[start:end]:
-        if line.startswith("F") and previous == "B":
-            batches += 1
-        previous = line[0]
-    first_batch_end = next(i for i in range(start, len(lines)) if lines[i].startswith("B"))
-    return batches, "\n".join(lines[start:first_batch_end])
+    batches = round_trips(lines[start:end])
+    return len(batches), "\n".join(batches[0])
 
 
 def test_writes_after_validation_travel_in_one_round_trip(ws: Workspace, app_db: Database) -> None:

@@ -23,7 +23,7 @@ from chalicelib.settings import get_settings
 from tests.api.auth_helpers import Outbox, body_of, call, create_key, problem
 from tests.api.crm_helpers import Workspace, new_workspace
 from tests.conftest import TestDatabase
-from tests.pgtrace import trace_lines
+from tests.pgtrace import round_trips, trace_lines
 
 
 @pytest.fixture
@@ -45,19 +45,6 @@ def _wire(app_db: Database, action: Callable[[], Any]) -> list[str]:
     return lines[start:]
 
 
-def _batches(lines: list[str]) -> list[list[str]]:
-    """Frontend messages grouped by round trip (a batch ends when the server answers)."""
-    batches: list[list[str]] = []
-    previous = "B"
-    for line in lines:
-        if line.startswith("F"):
-            if previous == "B":
-                batches.append([])
-            batches[-1].append(line)
-        previous = line[0]
-    return batches
-
-
 def _refused_then_nothing_ran(lines: list[str], sqlstate: str) -> None:
     backend = [line for line in lines if line.startswith("B")]
     refusal = next(i for i, line in enumerate(backend) if "ErrorResponse" in line)
@@ -72,7 +59,7 @@ def _refused_then_nothing_ran(lines: list[str], sqlstate: str) -> None:
 
 
 def test_member_list_page_travels_with_its_authorization_and_commit(ws: Workspace, app_db: Database) -> None:
-    batches = _batches(_wire(app_db, lambda: ws.get("/leads?q=zephyr")))
+    batches = round_trips(_wire(app_db, lambda: ws.get("/leads?q=zephyr")))
     first = "\n".join(batches[0])
     for needed in ("app.authorize_session", 'FROM "leads"', '"COMMIT"'):
         assert needed in first, f"{needed} not in the first round trip"
@@ -81,7 +68,7 @@ def test_member_list_page_travels_with_its_authorization_and_commit(ws: Workspac
 
 def test_member_read_of_one_record_is_one_round_trip(ws: Workspace, app_db: Database) -> None:
     lead = body_of(ws.get("/leads"))["data"][0]
-    batches = _batches(_wire(app_db, lambda: ws.get(f"/leads/{lead['id']}")))
+    batches = round_trips(_wire(app_db, lambda: ws.get(f"/leads/{lead['id']}")))
     assert len(batches) == 1 and "app.authorize_session" in "\n".join(batches[0])
 
 
@@ -203,7 +190,7 @@ def test_every_workspace_read_route_is_one_round_trip_for_a_member_and_runs_noth
         ws: Workspace, other: Workspace, app_db: Database, fresh_db: TestDatabase) -> None:
     for path in _read_paths(ws, fresh_db):
         answers: list[Any] = []
-        batches = _batches(_wire(app_db, lambda path=path, answers=answers: answers.append(ws.get(path))))
+        batches = round_trips(_wire(app_db, lambda path=path, answers=answers: answers.append(ws.get(path))))
         assert answers[0].status_code == 200, (path, answers[0].body)
         assert len(batches) == 1 and "app.authorize_session" in "\n".join(batches[0]), path
         refused: list[Any] = []

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
-from psycopg import Connection
+from psycopg import Connection, sql
 from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import errors
-from chalicelib.crm.listing import ListSpec, text_sort, time_sort
+from chalicelib.crm import store
+from chalicelib.crm.listing import ListQuery, ListSpec, text_sort, time_sort
 from chalicelib.crm.store import Row, Table
 
 Kind = Literal["open", "won", "lost"]
@@ -111,17 +113,38 @@ def _stage(row: Row) -> StageOut:
     return StageOut(id=row[0], name=row[2], position=row[3], kind=row[4], probability=row[5])
 
 
-def stages_of_pending(conn: Conn, pipeline_ids: list[uuid.UUID]) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
-    """Queue the read of several pipelines' stages (one query); call the result for each list in order."""
-    cursor = conn.execute("SELECT id, pipeline_id, name, position, kind, probability FROM stages"
-                          " WHERE pipeline_id = ANY(%s) ORDER BY pipeline_id, position", (pipeline_ids,))
+_STAGE_COLUMNS = "SELECT id, pipeline_id, name, position, kind, probability FROM stages"
 
+
+def _grouped(cursor: psycopg.Cursor[TupleRow], pipeline_ids: list[uuid.UUID] | None = None
+             ) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
     def stages() -> dict[uuid.UUID, list[StageOut]]:
-        found: dict[uuid.UUID, list[StageOut]] = {pid: [] for pid in pipeline_ids}
+        found: dict[uuid.UUID, list[StageOut]] = {pid: [] for pid in pipeline_ids or ()}
         for row in cursor.fetchall():
-            found[row[1]].append(_stage(row))
+            found.setdefault(row[1], []).append(_stage(row))
         return found
     return stages
+
+
+def stages_of_pending(conn: Conn, pipeline_ids: list[uuid.UUID]) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
+    """Queue the read of several pipelines' stages (one query); call the result for each list in order."""
+    return _grouped(conn.execute(_STAGE_COLUMNS + " WHERE pipeline_id = ANY(%s) ORDER BY pipeline_id, position",
+                                 (pipeline_ids,)), pipeline_ids)
+
+
+@functools.lru_cache(maxsize=64)
+def _page_stages_sql(page_sql: str) -> sql.SQL:
+    # The page's own statement as a subquery (its parameters are the page's): the stages need not wait
+    # for the page's ids, so both reads travel in one round trip.
+    return sql.SQL(sql.SQL(_STAGE_COLUMNS + " WHERE pipeline_id IN (SELECT id FROM ({}) AS page)"
+                           " ORDER BY pipeline_id, position").format(sql.SQL(page_sql)).as_string())
+
+
+def page_stages_pending(conn: Conn, query: ListQuery) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
+    """Queue the read of the stages of the pipelines on one list page, next to store.list_pending (one
+    query, nothing awaited); call the result for {pipeline id: stages in order}."""
+    statement, params = store.list_statement(TABLE, query)
+    return _grouped(conn.execute(_page_stages_sql(statement.as_string()), params))
 
 
 def stages_of(conn: Conn, pipeline_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[StageOut]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from chalicelib import audit, errors
-from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_tx
 from chalicelib.crm import leads, pipelines, store
 from chalicelib.crm.api import Context, Page
 from chalicelib.crm.listing import parse_list
@@ -28,8 +28,12 @@ TAGS = ("crm",)
 
 
 def _pipeline(ctx: Context, pipeline_id: str) -> tuple[store.Row, PipelineOut]:
-    row = store.require(ctx.conn, TABLE, parse_id(pipeline_id))
-    return row, pipelines.out(row, pipelines.stages_of(ctx.conn, [row[0]])[row[0]])
+    # Both reads queued before either is awaited: one round trip.
+    record = parse_id(pipeline_id)
+    found = store.get_pending(ctx.conn, TABLE, record)
+    stages = pipelines.stages_of_pending(ctx.conn, [record])
+    row = store.found(found())
+    return row, pipelines.out(row, stages()[record])
 
 
 def _answer(row: store.Row, pipeline: PipelineOut, status: int = 200, extra: dict[str, str] | None = None) -> Response:
@@ -42,10 +46,13 @@ def list_pipelines(workspace_id: str) -> Response:
     """Pipelines (paged) each with its stages in order."""
     request = bp.current_request
     query = parse_list(TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
-    with workspace_scope(request, workspace_id) as (conn, _principal):
-        rows, cursor = store.list_rows(conn, TABLE, query)
-        stages = pipelines.stages_of(conn, [r[0] for r in rows])
-    data = [pipelines.out(r, stages[r[0]]) for r in rows]
+    with workspace_read(request, workspace_id) as conn:
+        page = store.list_pending(conn, TABLE, query)
+        stages = pipelines.page_stages_pending(conn, query)
+    # Read after the block: the authorization, the page, its stages and the COMMIT in one round trip.
+    rows, cursor = page()
+    found = stages()
+    data = [pipelines.out(r, found.get(r[0], [])) for r in rows]
     return json_response({"data": data, "next_cursor": cursor})
 
 
@@ -56,13 +63,14 @@ def create_pipeline(workspace_id: str) -> Response:
     request = bp.current_request
     body = parse_body(request, PipelineCreate)
     tenant = parse_id(workspace_id)
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
-        ctx = Context(conn, tenant, principal, request)
+    with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
+        ctx = Context(conn, tenant, caller, request)
         created = pipelines.create(conn, tenant_id=tenant, name=body.name, stages=body.stages, is_default=False,
                                    now=ctx.now)
-        audit.record(conn, tenant_id=tenant, action="pipeline.created", actor=principal.actor,
-                     target_type="pipeline", target_id=created)
+        # The read first: it brings the authorization (and the caller the audit entry names) with it.
         row, pipeline = _pipeline(ctx, str(created))
+        audit.record(conn, tenant_id=tenant, action="pipeline.created", actor=ctx.principal.actor,
+                     target_type="pipeline", target_id=created)
     return _answer(row, pipeline, 201, {"Location": f"/workspaces/{tenant}/pipelines/{created}"})
 
 
@@ -85,14 +93,14 @@ def patch_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     request = bp.current_request
     body = parse_body(request, PipelinePatch)
     record = parse_id(pipeline_id)
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
-        ctx = Context(conn, parse_id(workspace_id), principal, request)
+    with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
+        ctx = Context(conn, parse_id(workspace_id), caller, request)
         existing = store.require(conn, TABLE, record)
         store.check_if_match(request.headers.get("if-match"), existing, TABLE)
         if body.is_default:
             pipelines.make_default(conn, record)
         store.update(conn, TABLE, record, pipelines.pipeline_values(body), ctx.now)
-        audit.record(conn, tenant_id=ctx.tenant, action="pipeline.updated", actor=principal.actor,
+        audit.record(conn, tenant_id=ctx.tenant, action="pipeline.updated", actor=ctx.principal.actor,
                      target_type="pipeline", target_id=record)
         row, pipeline = _pipeline(ctx, pipeline_id)
     return _answer(row, pipeline)
@@ -104,7 +112,7 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     """409 while it holds leads or is the default."""
     request = bp.current_request
     record = parse_id(pipeline_id)
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+    with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         existing = store.require(conn, TABLE, record)
         store.check_if_match(request.headers.get("if-match"), existing, TABLE)
         if existing[TABLE.index("is_default")]:
@@ -112,7 +120,7 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
         if conn.execute("SELECT 1 FROM leads WHERE pipeline_id = %s LIMIT 1", (record,)).fetchone():
             raise errors.Conflict("the pipeline holds leads; move or delete them first")
         store.delete(conn, TABLE, record)
-        audit.record(conn, tenant_id=parse_id(workspace_id), action="pipeline.deleted", actor=principal.actor,
+        audit.record(conn, tenant_id=parse_id(workspace_id), action="pipeline.deleted", actor=caller().actor,
                      target_type="pipeline", target_id=record)
     return Response(body="", status_code=204)
 
@@ -124,10 +132,10 @@ def add_stage(workspace_id: str, pipeline_id: str) -> Response:
     request = bp.current_request
     body = parse_body(request, StageIn)
     record = parse_id(pipeline_id)
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
-        ctx = Context(conn, parse_id(workspace_id), principal, request)
+    with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
+        ctx = Context(conn, parse_id(workspace_id), caller, request)
         created = pipelines.add_stage(conn, tenant_id=ctx.tenant, pipeline_id=record, stage=body)
-        audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=principal.actor, target_type="stage",
+        audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=ctx.principal.actor, target_type="stage",
                      target_id=created)
         prow, pipeline = _pipeline(ctx, pipeline_id)
     return _answer(prow, pipeline, 201)
@@ -140,8 +148,8 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     request = bp.current_request
     body = parse_body(request, StagePatch)
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
-        ctx = Context(conn, parse_id(workspace_id), principal, request)
+    with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
+        ctx = Context(conn, parse_id(workspace_id), caller, request)
         pipelines.lock(conn, record)
         found = pipelines.stage(conn, stage)
         if found is None or found[0] != record:
@@ -159,7 +167,7 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
                          " RETURNING 1", (values["kind"], ctx.now, stage, values["kind"])).fetchall()
         if body.position is not None:
             pipelines.reorder(conn, record, stage, body.position)
-        audit.record(conn, tenant_id=ctx.tenant, action="stage.updated", actor=principal.actor, target_type="stage",
+        audit.record(conn, tenant_id=ctx.tenant, action="stage.updated", actor=ctx.principal.actor, target_type="stage",
                      target_id=stage)
         prow, pipeline = _pipeline(ctx, pipeline_id)
     return _answer(prow, pipeline)
@@ -173,12 +181,12 @@ def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
     raw_target = dict(request.query_params or {}).get("target_stage_id")
     target = parse_id(raw_target) if raw_target else None
-    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
-        ctx = Context(conn, parse_id(workspace_id), principal, request)
+    with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
+        ctx = Context(conn, parse_id(workspace_id), caller, request)
         moved = pipelines.delete_stage(conn, pipeline_id=record, stage_id=stage, target=target)
         if moved and target is not None:
             leads.record_moves(ctx, moved, stage, target)
-        audit.record(conn, tenant_id=ctx.tenant, action="stage.deleted", actor=principal.actor, target_type="stage",
+        audit.record(conn, tenant_id=ctx.tenant, action="stage.deleted", actor=ctx.principal.actor, target_type="stage",
                      target_id=stage, details={"moved_leads": len(moved)})
     return Response(body="", status_code=204)
 

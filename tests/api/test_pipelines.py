@@ -63,6 +63,24 @@ def test_new_workspace_has_default_sales_pipeline_with_five_stages_in_order(ws: 
     assert _positions(sales) == [0, 1, 2, 3, 4]
 
 
+def test_pipeline_list_pages_carry_each_pipelines_own_stages(ws: Workspace) -> None:
+    shapes = {"Sales": DEFAULT}
+    for name, stage_names in (("Renewals", ["Ask", "Signed"]), ("Partners", ["Intro"]), ("Upsell", ["A", "B", "C"])):
+        ws.create("/pipelines", {"name": name, "stages": [{"name": n} for n in stage_names]})
+        shapes[name] = [(n, "open") for n in stage_names]
+    seen: dict[str, list[tuple[str, str]]] = {}
+    cursor = None
+    while True:
+        page = body_of(ws.get("/pipelines?limit=1&sort=name" + (f"&cursor={cursor}" if cursor else "")))
+        assert len(page["data"]) == 1
+        seen.update({p["name"]: _shape(p) for p in page["data"]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == shapes
+    assert list(seen) == sorted(shapes)
+
+
 def test_pipeline_read_carries_etag(ws: Workspace) -> None:
     sales = _default(ws)
     response = ws.get(f"/pipelines/{sales['id']}")

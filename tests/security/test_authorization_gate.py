@@ -180,7 +180,7 @@ def _conversation(ws: Workspace, db: TestDatabase) -> str:
 def _read_paths(ws: Workspace, db: TestDatabase) -> list[str]:
     [sales] = [p for p in body_of(ws.get("/pipelines"))["data"] if p["is_default"]]
     lead = body_of(ws.get("/leads"))["data"][0]
-    return ["", "/leads", f"/leads/{lead['id']}", "/companies", "/contacts", "/notes", "/custom-fields",
+    return ["", "/leads", f"/leads/{lead['id']}", "/pipelines", "/companies", "/contacts", "/notes", "/custom-fields",
             f"/pipelines/{sales['id']}/board", f"/leads/{lead['id']}/stage-history", "/conversations", "/calls",
             "/settings/telephony", "/members", "/api-keys", "/audit-log", "/integrations", "/channels",
             f"/pipelines/{sales['id']}", f"/conversations/{_conversation(ws, db)}/messages"]
@@ -257,3 +257,50 @@ def test_non_member_cannot_create_a_custom_field_and_nothing_queued_runs(
         _refused_then_nothing_ran(lines, "CR404")
     with fresh_db.admin() as admin:
         assert admin.execute("SELECT count(*) FROM custom_fields WHERE key = 'smuggled'").fetchone() == (0,)
+
+
+def _pipeline_writes(ws: Workspace) -> list[tuple[str, str, Any]]:
+    [sales] = [p for p in body_of(ws.get("/pipelines"))["data"] if p["is_default"]]
+    spare = ws.create("/pipelines", {"name": "Spare", "stages": [{"name": "One"}, {"name": "Two"}]})
+    one = f"/pipelines/{sales['id']}"
+    return [("POST", "/pipelines", {"name": "Smuggled"}), ("PATCH", one, {"name": "Smuggled"}),
+            ("POST", one + "/stages", {"name": "Smuggled"}),
+            ("PATCH", f"{one}/stages/{sales['stages'][0]['id']}", {"name": "Smuggled", "position": 3}),
+            ("DELETE", f"/pipelines/{spare['id']}/stages/{spare['stages'][0]['id']}", None),
+            ("DELETE", f"/pipelines/{spare['id']}", None)]
+
+
+def _pipelines_snapshot(db: TestDatabase, workspace_id: str) -> list[Any]:
+    with db.admin() as admin:
+        return admin.execute(
+            "SELECT p.id, p.name, p.is_default, p.updated_at, s.id, s.name, s.position, s.updated_at"
+            " FROM pipelines p JOIN stages s ON s.tenant_id = p.tenant_id AND s.pipeline_id = p.id"
+            " WHERE p.tenant_id = %s ORDER BY p.id, s.position", (workspace_id,)).fetchall()
+
+
+def test_pipeline_and_stage_writes_of_outsiders_and_members_run_nothing(
+        ws: Workspace, other: Workspace, outbox: Outbox, app_db: Database, fresh_db: TestDatabase) -> None:
+    writes = _pipeline_writes(ws)
+    member = ws.as_member(outbox, "member")
+    before = _pipelines_snapshot(fresh_db, ws.id)
+    for method, path, body in writes:
+        responses: list[Any] = []
+        lines = _wire(app_db, lambda method=method, path=path, body=body, responses=responses: responses.append(
+            call(other.client, method, ws.base + path, other.browser, body)))
+        problem(responses[0], 404)
+        _refused_then_nothing_ran(lines, "CR404")
+        problem(member.call(method, path, body), 403)
+    assert _pipelines_snapshot(fresh_db, ws.id) == before
+    with fresh_db.admin() as admin:
+        assert admin.execute("SELECT count(*) FROM audit_log WHERE tenant_id = %s AND (action LIKE 'pipeline.%%'"
+                             " OR action LIKE 'stage.%%') AND actor_user_id <> %s",
+                             (ws.id, ws.user_id)).fetchone() == (0,)
+    # The owner's same writes all succeed (the list above is not refused for a reason of its own), and the
+    # authorization shares its round trip with the route's first statements.
+    for method, path, body in writes:
+        answers: list[Any] = []
+        batches = round_trips(_wire(app_db, lambda method=method, path=path, body=body, answers=answers:
+                                    answers.append(ws.call(method, path, body))))
+        assert answers[0].status_code in (200, 201, 204), (method, path, answers[0].body)
+        first = [line for line in batches[0] if "\tParse\t" in line]
+        assert "app.authorize_session" in "\n".join(first) and len(first) > 3, (method, path, first)

@@ -197,6 +197,9 @@ def _paths(app_url: str, admin_url: str, workspace: uuid.UUID, cookie: str,
     db = Database(app_url, size=1)
     # The floor: the same pool settings, its sessions in the BYPASSRLS role.
     floor = Database(make_conninfo(admin_url, options=f"-c role={BYPASS_ROLE}"), size=1, name="floor")
+    # The RLS statement alone: its session carries the tenant from its start (as B1's floor), so no
+    # transaction framing; what it costs over the floor is the policies' own cost.
+    alone = Database(make_conninfo(app_url, options=f"-c app.tenant_id={workspace}"), size=1, name="alone")
     header = {"Cookie": f"{get_settings().session_cookie_name}={cookie}"}
     paths: dict[str, Callable[[], object]] = {}
     for name, (query, statement, params, explicit, explicit_params) in queries.items():
@@ -219,10 +222,15 @@ def _paths(app_url: str, admin_url: str, workspace: uuid.UUID, cookie: str,
             with floor.pool.connection() as conn:
                 return conn.execute(explicit, explicit_params).fetchall()
 
+        def statement_alone(statement: Any = statement, params: dict[str, Any] = params) -> object:
+            with alone.pool.connection() as conn:
+                return conn.execute(statement, params).fetchall()
+
         paths[f"{name}: bypass floor"] = bare
+        paths[f"{name}: RLS statement"] = statement_alone
         paths[f"{name}: tenant_tx"] = database
         paths[f"{name}: handler"] = handler
-    return paths, [db, floor]
+    return paths, [db, floor, alone]
 
 
 def run() -> dict[str, float]:
@@ -244,15 +252,17 @@ def run() -> dict[str, float]:
                 # Every path really answers the same page: RLS and the explicit tenant select the same rows.
                 through_rls, floor_rows = paths[f"{name}: tenant_tx"](), paths[f"{name}: bypass floor"]()
                 assert isinstance(through_rls, list) and through_rls == floor_rows and through_rls, name
+                assert paths[f"{name}: RLS statement"]() == floor_rows, name
                 page = json.loads(paths[f"{name}: handler"]().body)["data"]  # type: ignore[attr-defined]
                 assert [str(r["id"]) for r in page] == [str(r[0]) for r in through_rls[:50]], name
                 print(f"  {name}: {len(page)} rows on the page")
             rounds, n = int(os.environ.get("B2_ROUNDS", "7")), int(os.environ.get("B2_N", "200"))
             medians = interleaved_medians(paths, rounds=rounds, n=n, warmup=50)
-            pids = {"floor": backend_pid(closables[1]), "app": backend_pid(closables[0])}
+            pids = {"floor": backend_pid(closables[1]), "app": backend_pid(closables[0]),
+                    "statement": backend_pid(closables[2])}
             server = server_cpu_medians(
-                {name: (fn, pids["floor" if name.endswith("floor") else "app"]) for name, fn in paths.items()},
-                rounds=rounds, n=n)
+                {name: (fn, pids["floor" if name.endswith("floor") else "statement" if name.endswith("statement")
+                                 else "app"]) for name, fn in paths.items()}, rounds=rounds, n=n)
             print(f"B2 lead list, {WORKSPACES:,} workspaces x {LEADS_PER_WORKSPACE:,} leads (median of {rounds} x {n};"
                   " unix socket, pool size 1)")
             for name in queries:
@@ -274,6 +284,15 @@ def run() -> dict[str, float]:
                           f"{'PASS' if db_part <= 1.10 else 'FAIL'}; {wall:5.2f}x client wall time")
                 else:
                     print(f"  {name:7s} database part {wall:5.2f}x client wall time (server CPU not observable)")
+                alone = medians[f"{name}: RLS statement"] / floor
+                results[f"B2 {name} RLS statement alone ratio (client wall)"] = alone
+                share = ""
+                if server is not None:
+                    s_alone = server[f"{name}: RLS statement"] / server[f"{name}: bypass floor"]
+                    results[f"B2 {name} RLS statement alone ratio (server)"] = s_alone
+                    share = f"{s_alone:5.2f}x server time, "
+                print(f"  {name:7s} the RLS statement alone (tenant from session start, no BEGIN/set_config/COMMIT):"
+                      f" {share}{alone:5.2f}x client wall time (informational; the framing is what B1 measures)")
                 print(f"  {name:7s} whole handler {whole:5.2f}x (target <= 2.00) {'PASS' if whole <= 2.0 else 'FAIL'}")
         finally:
             for item in closables:

@@ -83,8 +83,9 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise errors.UnsupportedMediaType("send the body as application/json")
     try:
         document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        # No parser message: it quotes the offending input.
+    except ValueError:
+        # UnicodeDecodeError, JSONDecodeError and an integer beyond Python's digit limit are all
+        # ValueErrors. No parser message: it quotes the offending input.
         raise errors.BadRequest("the body is not valid UTF-8 JSON") from None
     try:
         return model.model_validate(document)

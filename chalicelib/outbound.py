@@ -95,7 +95,8 @@ def request(method: str, url: str, *, headers: Mapping[str, str] | None = None, 
         response = pool.urlopen(method, path, headers=sent, body=body, redirect=False, preload_content=False)
         try:
             declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            if declared is not None and declared.isascii() and declared.isdigit() and (
+                    len(declared) > 18 or int(declared) > max_bytes):
                 raise OutboundRefused("the response is larger than allowed")
             data = response.read(max_bytes + 1)
             if len(data) > max_bytes:

@@ -18,11 +18,17 @@ def parse_limit(raw: str | None) -> int:
     """`limit` from the query string: default 50, at most 200 (400 above, saying so)."""
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or int(raw) < 1:
+    # isdigit() alone admits digits int() refuses ("²"): ASCII digits only.
+    if not (raw.isascii() and raw.isdigit()):
         raise errors.BadRequest("limit must be a positive integer")
-    if int(raw) > MAX_LIMIT:
+    significant = raw.lstrip("0")
+    # int() refuses more than 4,300 digits; any number that long is simply too large.
+    value = int(significant or "0") if len(significant) <= 9 else MAX_LIMIT + 1
+    if value < 1:
+        raise errors.BadRequest("limit must be a positive integer")
+    if value > MAX_LIMIT:
         raise errors.BadRequest(f"limit must be at most {MAX_LIMIT}")
-    return int(raw)
+    return value
 
 
 def encode(position: list[Any], *, binding: str) -> str:

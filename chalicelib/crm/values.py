@@ -45,7 +45,10 @@ def check_currency(value: str) -> str:
 
 def check_url(value: str) -> str:
     """An absolute http(s) URL."""
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        raise PydanticCustomError("url", "must be an absolute http or https URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2048:
         raise PydanticCustomError("url", "must be an absolute http or https URL")
     return value

@@ -44,7 +44,7 @@ CASES: dict[str, tuple[list[str] | None, list[tuple[Any, Any]], list[Any]]] = {
     "select": (["gold", "silver"], [("gold", "gold")], ["bronze", ["gold"], "GOLD"]),
     "multi_select": (["a", "b", "c"], [(["a", "c"], ["a", "c"]), ([], [])], ["a", ["a", "a"], ["z"], [1]]),
     "url": (None, [("https://example.com/x?y=1", "https://example.com/x?y=1")],
-            ["ftp://example.com", "javascript:alert(1)", "example.com", "https://"]),
+            ["ftp://example.com", "javascript:alert(1)", "example.com", "https://", "http://[abc"]),
     "email": (None, [("Someone@Example.COM", "someone@example.com")], ["nope", "a@b@c.example", "a b@c.example"]),
     "phone": (None, [("+44 20 7183 8750", "+442071838750")], ["020 7183 8750", "+1 555", 14155550123]),
     "currency": (None, [({"amount_minor": 1250, "currency": "EUR"}, {"amount_minor": 1250, "currency": "EUR"})],

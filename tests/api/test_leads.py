@@ -18,7 +18,7 @@ from chalice.test import Client
 import app as app_module
 from chalicelib.db.pool import Database, use_database
 from chalicelib.settings import get_settings
-from tests.api.auth_helpers import Outbox, body_of, call, create_key, problem
+from tests.api.auth_helpers import ORIGIN, Outbox, body_of, call, create_key, problem
 from tests.api.crm_helpers import Workspace, at, insert_rows, new_workspace, rows_of, without_request_id
 from tests.conftest import TestDatabase, scratch_database
 from tests.pgtrace import round_trips, trace_lines
@@ -110,6 +110,13 @@ def test_bad_money_is_422_naming_the_field(ws: Workspace, fresh_db: TestDatabase
             body = problem(response, 422)
             assert field in [e["field"] for e in body["errors"]], (value, body)
     assert rows_of(fresh_db, "SELECT count(*), count(value_amount_minor) FROM leads") == [(1, 0)]
+
+
+def test_an_amount_beyond_the_json_parsers_digit_limit_is_400_not_500(ws: Workspace) -> None:
+    raw = '{"title": "x", "value": {"amount_minor": ' + "1" * 5000 + ', "currency": "EUR"}}'
+    problem(ws.client.http.post(ws.base + "/leads", body=raw, headers={
+        "Content-Type": "application/json", "Cookie": ws.browser.cookie, "X-CSRF-Token": ws.browser.csrf,
+        "Origin": ORIGIN}), 400)
 
 
 def test_money_round_trips_as_integer_minor_units(ws: Workspace, fresh_db: TestDatabase) -> None:

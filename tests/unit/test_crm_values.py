@@ -104,7 +104,7 @@ def test_urls_accepted(url: str) -> None:
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com", "javascript:alert(1)", "example.com", "https://", "//x.com",
-                                 "https://" + "a" * 2050 + ".com"])
+                                 "https://" + "a" * 2050 + ".com", "http://[abc", "https://[::1"])
 def test_urls_refused(url: str) -> None:
     with pytest.raises(PydanticCustomError):
         check_url(url)

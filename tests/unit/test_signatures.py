@@ -73,6 +73,8 @@ def test_mailgun_signature_window_and_tampering() -> None:
     old_signature = hmac.new(b"key-1", (old + token).encode(), hashlib.sha256).hexdigest()
     assert not mailgun_valid("key-1", old, token, old_signature, now)
     assert not mailgun_valid("key-1", "not-a-number", token, signature, now)
+    for odd in ("\u00b2", "\u0663" * 10, "1" * 5000):  # isdigit() but not int()-able, or past int()'s digit limit
+        assert not mailgun_valid("key-1", odd, token, signature, now)
 
 
 @given(body=st.binary(max_size=256), secret=st.text(min_size=1, max_size=32), header=st.text(max_size=80))

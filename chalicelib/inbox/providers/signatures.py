@@ -29,7 +29,7 @@ def mailgun_valid(signing_key: str, timestamp: str, token: str, signature: str, 
 
     The caller must also refuse a token it has seen before (replay), which this pure check cannot know.
     """
-    if not (timestamp.isdigit() and token and signature):
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12 and token and signature):
         return False
     age = abs(now.timestamp() - int(timestamp))
     if age > MAILGUN_MAX_AGE.total_seconds():

@@ -96,7 +96,7 @@ def callback(route: str, form: dict[str, list[str]]) -> Callback:
         if payload.get("CallStatus") not in STATUS_RANK:
             raise MalformedCallback("status")
         duration = payload.get("CallDuration")
-        if duration is not None and not (duration.isdigit() and len(duration) <= 9):
+        if duration is not None and not (duration.isascii() and duration.isdigit() and len(duration) <= 9):
             raise MalformedCallback("duration")
         event_id = f"{payload['CallSid']}:{payload['CallStatus']}"
     elif kind == "recording":

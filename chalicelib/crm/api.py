@@ -139,7 +139,7 @@ def register(bp: Blueprint, resource: Resource) -> None:
         record = parse_id(ids[resource.id_param])
         with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
             ctx = Context(conn, parse_id(workspace_id), caller, request)
-            existing = store.require(conn, resource.table, record)
+            existing = store.require_for_update(conn, resource.table, record)
             store.check_if_match(request.headers.get("if-match"), existing, resource.table)
             values = resource.prepare_patch(ctx, existing, body)
             row = store.update(conn, resource.table, record, values, ctx.now) if values else existing
@@ -152,7 +152,7 @@ def register(bp: Blueprint, resource: Resource) -> None:
         record = parse_id(ids[resource.id_param])
         with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
             ctx = Context(conn, parse_id(workspace_id), caller, request)
-            existing = store.require(conn, resource.table, record)
+            existing = store.require_for_update(conn, resource.table, record)
             store.check_if_match(request.headers.get("if-match"), existing, resource.table)
             if resource.before_delete is not None:
                 resource.before_delete(ctx, existing)

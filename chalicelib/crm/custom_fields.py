@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any, Literal
@@ -31,6 +32,12 @@ TABLE = Table(
 )
 
 
+def _distinct_options(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value) or any(not 1 <= len(o) <= 100 for o in value):
+        raise ValueError("options must be distinct strings of 1 to 100 characters")
+    return value
+
+
 class FieldCreate(BaseModel):
     """A new custom field definition."""
 
@@ -45,9 +52,7 @@ class FieldCreate(BaseModel):
     @field_validator("options")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value) or any(not 1 <= len(o) <= 100 for o in value):
-            raise ValueError("options must be distinct strings of 1 to 100 characters")
-        return value
+        return _distinct_options(value)
 
 
 class FieldPatch(BaseModel):
@@ -59,11 +64,16 @@ class FieldPatch(BaseModel):
     options: list[str] | None = Field(default=None, max_length=200)
     required: bool | None = None
 
+    @field_validator("options")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _distinct_options(value)
+
 
 class FieldOut(BaseModel):
     """A custom field definition."""
 
-    id: Any
+    id: uuid.UUID
     object: ObjectType
     key: str
     label: str
@@ -212,7 +222,7 @@ RECORD_TABLES = {"lead": "leads", "contact": "contacts", "company": "companies"}
 class DryRunFailure(BaseModel):
     """A record whose current value would not fit the changed definition."""
 
-    id: Any
+    id: uuid.UUID
     message: str
 
 

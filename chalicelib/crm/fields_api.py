@@ -28,12 +28,19 @@ def prepare_create(ctx: Context, body: FieldCreate) -> dict[str, Any]:
     return body.model_dump()
 
 
-def prepare_patch(ctx: Context, existing: Row, body: FieldPatch) -> dict[str, Any]:
-    """Column values to change; refused (409) when stored values would stop being valid."""
+def checked_change(existing: Row, body: FieldPatch) -> dict[str, Any]:
+    """Column values a PATCH would change, after the checks that need no records (422): what a dry
+    run answers first too, so it never reports "nothing fails" for a change the PATCH would refuse."""
     current = definition(existing)
     values = patch_values(body, required=("label", "type", "options", "required"))
     _check_options(values.get("type", current.type), values.get("options", current.options))
-    broken = failures(ctx.conn, current, body)
+    return values
+
+
+def prepare_patch(ctx: Context, existing: Row, body: FieldPatch) -> dict[str, Any]:
+    """Column values to change; refused (409) when stored values would stop being valid."""
+    values = checked_change(existing, body)
+    broken = failures(ctx.conn, definition(existing), body)
     if broken:
         raise errors.Conflict(f"{len(broken)} records would not fit the changed field; "
                               "PATCH with ?dry_run=true lists them")

@@ -58,8 +58,9 @@ def _columns(names: tuple[str, ...]) -> sql.Composable:
 
 
 @functools.lru_cache(maxsize=256)
-def _get_sql(name: str, columns: tuple[str, ...]) -> sql.SQL:
-    return _rendered(sql.SQL("SELECT {} FROM {} WHERE id = %s").format(_columns(columns), sql.Identifier(name)))
+def _get_sql(name: str, columns: tuple[str, ...], lock: bool = False) -> sql.SQL:
+    return _rendered(sql.SQL("SELECT {} FROM {} WHERE id = %s" + (" FOR UPDATE" if lock else "")).format(
+        _columns(columns), sql.Identifier(name)))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -130,6 +131,13 @@ def get(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row |
 def require(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
     """One row, or 404 (also for another workspace's id: RLS hides it)."""
     return found(get(conn, table, record_id))
+
+
+def require_for_update(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
+    """require(), with the row locked until the transaction ends: what a PATCH or DELETE checks (its
+    If-Match, its previous stage) stays true until it writes. Without the lock two requests holding the
+    same ETag could both pass the check and the second would overwrite the first (a lost update)."""
+    return found(conn.execute(_get_sql(table.name, table.columns, True), (record_id,)).fetchone())
 
 
 def insert_pending(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Callable[[], Row]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chalice.app import Blueprint, Response
 
+from chalicelib import audit, errors
 from chalicelib.auth.principal import parse_id, workspace_scope
 from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
 from chalicelib.crm.api import Context, register
@@ -25,14 +26,25 @@ def patch_custom_field(workspace_id: str, field_id: str) -> Response:
     request = bp.current_request
     body = parse_body(request, FieldPatch)
     record = parse_id(field_id)
-    query: dict[str, str] = dict(request.query_params or {})
-    dry_run = query.get("dry_run") == "true"
+    dry_run = _flag(dict(request.query_params or {}), "dry_run")
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
-        existing = store.require(conn, FIELDS, record)
+        existing = store.require_for_update(conn, FIELDS, record)
         store.check_if_match(request.headers.get("if-match"), existing, FIELDS)
         if dry_run:
+            fields_api.checked_change(existing, body)
             return json_response(DryRunReport(dry_run=True, would_fail=failures(conn, definition(existing), body)))
         ctx = Context(conn, parse_id(workspace_id), principal, request)
         values = fields_api.prepare_patch(ctx, existing, body)
         row = store.update(conn, FIELDS, record, values, ctx.now) if values else existing
+        if values:
+            audit.record(conn, tenant_id=ctx.tenant, action="custom_field.updated", actor=principal.actor,
+                         target_type="custom_field", target_id=record, details={"fields": sorted(values)})
     return json_response(out(row), headers={"ETag": store.etag(row, FIELDS)})
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    # Anything but true/false is refused: a dry run misread as a real change cannot be undone.
+    value = query.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise errors.BadRequest(f"{name} must be true or false")
+    return value == "true"

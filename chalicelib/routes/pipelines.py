@@ -95,7 +95,7 @@ def patch_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, parse_id(workspace_id), caller, request)
-        existing = store.require(conn, TABLE, record)
+        existing = store.require_for_update(conn, TABLE, record)
         store.check_if_match(request.headers.get("if-match"), existing, TABLE)
         if body.is_default:
             pipelines.make_default(conn, record)
@@ -113,7 +113,7 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     request = bp.current_request
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        existing = store.require(conn, TABLE, record)
+        existing = store.require_for_update(conn, TABLE, record)
         store.check_if_match(request.headers.get("if-match"), existing, TABLE)
         if existing[TABLE.index("is_default")]:
             raise errors.Conflict("the default pipeline cannot be deleted; make another one the default first")

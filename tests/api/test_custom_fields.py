@@ -126,6 +126,33 @@ def test_changing_a_type_offers_a_dry_run_and_is_refused_while_records_would_bre
         "custom.size"]
 
 
+def test_a_dry_run_takes_only_true_or_false_and_refuses_what_the_change_would_refuse(ws: Workspace) -> None:
+    field = _field(ws, "size", "select", options=["s", "m"])
+    path = f"/custom-fields/{field['id']}"
+    for odd in ("1", "yes", "on", ""):
+        problem(ws.patch(f"{path}?dry_run={odd}", {"type": "text"}), 400)
+    assert body_of(ws.get(path))["type"] == "select"  # nothing misread as a real change
+    # select -> text keeps its options: the PATCH would be refused, so the dry run is too.
+    assert fields_of(problem(ws.patch(f"{path}?dry_run=true", {"type": "text"}), 422)) == ["options"]
+    assert fields_of(problem(ws.patch(f"{path}?dry_run=TRUE", {"type": "text"}), 422)) == ["options"]
+    assert body_of(ws.patch(f"{path}?dry_run=false", {"label": "Size"}))["label"] == "Size"
+
+
+def test_patched_options_must_be_distinct_and_non_empty(ws: Workspace) -> None:
+    field = _field(ws, "size", "select", options=["s", "m"])
+    for options in (["s", "s"], ["s", ""], ["x" * 101]):
+        assert fields_of(problem(ws.patch(f"/custom-fields/{field['id']}", {"options": options}), 422)) == ["options"]
+    assert body_of(ws.get(f"/custom-fields/{field['id']}"))["options"] == ["s", "m"]
+
+
+def test_a_definition_change_is_audited_without_values(ws: Workspace) -> None:
+    field = _field(ws, "size", "text")
+    ws.patch(f"/custom-fields/{field['id']}", {"label": "Shoe size"})
+    entries = [e for e in body_of(ws.get("/audit-log"))["data"] if e["action"] == "custom_field.updated"]
+    assert len(entries) == 1 and entries[0]["target_id"] == field["id"]
+    assert entries[0]["details"] == {"fields": ["label"]}
+
+
 def test_making_a_field_required_is_refused_while_records_lack_it(ws: Workspace) -> None:
     field = _field(ws, "tier", "text")
     lacking = ws.create("/contacts", {"first_name": "No tier"})

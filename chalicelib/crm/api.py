@@ -80,7 +80,8 @@ class Resource:
     skip: frozenset[str] = frozenset()  # methods on the item path registered by hand (e.g. {"PATCH"})
 
 
-def _raw(request: Request) -> bytes:
+def raw_body(request: Request) -> bytes:
+    """The request's body as bytes (what an Idempotency-Key's request hash covers)."""
     raw = request.raw_body or b""
     return raw.encode() if isinstance(raw, str) else raw
 
@@ -122,7 +123,7 @@ def register(bp: Blueprint, resource: Resource) -> None:
                 if key is not None:
                     # The stored response needs the row before COMMIT: one more round trip.
                     return idempotency.run(conn, tenant_id=tenant, key=key, route=f"POST {resource.path}",
-                                           body=_raw(request),
+                                           body=raw_body(request),
                                            produce=lambda: _create(ctx, resource, body, workspace_id)())
                 respond = _create(ctx, resource, body, workspace_id)
             return respond()

@@ -31,19 +31,20 @@ def run(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, key: str | None, ro
         "INSERT INTO idempotency_keys (tenant_id, key, route, request_hash) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING 1", (tenant_id, key, route, digest)).fetchall()
     if not claimed:
-        row = conn.execute("SELECT request_hash, status, response_body, location FROM idempotency_keys"
+        row = conn.execute("SELECT request_hash, status, response_body, location, etag FROM idempotency_keys"
                            " WHERE key = %s AND route = %s", (key, route)).fetchone()
         if row is None or bytes(row[0]) != digest:
             raise errors.Conflict("this Idempotency-Key was used with a different request")
         headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Idempotent-Replayed": "true"}
-        if row[3]:
-            headers["Location"] = str(row[3])
+        for name, value in (("Location", row[3]), ("ETag", row[4])):
+            if value:
+                headers[name] = str(value)
         return Response(body=str(row[2] or ""), status_code=int(row[1] or 200), headers=headers)
     response = produce()
     body_text = response.body if isinstance(response.body, str) else ""
-    location = response.headers.get("Location")
-    conn.execute("UPDATE idempotency_keys SET status = %s, response_body = %s, location = %s"
+    location, etag = (value if isinstance(value, str) else None
+                      for value in (response.headers.get("Location"), response.headers.get("ETag")))
+    conn.execute("UPDATE idempotency_keys SET status = %s, response_body = %s, location = %s, etag = %s"
                  " WHERE key = %s AND route = %s RETURNING 1",
-                 (response.status_code, body_text, location if isinstance(location, str) else None, key, route)
-                 ).fetchall()
+                 (response.status_code, body_text, location, etag, key, route)).fetchall()
     return response

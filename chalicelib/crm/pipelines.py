@@ -182,8 +182,9 @@ def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
     # Concurrent switches serialize on the workspace's pipeline rows (in id order: no deadlock); without
     # this, the second one would not see the first one's new default and break the one-default index.
     conn.execute("SELECT id FROM pipelines ORDER BY id FOR UPDATE").fetchall()
-    conn.execute("UPDATE pipelines SET is_default = false WHERE is_default AND id <> %s RETURNING 1",
-                 (pipeline_id,)).fetchall()
+    # updated_at too: the demoted pipeline's representation (and so its ETag) changes.
+    conn.execute("UPDATE pipelines SET is_default = false, updated_at = now() WHERE is_default AND id <> %s"
+                 " RETURNING 1", (pipeline_id,)).fetchall()
     conn.execute("UPDATE pipelines SET is_default = true WHERE id = %s RETURNING 1", (pipeline_id,)).fetchall()
 
 
@@ -222,20 +223,24 @@ def stage(conn: Conn, stage_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
     return stage_pending(conn, stage_id)()
 
 
-def lock(conn: Conn, pipeline_id: uuid.UUID) -> None:
-    """Lock a pipeline's row (404 when it is not this workspace's) so stage changes serialize.
+def lock(conn: Conn, pipeline_id: uuid.UUID, if_match: str | None = None) -> None:
+    """Lock a pipeline's row (404 when it is not this workspace's) so stage changes serialize, check the
+    request's If-Match against it (the stages are part of the pipeline's representation and ETag), and
+    mark it changed.
 
     Stage edits read the pipeline's stages and then write (count, renumber, "is this the last one?"):
     without the lock two concurrent requests could both delete one of the last two stages, or both
     append at the same position (write skew).
     """
-    if conn.execute("SELECT 1 FROM pipelines WHERE id = %s FOR UPDATE", (pipeline_id,)).fetchone() is None:
-        raise errors.NotFound("no such pipeline")
+    store.check_if_match(if_match, store.require_for_update(conn, TABLE, pipeline_id), TABLE)
+    # Every caller changes the stages: a new updated_at gives the pipeline a new ETag.
+    conn.execute("UPDATE pipelines SET updated_at = now() WHERE id = %s", (pipeline_id,))
 
 
-def add_stage(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, stage: StageIn) -> uuid.UUID:
+def add_stage(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, stage: StageIn,
+              if_match: str | None = None) -> uuid.UUID:
     """Append a stage, or insert it at `stage.position` (the later ones shift down one)."""
-    lock(conn, pipeline_id)
+    lock(conn, pipeline_id, if_match)
     count = conn.execute("SELECT count(*) FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchone()
     stage_id = uuid.uuid4()
     conn.execute("INSERT INTO stages (tenant_id, id, pipeline_id, name, position, kind, probability)"
@@ -261,10 +266,10 @@ def reorder(conn: Conn, pipeline_id: uuid.UUID, moved: uuid.UUID | None = None, 
                  (ids, list(range(len(ids))))).fetchall()
 
 
-def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None) -> list[
-        uuid.UUID]:
+def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None,
+                 if_match: str | None = None) -> list[uuid.UUID]:
     """Delete a stage; its leads move to `target` (same pipeline) first. Returns the moved lead ids."""
-    lock(conn, pipeline_id)
+    lock(conn, pipeline_id, if_match)
     ids = [r[0] for r in conn.execute("SELECT id FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchall()]
     if stage_id not in ids:
         raise errors.NotFound("no such stage")

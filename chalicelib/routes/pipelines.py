@@ -6,8 +6,8 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import audit, errors
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_tx
-from chalicelib.crm import leads, pipelines, store
-from chalicelib.crm.api import Context, Page
+from chalicelib.crm import idempotency, leads, pipelines, store
+from chalicelib.crm.api import Context, Page, raw_body
 from chalicelib.crm.listing import parse_list
 from chalicelib.crm.pipelines import (
     STAGES,
@@ -57,7 +57,7 @@ def list_pipelines(workspace_id: str) -> Response:
 
 
 @endpoint(bp, WS + "/pipelines", "POST", summary="Create a pipeline (admin)", request_model=PipelineCreate,
-          response_model=PipelineOut, status=201, errors_=(401, 403, 404), tags=TAGS)
+          response_model=PipelineOut, status=201, errors_=(400, 401, 403, 404, 409), tags=TAGS)
 def create_pipeline(workspace_id: str) -> Response:
     """Without stages it gets New, Qualified, Proposal, Won, Lost."""
     request = bp.current_request
@@ -65,13 +65,18 @@ def create_pipeline(workspace_id: str) -> Response:
     tenant = parse_id(workspace_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, tenant, caller, request)
-        created = pipelines.create(conn, tenant_id=tenant, name=body.name, stages=body.stages, is_default=False,
-                                   now=ctx.now)
-        # The read first: it brings the authorization (and the caller the audit entry names) with it.
-        row, pipeline = _pipeline(ctx, str(created))
-        audit.record(conn, tenant_id=tenant, action="pipeline.created", actor=ctx.principal.actor,
-                     target_type="pipeline", target_id=created)
-    return _answer(row, pipeline, 201, {"Location": f"/workspaces/{tenant}/pipelines/{created}"})
+
+        def produce() -> Response:
+            created = pipelines.create(conn, tenant_id=tenant, name=body.name, stages=body.stages,
+                                       is_default=False, now=ctx.now)
+            # The read first: it brings the authorization (and the caller the audit entry names) with it.
+            row, pipeline = _pipeline(ctx, str(created))
+            audit.record(conn, tenant_id=tenant, action="pipeline.created", actor=ctx.principal.actor,
+                         target_type="pipeline", target_id=created)
+            return _answer(row, pipeline, 201, {"Location": f"/workspaces/{tenant}/pipelines/{created}"})
+
+        return idempotency.run(conn, tenant_id=tenant, key=request.headers.get("idempotency-key"),
+                               route="POST /pipelines", body=raw_body(request), produce=produce)
 
 
 @endpoint(bp, ONE, "GET", summary="A pipeline with its stages", response_model=PipelineOut, errors_=(401, 404),
@@ -126,7 +131,7 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
 
 
 @endpoint(bp, ONE + "/stages", "POST", summary="Add a stage at a position (admin)", request_model=StageIn,
-          response_model=PipelineOut, status=201, errors_=(401, 403, 404), tags=TAGS)
+          response_model=PipelineOut, status=201, errors_=(400, 401, 403, 404, 409, 412), tags=TAGS)
 def add_stage(workspace_id: str, pipeline_id: str) -> Response:
     """The stages after `position` shift down one."""
     request = bp.current_request
@@ -134,15 +139,24 @@ def add_stage(workspace_id: str, pipeline_id: str) -> Response:
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, parse_id(workspace_id), caller, request)
-        created = pipelines.add_stage(conn, tenant_id=ctx.tenant, pipeline_id=record, stage=body)
-        audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=ctx.principal.actor, target_type="stage",
-                     target_id=created)
-        prow, pipeline = _pipeline(ctx, pipeline_id)
-    return _answer(prow, pipeline, 201)
+
+        def produce() -> Response:
+            created = pipelines.add_stage(conn, tenant_id=ctx.tenant, pipeline_id=record, stage=body,
+                                          if_match=request.headers.get("if-match"))
+            audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=ctx.principal.actor,
+                         target_type="stage", target_id=created)
+            prow, pipeline = _pipeline(ctx, pipeline_id)
+            # The new stage's own address (its PATCH and DELETE); the body is the whole pipeline.
+            return _answer(prow, pipeline, 201, {"Location": f"/workspaces/{ctx.tenant}/pipelines/{record}"
+                                                             f"/stages/{created}"})
+
+        # The pipeline is part of the route: one key adding a stage to two pipelines is two requests.
+        return idempotency.run(conn, tenant_id=ctx.tenant, key=request.headers.get("idempotency-key"),
+                               route=f"POST /pipelines/{record}/stages", body=raw_body(request), produce=produce)
 
 
 @endpoint(bp, ONE + "/stages/{stage_id}", "PATCH", summary="Rename, re-kind or move a stage (admin)",
-          request_model=StagePatch, response_model=PipelineOut, errors_=(401, 403, 404), tags=TAGS)
+          request_model=StagePatch, response_model=PipelineOut, errors_=(401, 403, 404, 412), tags=TAGS)
 def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     """A new kind changes the status of the stage's leads too."""
     request = bp.current_request
@@ -150,7 +164,7 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, parse_id(workspace_id), caller, request)
-        pipelines.lock(conn, record)
+        pipelines.lock(conn, record, request.headers.get("if-match"))
         found = pipelines.stage(conn, stage)
         if found is None or found[0] != record:
             raise errors.NotFound("no such stage")
@@ -174,7 +188,7 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
 
 
 @endpoint(bp, ONE + "/stages/{stage_id}", "DELETE", summary="Delete a stage; ?target_stage_id= moves its leads",
-          status=204, errors_=(401, 403, 404, 409, 422), tags=TAGS)
+          status=204, errors_=(401, 403, 404, 409, 412, 422), tags=TAGS)
 def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     """A stage holding leads needs a target stage of the same pipeline."""
     request = bp.current_request
@@ -183,7 +197,8 @@ def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response
     target = parse_id(raw_target) if raw_target else None
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, parse_id(workspace_id), caller, request)
-        moved = pipelines.delete_stage(conn, pipeline_id=record, stage_id=stage, target=target)
+        moved = pipelines.delete_stage(conn, pipeline_id=record, stage_id=stage, target=target,
+                                       if_match=request.headers.get("if-match"))
         if moved and target is not None:
             leads.record_moves(ctx, moved, stage, target)
         audit.record(conn, tenant_id=ctx.tenant, action="stage.deleted", actor=ctx.principal.actor, target_type="stage",

@@ -496,6 +496,8 @@ def test_idempotency_key_replays_the_first_response(ws: Workspace, fresh_db: Tes
     assert first.status_code == again.status_code == 201
     assert json.loads(again.body) == json.loads(first.body)
     assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert rows_of(fresh_db, "SELECT count(*) FROM leads") == [(1,)]
     assert rows_of(fresh_db, "SELECT count(*) FROM lead_stage_history") == [(1,)]
     problem(ws.post("/leads", {**body, "title": "twice"}, headers={"Idempotency-Key": "k-1"}), 409)

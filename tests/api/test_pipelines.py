@@ -491,3 +491,67 @@ def test_concurrent_default_switches_leave_exactly_one_default(ws: Workspace, fr
     assert response.status_code == 200, response.body
     flags = {p["name"]: p["is_default"] for p in body_of(ws.get("/pipelines"))["data"]}
     assert flags == {"Sales": False, "First": False, "Second": True}
+
+
+# ---- versions: ETag, If-Match, Idempotency-Key -----------------------------------------------------------------
+
+
+def test_every_stage_change_gives_the_pipeline_a_new_etag(ws: Workspace) -> None:
+    sales = _default(ws)
+    path = f"/pipelines/{sales['id']}"
+    seen = {ws.get(path).headers["ETag"]}
+    added = ws.post(path + "/stages", {"name": "Demo"})
+    stage = next(s for s in body_of(added)["stages"] if s["name"] == "Demo")
+    for change in (lambda: ws.patch(f"{path}/stages/{stage['id']}", {"name": "Demo call"}),
+                   lambda: ws.patch(f"{path}/stages/{stage['id']}", {"position": 0}),
+                   lambda: ws.delete(f"{path}/stages/{stage['id']}")):
+        seen.add(ws.get(path).headers["ETag"])
+        assert change().status_code in (200, 204)
+    seen.add(ws.get(path).headers["ETag"])
+    assert len(seen) == 5
+
+
+def test_making_another_pipeline_the_default_changes_the_old_defaults_etag(ws: Workspace) -> None:
+    sales = _default(ws)
+    before = ws.get(f"/pipelines/{sales['id']}").headers["ETag"]
+    other = ws.create("/pipelines", {"name": "Renewals"})
+    assert ws.patch(f"/pipelines/{other['id']}", {"is_default": True}).status_code == 200
+    demoted = ws.get(f"/pipelines/{sales['id']}")
+    assert body_of(demoted)["is_default"] is False and demoted.headers["ETag"] != before
+
+
+def test_stage_writes_honour_if_match_of_their_pipeline(ws: Workspace) -> None:
+    sales = _default(ws)
+    path = f"/pipelines/{sales['id']}"
+    stale = ws.get(path).headers["ETag"]
+    ws.patch(path, {"name": "Sales EU"})
+    first, last = sales["stages"][0]["id"], sales["stages"][-1]["id"]
+    problem(ws.patch(f"{path}/stages/{first}", {"name": "Smuggled"}, {"If-Match": stale}), 412)
+    problem(ws.delete(f"{path}/stages/{last}", {"If-Match": stale}), 412)
+    problem(ws.post(path + "/stages", {"name": "Smuggled"}, {"If-Match": stale}), 412)
+    assert _shape(_pipeline(ws, sales["id"])) == DEFAULT
+    fresh = ws.get(path).headers["ETag"]
+    renamed = ws.patch(f"{path}/stages/{first}", {"name": "Fresh"}, {"If-Match": fresh})
+    assert renamed.status_code == 200 and renamed.headers["ETag"] != fresh
+    assert ws.delete(f"{path}/stages/{last}", {"If-Match": renamed.headers["ETag"]}).status_code == 204
+
+
+def test_pipeline_and_stage_creation_honour_idempotency_keys(ws: Workspace, fresh_db: TestDatabase) -> None:
+    first = ws.post("/pipelines", {"name": "Partners"}, {"Idempotency-Key": "p-1"})
+    again = ws.post("/pipelines", {"name": "Partners"}, {"Idempotency-Key": "p-1"})
+    assert first.status_code == again.status_code == 201 and body_of(first) == body_of(again)
+    assert again.headers["Location"] == first.headers["Location"] and again.headers["ETag"] == first.headers["ETag"]
+    problem(ws.post("/pipelines", {"name": "Other"}, {"Idempotency-Key": "p-1"}), 409)
+    assert rows_of(fresh_db, "SELECT count(*) FROM pipelines WHERE name IN ('Partners', 'Other')") == [(1,)]
+
+    pipeline = body_of(first)
+    stages = f"/pipelines/{pipeline['id']}/stages"
+    added = ws.post(stages, {"name": "Intro"}, {"Idempotency-Key": "s-1"})
+    replayed = ws.post(stages, {"name": "Intro"}, {"Idempotency-Key": "s-1"})
+    assert added.status_code == replayed.status_code == 201 and body_of(added) == body_of(replayed)
+    [intro] = [s for s in body_of(added)["stages"] if s["name"] == "Intro"]
+    assert added.headers["Location"] == f"/workspaces/{ws.id}{stages}/{intro['id']}" == replayed.headers["Location"]
+    assert rows_of(fresh_db, "SELECT count(*) FROM stages WHERE name = 'Intro'") == [(1,)]
+    # The same key on another pipeline's stages is another request.
+    sales = _default(ws)
+    assert ws.post(f"/pipelines/{sales['id']}/stages", {"name": "Intro"}, {"Idempotency-Key": "s-1"}).status_code == 201

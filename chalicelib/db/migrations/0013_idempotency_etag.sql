@@ -1,0 +1,2 @@
+-- A replayed response is the first response: its ETag too, not only its status, body and Location.
+ALTER TABLE public.idempotency_keys ADD COLUMN etag text;

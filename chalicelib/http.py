@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -111,6 +111,13 @@ class EndpointDoc:
     status: int = 200
     tags: tuple[str, ...] = ()
     errors: tuple[int, ...] = field(default=())
+    # Query parameters (OpenAPI parameter objects), e.g. crm.listing.list_parameters(spec).
+    parameters: tuple[Mapping[str, Any], ...] = ()
+    description: str | None = None
+    idempotent: bool = False  # honours Idempotency-Key
+    etag: bool = False  # its success response carries ETag
+    body_media: tuple[str, ...] = ()  # a body the view parses itself (e.g. text/csv)
+    also: tuple[type[BaseModel], ...] = ()  # other shapes of the success body (oneOf)
 
 
 ENDPOINTS: dict[tuple[str, str], EndpointDoc] = {}
@@ -119,7 +126,9 @@ ENDPOINTS: dict[tuple[str, str], EndpointDoc] = {}
 def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
              request_model: type[BaseModel] | None = None, response_model: type[BaseModel] | None = None,
              status: int = 200, tags: tuple[str, ...] = (), errors_: tuple[int, ...] = (),
-             content_types: tuple[str, ...] | None = None,
+             content_types: tuple[str, ...] | None = None, parameters: Sequence[Mapping[str, Any]] = (),
+             description: str | None = None, idempotent: bool = False, etag: bool = False,
+             body_media: tuple[str, ...] = (), also: tuple[type[BaseModel], ...] = (),
              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a Chalice route that maps domain errors to problems and is described in OpenAPI.
 
@@ -129,7 +138,7 @@ def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         doc = EndpointDoc(path, method, summary, view.__name__, request_model, response_model,
-                          status, tags, errors_)
+                          status, tags, errors_, tuple(parameters), description, idempotent, etag, body_media, also)
         ENDPOINTS[(path, method)] = doc
 
         def wrapped(**kwargs: Any) -> Any:

@@ -48,7 +48,7 @@ def build_openapi(app: Chalice, *, title: str = "Tenant-isolated CRM API", versi
         if doc is None:
             raise UndocumentedRoute(f"{method} {path} is not registered through endpoint()")
         docs.append(doc)
-    models = sorted({m for d in docs for m in (d.request_model, d.response_model) if m is not None},
+    models = sorted({m for d in docs for m in (d.request_model, d.response_model, *d.also) if m is not None},
                     key=lambda m: m.__name__)
     refs, defs = _schemas(models)
     paths: dict[str, dict[str, Any]] = {}
@@ -67,25 +67,52 @@ def _schemas(models: list[type[BaseModel]]) -> tuple[dict[type[BaseModel], dict[
     return {m: keyed[(m, "validation")] for m in models}, defs
 
 
+_IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "description": "The same key and body replay the "
+                    "first response (Idempotent-Replayed: true); the same key with another body is a 409.",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
+_IF_MATCH = {"name": "If-Match", "in": "header", "description": "An ETag from a read: 412 when the record has "
+             "changed since.", "schema": {"type": "string"}}
+_ETAG = {"description": "The version of the returned record (for If-Match).", "schema": {"type": "string"}}
+_LOCATION = {"description": "The address of the created record.", "schema": {"type": "string"}}
+
+
 def _operation(doc: EndpointDoc, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": doc.view_name, "summary": doc.summary}
+    if doc.description:
+        op["description"] = doc.description
     if doc.tags:
         op["tags"] = list(doc.tags)
+    given = {(p["name"], p["in"]) for p in doc.parameters}  # a route may describe a path parameter itself
     params = [{"name": name, "in": "path", "required": True,
                "schema": {"type": "string", "format": "uuid"} if name.endswith("_id") else {"type": "string"}}
-              for name in _PARAM.findall(doc.path)]
+              for name in _PARAM.findall(doc.path) if (name, "path") not in given]
+    params += [dict(p) for p in doc.parameters]
+    if doc.idempotent:
+        params.append(_IDEMPOTENCY_KEY)
+    if 412 in doc.errors:
+        params.append(_IF_MATCH)
     if params:
         op["parameters"] = params
     if doc.request_model is not None:
         op["requestBody"] = {"required": True,
                              "content": {"application/json": {"schema": refs[doc.request_model]}}}
+    elif doc.body_media:
+        op["requestBody"] = {"required": True, "content": {m: {"schema": {"type": "string"}} for m in doc.body_media}}
     ok: dict[str, Any] = {"description": "Success"}
     if doc.response_model is not None:
-        ok["content"] = {"application/json": {"schema": refs[doc.response_model]}}
+        schema = refs[doc.response_model]
+        if doc.also:
+            schema = {"oneOf": [schema, *(refs[m] for m in doc.also)]}
+        ok["content"] = {"application/json": {"schema": schema}}
+    headers = {**({"ETag": _ETAG} if doc.etag else {}), **({"Location": _LOCATION} if doc.status == 201 else {})}
+    if headers:
+        ok["headers"] = headers
     problem = {"content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     statuses = set(doc.errors) | {500}
     if doc.request_model is not None:
         statuses |= {400, 413, 415, 422}
+    if doc.parameters or doc.idempotent:
+        statuses |= {400}
     responses: dict[str, Any] = {str(doc.status): ok}
     for status in sorted(statuses):
         responses[str(status)] = {"description": _STATUS_TEXT.get(status, "Error"), **problem}

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from chalicelib import audit, clock
 from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_tx
 from chalicelib.crm import idempotency, store
-from chalicelib.crm.listing import parse_list
+from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.http import endpoint, json_response, parse_body
 
 T = TypeVar("T", bound=BaseModel)
@@ -78,6 +78,10 @@ class Resource:
     write_role: Role = "member"
     tags: tuple[str, ...] = ("crm",)
     skip: frozenset[str] = frozenset()  # methods on the item path registered by hand (e.g. {"PATCH"})
+
+
+CUSTOM_FILTERS = ("Besides the parameters below, `custom.<key>=<option>` filters by a select or multi_select "
+                  "custom field of this object (a multi_select matches when the option is among its values).")
 
 
 def raw_body(request: Request) -> bytes:
@@ -162,15 +166,19 @@ def register(bp: Blueprint, resource: Resource) -> None:
                          target_type=resource.singular, target_id=record)
         return Response(body="", status_code=204)
 
+    spec = resource.table.listing
     views: list[tuple[str, str, Callable[..., Response], dict[str, Any]]] = [
-        (base, "GET", list_view, {"summary": f"List {name}", "response_model": page_model, "errors_": (400, 401, 404)}),
+        (base, "GET", list_view, {"summary": f"List {name}", "response_model": page_model, "errors_": (400, 401, 404),
+                                  "parameters": list_parameters(spec),
+                                  "description": CUSTOM_FILTERS if spec.custom_select_filters else None}),
         (base, "POST", create_view, {"summary": f"Create a {resource.singular}", "request_model": resource.create_model,
                                      "response_model": resource.out_model, "status": 201,
-                                     "errors_": (401, 403, 404, 409)}),
+                                     "errors_": (401, 403, 404, 409), "idempotent": True, "etag": True}),
         (item, "GET", read_view, {"summary": f"Read a {resource.singular}", "response_model": resource.out_model,
-                                  "errors_": (401, 404)}),
+                                  "errors_": (401, 404), "etag": True}),
         (item, "PATCH", patch_view, {"summary": f"Update a {resource.singular}", "request_model": resource.patch_model,
-                                     "response_model": resource.out_model, "errors_": (401, 403, 404, 409, 412)}),
+                                     "response_model": resource.out_model, "errors_": (401, 403, 404, 409, 412),
+                                     "etag": True}),
         (item, "DELETE", delete_view, {"summary": f"Delete a {resource.singular}", "status": 204,
                                        "errors_": (401, 403, 404, 409, 412)}),
     ]

@@ -15,17 +15,28 @@ from psycopg.types.json import Jsonb
 from chalicelib import errors, pagination
 
 
-def parse_uuid(name: str) -> Callable[[str], Any]:
+@dataclass(frozen=True)
+class Parser:
+    """A query parameter's parser (400 naming the parameter on a bad value) and its JSON Schema."""
+
+    convert: Callable[[str], Any]
+    schema: Mapping[str, Any]
+
+    def __call__(self, raw: str) -> Any:
+        return self.convert(raw)
+
+
+def parse_uuid(name: str) -> Parser:
     """A filter parser for an id (400 naming the parameter when it is not one)."""
     def parse(raw: str) -> Any:
         try:
             return uuid.UUID(raw)
         except ValueError:
             raise errors.BadRequest(f"{name} must be an id") from None
-    return parse
+    return Parser(parse, {"type": "string", "format": "uuid"})
 
 
-def parse_datetime(name: str) -> Callable[[str], Any]:
+def parse_datetime(name: str) -> Parser:
     """A filter parser for an RFC 3339 timestamp with a timezone."""
     def parse(raw: str) -> Any:
         try:
@@ -35,16 +46,16 @@ def parse_datetime(name: str) -> Callable[[str], Any]:
         if value is None or value.tzinfo is None:
             raise errors.BadRequest(f"{name} must be an RFC 3339 timestamp with a timezone")
         return value
-    return parse
+    return Parser(parse, {"type": "string", "format": "date-time"})
 
 
-def parse_choice(name: str, choices: frozenset[str]) -> Callable[[str], Any]:
+def parse_choice(name: str, choices: frozenset[str]) -> Parser:
     """A filter parser for one of a fixed set of words."""
     def parse(raw: str) -> Any:
         if raw not in choices:
             raise errors.BadRequest(f"{name} must be one of {', '.join(sorted(choices))}")
         return raw
-    return parse
+    return Parser(parse, {"type": "string", "enum": sorted(choices)})
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class ListSpec:
     filters: Mapping[str, Filter]
     search: bool = True
     custom_select_filters: bool = True
+    created_bounds: bool = True  # created_after / created_before (a created_at column)
 
 
 @dataclass
@@ -109,8 +121,8 @@ class ListQuery:
 
 def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -> ListQuery:
     """Turn query parameters into a ListQuery; every unknown or malformed parameter is a 400."""
-    allowed = {"limit", "cursor", "sort", "created_after", "created_before", *spec.filters,
-               *(("q",) if spec.search else ())}
+    allowed = {"limit", "cursor", "sort", *spec.filters, *(("q",) if spec.search else ()),
+               *(("created_after", "created_before") if spec.created_bounds else ())}
     for name, value in query.items():
         if "\x00" in value:
             # PostgreSQL text cannot hold NUL: refused here rather than failing in the query (a 500).
@@ -173,3 +185,29 @@ def next_cursor(query: ListQuery, rows: list[tuple[Any, ...]], sort_value_index:
         return None
     last = rows[query.limit - 1]
     return pagination.encode([query.sort.to_cursor(last[sort_value_index]), str(last[0])], binding=query.binding)
+
+
+def page_parameters() -> list[dict[str, Any]]:
+    """OpenAPI parameters of a paged list: limit and cursor."""
+    return [
+        {"name": "limit", "in": "query", "description": f"Page size, at most {pagination.MAX_LIMIT} (400 above).",
+         "schema": {"type": "integer", "minimum": 1, "maximum": pagination.MAX_LIMIT,
+                    "default": pagination.DEFAULT_LIMIT}},
+        {"name": "cursor", "in": "query", "description": "The previous page's next_cursor (opaque; bound to the "
+         "workspace, filters and sort: 400 anywhere else).", "schema": {"type": "string"}},
+    ]
+
+
+def list_parameters(spec: ListSpec) -> list[dict[str, Any]]:
+    """OpenAPI parameters of a list route with this spec: exactly what parse_list accepts."""
+    found = page_parameters()
+    found.append({"name": "sort", "in": "query", "description": "Sort key (ties broken by id).",
+                  "schema": {"type": "string", "enum": sorted(spec.sorts), "default": spec.default_sort}})
+    if spec.search:
+        found.append({"name": "q", "in": "query", "description": "Case-insensitive search of names, emails, titles.",
+                      "schema": {"type": "string", "maxLength": 200}})
+    for name, flt in sorted(spec.filters.items()):
+        found.append({"name": name, "in": "query", "schema": dict(getattr(flt.parse, "schema", {"type": "string"}))})
+    for bound in ("created_after", "created_before") if spec.created_bounds else ():
+        found.append({"name": bound, "in": "query", "schema": {"type": "string", "format": "date-time"}})
+    return found

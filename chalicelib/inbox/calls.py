@@ -47,7 +47,7 @@ TABLE = Table(
         {"contact_id": Filter("contact_id", parse_uuid("contact_id")),
          "status": Filter("status", parse_choice("status", STATUSES)),
          "direction": Filter("direction", parse_choice("direction", frozenset({"in", "out"})))},
-        search=False, custom_select_filters=False),
+        search=False, custom_select_filters=False, created_bounds=False),  # started_at, no created_at
 )
 
 

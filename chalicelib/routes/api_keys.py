@@ -10,6 +10,7 @@ from chalicelib import audit, clock, errors, pagination
 from chalicelib.accounts.models import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut, AuditEntry, AuditPage
 from chalicelib.auth import apikeys
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
+from chalicelib.crm.listing import page_parameters
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.settings import get_settings
 
@@ -73,11 +74,13 @@ def revoke_key(workspace_id: str, key_id: str) -> Response:
 
 
 @endpoint(bp, WS + "/audit-log", "GET", summary="The workspace audit log, newest first (owner/admin, paged)",
-          response_model=AuditPage, errors_=(400, 401, 403, 404), tags=("audit",))
+          response_model=AuditPage, errors_=(400, 401, 403, 404), tags=("audit",), parameters=page_parameters())
 def audit_log(workspace_id: str) -> Response:
     """`limit` (<= 200) and an opaque `cursor`."""
     request = bp.current_request
     query: dict[str, str] = dict(request.query_params or {})
+    for name in query.keys() - {"limit", "cursor"}:
+        raise errors.BadRequest(f"unknown query parameter {name}")
     limit = pagination.parse_limit(query.get("limit"))
     binding = f"audit|{parse_id(workspace_id)}"
     where, params = "", dict[str, object](limit=limit + 1)

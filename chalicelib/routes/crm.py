@@ -20,7 +20,10 @@ for _resource in (companies.RESOURCE, contacts.RESOURCE, leads.RESOURCE, notes.R
 
 @endpoint(bp, "/workspaces/{workspace_id}/custom-fields/{field_id}", "PATCH",
           summary="Change a custom field (admin); ?dry_run=true reports the records that would not fit",
-          request_model=FieldPatch, response_model=FieldOut, errors_=(401, 403, 404, 409, 412), tags=("crm",))
+          request_model=FieldPatch, response_model=FieldOut, errors_=(401, 403, 404, 409, 412), tags=("crm",),
+          etag=True, also=(DryRunReport,), parameters=[
+              {"name": "dry_run", "in": "query", "description": "true: change nothing, answer a DryRunReport of the "
+               "records that would not fit.", "schema": {"type": "boolean", "default": False}}])
 def patch_custom_field(workspace_id: str, field_id: str) -> Response:
     """A type or options change is refused while stored values would break; the dry run lists them."""
     request = bp.current_request

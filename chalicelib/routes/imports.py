@@ -33,7 +33,10 @@ def csv_body(request: Request) -> bytes:
 @endpoint(bp, "/workspaces/{workspace_id}/imports/{object}", "POST",
           summary="Import contacts, companies or leads from a text/csv body (UTF-8, header row, at most "
                   "10,000 rows)",
-          response_model=ImportResult, errors_=(400, 401, 403, 404, 409, 413, 415, 422), tags=("crm",))
+          response_model=ImportResult, errors_=(400, 401, 403, 404, 409, 413, 415, 422), tags=("crm",),
+          body_media=(CSV,), idempotent=True, parameters=[
+              {"name": "object", "in": "path", "required": True,
+               "schema": {"type": "string", "enum": sorted(importer.OBJECTS)}}])
 def import_csv(workspace_id: str, **params: str) -> Response:
     """200 with the counts and the refused rows; Idempotency-Key replays the first answer."""
     request = bp.current_request

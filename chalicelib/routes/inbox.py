@@ -11,7 +11,7 @@ from chalicelib.blobs import get_blobs
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.common import patch_values
-from chalicelib.crm.listing import parse_list
+from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.errors import NotFound
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.inbox import channels, conversations, replies
@@ -59,7 +59,8 @@ def delete_channel(workspace_id: str, channel_id: str) -> Response:
 
 
 @endpoint(bp, WS + "/conversations", "GET", summary="Conversations, most recent first",
-          response_model=Page[conversations.ConversationOut], errors_=(400, 401, 404), tags=TAGS)
+          response_model=Page[conversations.ConversationOut], errors_=(400, 401, 404), tags=TAGS,
+          parameters=list_parameters(conversations.TABLE.listing))
 def list_conversations(workspace_id: str) -> Response:
     """Filters channel_id, status, contact_id; paged like the CRM lists."""
     request = bp.current_request

@@ -8,7 +8,7 @@ from chalicelib import audit, errors
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_tx
 from chalicelib.crm import idempotency, leads, pipelines, store
 from chalicelib.crm.api import Context, Page, raw_body
-from chalicelib.crm.listing import parse_list
+from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.crm.pipelines import (
     STAGES,
     TABLE,
@@ -41,7 +41,8 @@ def _answer(row: store.Row, pipeline: PipelineOut, status: int = 200, extra: dic
 
 
 @endpoint(bp, WS + "/pipelines", "GET", summary="List pipelines with their stages",
-          response_model=Page[PipelineOut], errors_=(400, 401, 404), tags=TAGS)
+          response_model=Page[PipelineOut], errors_=(400, 401, 404), tags=TAGS,
+          parameters=list_parameters(TABLE.listing))
 def list_pipelines(workspace_id: str) -> Response:
     """Pipelines (paged) each with its stages in order."""
     request = bp.current_request
@@ -57,7 +58,8 @@ def list_pipelines(workspace_id: str) -> Response:
 
 
 @endpoint(bp, WS + "/pipelines", "POST", summary="Create a pipeline (admin)", request_model=PipelineCreate,
-          response_model=PipelineOut, status=201, errors_=(400, 401, 403, 404, 409), tags=TAGS)
+          response_model=PipelineOut, status=201, errors_=(400, 401, 403, 404, 409), tags=TAGS, idempotent=True,
+          etag=True)
 def create_pipeline(workspace_id: str) -> Response:
     """Without stages it gets New, Qualified, Proposal, Won, Lost."""
     request = bp.current_request
@@ -80,7 +82,7 @@ def create_pipeline(workspace_id: str) -> Response:
 
 
 @endpoint(bp, ONE, "GET", summary="A pipeline with its stages", response_model=PipelineOut, errors_=(401, 404),
-          tags=TAGS)
+          tags=TAGS, etag=True)
 def get_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     """With ETag."""
     record = parse_id(pipeline_id)
@@ -92,7 +94,7 @@ def get_pipeline(workspace_id: str, pipeline_id: str) -> Response:
 
 
 @endpoint(bp, ONE, "PATCH", summary="Rename a pipeline or make it the default (admin)", request_model=PipelinePatch,
-          response_model=PipelineOut, errors_=(401, 403, 404, 412), tags=TAGS)
+          response_model=PipelineOut, errors_=(401, 403, 404, 412), tags=TAGS, etag=True)
 def patch_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     """Honours If-Match."""
     request = bp.current_request
@@ -131,7 +133,8 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
 
 
 @endpoint(bp, ONE + "/stages", "POST", summary="Add a stage at a position (admin)", request_model=StageIn,
-          response_model=PipelineOut, status=201, errors_=(400, 401, 403, 404, 409, 412), tags=TAGS)
+          response_model=PipelineOut, status=201, errors_=(400, 401, 403, 404, 409, 412), tags=TAGS, idempotent=True,
+          etag=True)
 def add_stage(workspace_id: str, pipeline_id: str) -> Response:
     """The stages after `position` shift down one."""
     request = bp.current_request
@@ -156,7 +159,7 @@ def add_stage(workspace_id: str, pipeline_id: str) -> Response:
 
 
 @endpoint(bp, ONE + "/stages/{stage_id}", "PATCH", summary="Rename, re-kind or move a stage (admin)",
-          request_model=StagePatch, response_model=PipelineOut, errors_=(401, 403, 404, 412), tags=TAGS)
+          request_model=StagePatch, response_model=PipelineOut, errors_=(401, 403, 404, 412), tags=TAGS, etag=True)
 def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     """A new kind changes the status of the stage's leads too."""
     request = bp.current_request
@@ -188,7 +191,10 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
 
 
 @endpoint(bp, ONE + "/stages/{stage_id}", "DELETE", summary="Delete a stage; ?target_stage_id= moves its leads",
-          status=204, errors_=(401, 403, 404, 409, 412, 422), tags=TAGS)
+          status=204, errors_=(401, 403, 404, 409, 412, 422), tags=TAGS, parameters=[
+              {"name": "target_stage_id", "in": "query", "description": "Where the stage's leads move (another stage "
+               "of the same pipeline); needed while the stage holds leads.",
+               "schema": {"type": "string", "format": "uuid"}}])
 def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     """A stage holding leads needs a target stage of the same pipeline."""
     request = bp.current_request

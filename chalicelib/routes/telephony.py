@@ -10,7 +10,7 @@ from chalicelib import errors
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
-from chalicelib.crm.listing import parse_list
+from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.inbox import calls
@@ -54,15 +54,11 @@ def put_telephony_settings(workspace_id: str) -> Response:
 
 
 @endpoint(bp, WS + "/calls", "GET", summary="Calls, newest first", response_model=CallList,
-          errors_=(400, 401, 404), tags=TAGS)
+          errors_=(400, 401, 404), tags=TAGS, parameters=list_parameters(calls.TABLE.listing))
 def list_calls(workspace_id: str) -> Response:
     """Filters contact_id, status, direction; paged like the CRM lists."""
     request = bp.current_request
-    params = dict(request.query_params or {})
-    for name in ("created_after", "created_before"):  # calls have started_at, no created_at
-        if name in params:
-            raise errors.BadRequest(f"unknown query parameter {name}")
-    query = parse_list(calls.TABLE.listing, params, tenant=parse_id(workspace_id))
+    query = parse_list(calls.TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
     with workspace_read(request, workspace_id) as conn:
         page = store.list_pending(conn, calls.TABLE, query)
     rows, cursor = page()

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from chalicelib import audit, clock
 from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_tx
-from chalicelib.crm import idempotency, store
+from chalicelib.crm import custom_fields, idempotency, store
 from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.http import endpoint, json_response, parse_body
 
@@ -108,10 +108,15 @@ def register(bp: Blueprint, resource: Resource) -> None:
     def list_view(workspace_id: str) -> Response:
         request = bp.current_request
         tenant = parse_id(workspace_id)
-        query = parse_list(resource.table.listing, _query_params(request), tenant=tenant)
+        params = _query_params(request)
+        query = parse_list(resource.table.listing, params, tenant=tenant)
+        custom = any(name.startswith("custom.") for name in params)
         with workspace_read(request, workspace_id) as conn:
             page = store.list_pending(conn, resource.table, query)
+            fields = custom_fields.definitions_pending(conn, resource.singular) if custom else None
         # Read after the block: the authorization, the page and the COMMIT travelled in one round trip.
+        if fields is not None:
+            custom_fields.check_filters(params, fields())
         rows, cursor = page()
         return json_response({"data": [resource.out(r) for r in rows], "next_cursor": cursor})
 

@@ -25,7 +25,8 @@ OBJECTS = frozenset({"lead", "contact", "company"})
 TABLE = Table(
     name="custom_fields",
     columns=("id", "object", "key", "label", "type", "options", "required", "created_at", "updated_at"),
-    listing=ListSpec("custom_fields", {"created_at": time_sort("created_at"), "key": text_sort("key")}, "created_at",
+    listing=ListSpec("custom_fields", {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"),
+                                       "key": text_sort("key")}, "created_at",
                      {"object": Filter("object", parse_choice("object", OBJECTS))}, search=False,
                      custom_select_filters=False),
     conflicts={"custom_fields_key_unique": "this object already has a custom field with this key"},
@@ -176,11 +177,29 @@ def check_value(field_type: str, options: list[str], value: Any) -> tuple[Any, s
         return None, "must be {\"amount_minor\": integer, \"currency\": ISO 4217 code}"
 
 
+def definitions_pending(conn: Any, object_type: str) -> Callable[[], dict[str, tuple[str, list[str], bool]]]:
+    """Queue the read of definitions() (nothing awaited); call the result for them."""
+    cursor = conn.execute("SELECT key, type, options, required FROM custom_fields WHERE object = %s", (object_type,))
+
+    def found() -> dict[str, tuple[str, list[str], bool]]:
+        return {str(r[0]): (str(r[1]), list(r[2]), bool(r[3])) for r in cursor.fetchall()}
+    return found
+
+
 def definitions(conn: Any, object_type: str) -> dict[str, tuple[str, list[str], bool]]:
     """key -> (type, options, required) for one object type of the current workspace."""
-    rows = conn.execute("SELECT key, type, options, required FROM custom_fields WHERE object = %s",
-                        (object_type,)).fetchall()
-    return {str(r[0]): (str(r[1]), list(r[2]), bool(r[3])) for r in rows}
+    return definitions_pending(conn, object_type)()
+
+
+def check_filters(query: Mapping[str, str], fields: Mapping[str, tuple[str, list[str], bool]]) -> None:
+    """400 for a `custom.<key>=` filter that is not a select field of the object, or not one of its options
+    (it would otherwise silently match nothing)."""
+    for name in sorted(n for n in query if n.startswith("custom.")):
+        field_type, options, _required = fields.get(name.removeprefix("custom."), ("", [], False))
+        if field_type not in ("select", "multi_select"):
+            raise errors.BadRequest(f"{name} is not a select field of this object")
+        if query[name] not in options:
+            raise errors.BadRequest(f"{name} must be one of the field's options")
 
 
 def validate(conn: Any, object_type: str, custom: Mapping[str, Any]) -> dict[str, Any]:

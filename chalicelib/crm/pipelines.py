@@ -26,8 +26,8 @@ DEFAULT_STAGES: tuple[tuple[str, Kind], ...] = (("New", "open"), ("Qualified", "
 TABLE = Table(
     name="pipelines",
     columns=("id", "name", "is_default", "created_at", "updated_at"),
-    listing=ListSpec("pipelines", {"created_at": time_sort("created_at"), "name": text_sort("name")}, "name", {},
-                     search=False, custom_select_filters=False),
+    listing=ListSpec("pipelines", {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"),
+                                   "name": text_sort("name")}, "name", {}, custom_select_filters=False),
 )
 STAGES = Table(
     name="stages",

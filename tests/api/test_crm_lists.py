@@ -172,9 +172,21 @@ def test_custom_select_filter(ws: Workspace) -> None:
     tagged = ws.create("/companies", {"name": "T", "custom": {"tags": ["a", "b"]}})
     ws.create("/companies", {"name": "U", "custom": {"tags": ["b"]}})
     assert [d["id"] for d in body_of(ws.get("/contacts?custom.tier=gold"))["data"]] == [gold["id"]]
-    assert body_of(ws.get("/contacts?custom.tier=bronze"))["data"] == []
     assert [d["id"] for d in body_of(ws.get("/companies?custom.tags=a"))["data"]] == [tagged["id"]]
     assert len(body_of(ws.get("/companies?custom.tags=b"))["data"]) == 2
+
+
+def test_a_custom_filter_must_name_a_select_field_of_the_object_and_one_of_its_options(ws: Workspace) -> None:
+    # Each of these would otherwise quietly match nothing, which reads as "no such records".
+    ws.create("/custom-fields", {"object": "contact", "key": "tier", "label": "Tier", "type": "select",
+                                 "options": ["gold", "silver"]})
+    ws.create("/custom-fields", {"object": "contact", "key": "vip", "label": "VIP", "type": "boolean"})
+    ws.create("/contacts", {"first_name": "G", "custom": {"tier": "gold", "vip": True}})
+    assert "one of" in problem(ws.get("/contacts?custom.tier=bronze"), 400)["detail"]
+    assert "not a select field" in problem(ws.get("/contacts?custom.vip=true"), 400)["detail"]
+    assert "not a select field" in problem(ws.get("/contacts?custom.colour=red"), 400)["detail"]
+    assert "not a select field" in problem(ws.get("/companies?custom.tier=gold"), 400)["detail"]  # another object
+    assert len(body_of(ws.get("/contacts?custom.tier=gold"))["data"]) == 1
 
 
 def test_unknown_parameters_and_sorts_outside_the_allowlist_are_400(ws: Workspace) -> None:
@@ -197,7 +209,7 @@ def test_sql_looking_values_are_harmless(ws: Workspace, fresh_db: TestDatabase) 
     for value in INJECTIONS:
         encoded = quote(value, safe="")
         assert body_of(ws.get(f"/contacts?q={encoded}"))["data"] == []
-        assert body_of(ws.get(f"/contacts?custom.tier={encoded}"))["data"] == []
+        problem(ws.get(f"/contacts?custom.tier={encoded}"), 400)  # not one of the field's options
         problem(ws.get(f"/contacts?sort={encoded}"), 400)
         problem(ws.get(f"/contacts?company_id={encoded}"), 400)
         problem(ws.get(f"/contacts?created_after={encoded}"), 400)

@@ -555,3 +555,12 @@ def test_pipeline_and_stage_creation_honour_idempotency_keys(ws: Workspace, fres
     # The same key on another pipeline's stages is another request.
     sales = _default(ws)
     assert ws.post(f"/pipelines/{sales['id']}/stages", {"name": "Intro"}, {"Idempotency-Key": "s-1"}).status_code == 201
+
+
+def test_pipelines_are_searched_by_name_and_sorted_by_update(ws: Workspace) -> None:
+    renewals = ws.create("/pipelines", {"name": "Renewals EU"})
+    ws.create("/pipelines", {"name": "Partners"})
+    assert [p["name"] for p in body_of(ws.get("/pipelines?q=RENEW"))["data"]] == ["Renewals EU"]
+    assert body_of(ws.get("/pipelines?q=%25"))["data"] == []  # wildcards are literal
+    ws.patch(f"/pipelines/{renewals['id']}", {"name": "Renewals"})
+    assert body_of(ws.get("/pipelines?sort=updated_at"))["data"][0]["name"] == "Renewals"

@@ -299,6 +299,17 @@ def test_a_ids_used_inside_workspace_b_are_not_found(w: World, method: str, path
     assert after == before
 
 
+def test_a_real_custom_field_change_inside_workspace_b_is_not_found(w: World) -> None:
+    # The walk sends this PATCH as a dry run (QUERIES); the change itself is refused the same way.
+    before = _snapshot(w.db, w.a, w.b)
+    for query in ("", "?dry_run=false"):
+        response = call(w.client, "PATCH", f"/workspaces/{w.b}/custom-fields/{w.ids['field_id']}{query}", w.b1,
+                        BODIES[("PATCH", "/custom-fields/{field_id}")])
+        problem(response, 404)
+        assert _mentions_a(w, response) == []
+    assert _snapshot(w.db, w.a, w.b) == before
+
+
 def test_b_lists_never_contain_a_rows(w: World) -> None:
     lists = [p for m, p in ROUTES if m == "GET" and p.count("{") == 1]
     assert len(lists) >= 6

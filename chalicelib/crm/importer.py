@@ -39,6 +39,7 @@ from chalicelib.crm.import_rows import (
     INTEGER,
     MAX_ROWS,
     MEMBERS,
+    Candidate,
     Conn,
     RowError,
     Sheet,
@@ -93,20 +94,11 @@ def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
     definitions = custom_fields.definitions(conn, "contact")
     check_header(sheet.columns, CONTACT_COLUMNS, definitions)
     candidates, bad = parse_rows(sheet, definitions, ContactCreate)
-    first_row: dict[str, int] = {}
-    for candidate in candidates:
-        email = candidate.model.email
-        if email is None:
-            continue
-        if email in first_row:
-            candidate.problems.append(RowError(row=candidate.number, field="email",
-                                               message=f"the same email is in row {first_row[email]}"))
-        else:
-            first_row[email] = candidate.number
+    emails = sorted({c.model.email for c in candidates if c.model.email is not None})
     # Queued together: one round trip for every lookup.
     found_companies = existing_ids(conn, COMPANIES, referenced(candidates, "company_id"))
     found_owners = existing_ids(conn, MEMBERS, referenced(candidates, "owner_id"))
-    stored_custom = _stored_custom(conn, list(first_row)) if definitions else dict
+    stored_custom = _stored_custom(conn, emails) if definitions else dict
     check_reference(candidates, "company_id", found_companies())
     check_reference(candidates, "owner_id", found_owners())
     current = stored_custom()
@@ -123,6 +115,7 @@ def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
             continue
         # Only this row's keys are written (merged into the stored object by the statement itself).
         candidate.custom = {key: merged[key] for key in candidate.custom}
+    _refuse_repeated_emails(candidates)
     good, bad = finish(candidates, bad)
     created = updated = 0
     if good:
@@ -133,6 +126,21 @@ def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
         assert row is not None
         created, updated = int(row[0]), int(row[1])
     return ImportResult(created=created, updated=updated, errors=bad)
+
+
+def _refuse_repeated_emails(candidates: list[Candidate]) -> None:
+    # After every other check: a row refused for its own reasons does not take its email away from a
+    # later good row with the same address (that one is then the one imported).
+    first_row: dict[str, int] = {}
+    for candidate in candidates:
+        email = candidate.model.email
+        if email is None or candidate.problems:
+            continue
+        if email in first_row:
+            candidate.problems.append(RowError(row=candidate.number, field="email",
+                                               message=f"the same email is in row {first_row[email]}"))
+        else:
+            first_row[email] = candidate.number
 
 
 def _stored_custom(conn: Conn, emails: list[str]) -> Callable[[], dict[str, dict[str, Any]]]:

@@ -91,6 +91,16 @@ def test_contacts_import_creates_updates_by_email_and_reports_bad_rows(ws: Works
     assert audit == [("import.completed", {"object": "contacts", "created": 197, "updated": 1, "errors": 3})]
 
 
+def test_a_refused_row_does_not_take_its_email_from_a_later_good_row(ws: Workspace, importer: Client) -> None:
+    text = _csv("first_name,email,company_id", [f"Ghost,same@example.com,{uuid.uuid4()}", "Good,SAME@example.com,",
+                                                "Again,same@example.com,"])
+    response = ws.post_csv(importer, "/imports/contacts", text)
+    assert body_of(response)["created"] == 1
+    assert _errors(response) == [(1, "company_id"), (3, "email")]
+    assert "row 2" in body_of(response)["errors"][1]["message"]
+    assert [c["first_name"] for c in body_of(ws.get("/contacts?q=same@example.com"))["data"]] == ["Good"]
+
+
 def test_a_reference_to_another_workspaces_company_is_an_error_row(ws: Workspace, importer: Client,
                                                                    api: Client, outbox: Outbox) -> None:
     other = new_workspace(api, outbox, "other")

@@ -12,10 +12,20 @@ from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import audit, errors
-from chalicelib.crm import pipelines
+from chalicelib.crm import pipelines, store
 from chalicelib.crm.api import Context, Resource
 from chalicelib.crm.common import merged_custom, patch_values
-from chalicelib.crm.listing import Filter, ListSpec, Sort, parse_choice, parse_uuid, text_sort, time_sort
+from chalicelib.crm.listing import (
+    TIME_SORT_DESC,
+    Filter,
+    ListQuery,
+    ListSpec,
+    Sort,
+    parse_choice,
+    parse_uuid,
+    text_sort,
+    time_sort,
+)
 from chalicelib.crm.store import Row, Table
 from chalicelib.crm.values import Money
 
@@ -99,9 +109,20 @@ class StageChange(BaseModel):
 
 
 class StageHistory(BaseModel):
-    """A lead's stage changes, oldest first."""
+    """A page of a lead's stage changes, oldest first."""
 
     data: list[StageChange]
+    next_cursor: str | None = None
+
+
+# The lead is a filter the route fills from its path (so a cursor is bound to the lead too).
+HISTORY = Table(
+    name="lead_stage_history",
+    columns=("id", "from_stage_id", "to_stage_id", "changed_at", "actor_user_id", "actor_api_key_id"),
+    listing=ListSpec("stage_history", {"changed_at": Sort("changed_at", False, **TIME_SORT_DESC)}, "changed_at",
+                     {"lead_id": Filter("lead_id", parse_uuid("lead_id"))}, search=False, custom_select_filters=False,
+                     created_bounds=False),
+)
 
 
 def out(row: Row) -> dict[str, Any]:
@@ -217,15 +238,16 @@ def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.U
         cur.executemany(statement, rows)
 
 
-def history_pending(conn: Connection[TupleRow], lead_id: uuid.UUID) -> Callable[[], StageHistory]:
-    """Queue the read of a lead's stage changes, oldest first; call the result for them."""
-    cursor = conn.execute(
-        "SELECT from_stage_id, to_stage_id, changed_at, actor_user_id, actor_api_key_id FROM lead_stage_history"
-        " WHERE lead_id = %s ORDER BY changed_at, id", (lead_id,))
+def history_pending(conn: Connection[TupleRow], query: ListQuery) -> Callable[[], StageHistory]:
+    """Queue the read of one page of a lead's stage changes (HISTORY's list query; oldest first); call the
+    result for the page."""
+    page = store.list_pending(conn, HISTORY, query)
 
     def changes() -> StageHistory:
-        return StageHistory(data=[StageChange(from_stage_id=r[0], to_stage_id=r[1], changed_at=r[2],
-                                              actor_user_id=r[3], actor_api_key_id=r[4]) for r in cursor.fetchall()])
+        rows, cursor = page()
+        return StageHistory(data=[StageChange(from_stage_id=r[1], to_stage_id=r[2], changed_at=r[3],
+                                              actor_user_id=r[4], actor_api_key_id=r[5]) for r in rows],
+                            next_cursor=cursor)
     return changes
 
 

@@ -222,13 +222,19 @@ def board(workspace_id: str, pipeline_id: str) -> Response:
 
 
 @endpoint(bp, WS + "/leads/{lead_id}/stage-history", "GET", summary="A lead's stage changes, oldest first",
-          response_model=leads.StageHistory, errors_=(401, 404), tags=TAGS)
+          response_model=leads.StageHistory, errors_=(400, 401, 404), tags=TAGS,
+          parameters=[p for p in list_parameters(leads.HISTORY.listing) if p["name"] != "lead_id"])
 def stage_history(workspace_id: str, lead_id: str) -> Response:
-    """From, to, when, who."""
+    """From, to, when, who; paged like every list (limit, cursor)."""
+    request = bp.current_request
     record = parse_id(lead_id)
-    with workspace_read(bp.current_request, workspace_id) as conn:
+    params = dict(request.query_params or {})
+    if "lead_id" in params:
+        raise errors.BadRequest("unknown query parameter lead_id")  # the path names the lead
+    query = parse_list(leads.HISTORY.listing, {**params, "lead_id": str(record)}, tenant=parse_id(workspace_id))
+    with workspace_read(request, workspace_id) as conn:
         lead = store.get_pending(conn, leads.TABLE, record)
-        changes = leads.history_pending(conn, record)
+        changes = leads.history_pending(conn, query)
     store.found(lead())
     return json_response(changes())
 

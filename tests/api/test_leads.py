@@ -163,6 +163,26 @@ def test_every_stage_change_is_in_the_history_including_creation(ws: Workspace) 
     assert times == sorted(times) and all(t.endswith(("Z", "+00:00")) for t in times)
 
 
+def test_stage_history_is_paged_with_cursors_bound_to_the_lead(ws: Workspace) -> None:
+    stages = _stage_ids(_sales(ws))
+    lead, other = _lead(ws), _lead(ws)
+    for name in ("Qualified", "Proposal", "Won", "Lost"):
+        ws.patch(f"/leads/{lead['id']}", {"stage_id": stages[name]})
+    pages, cursor = [], None
+    while True:
+        page = body_of(ws.get(f"/leads/{lead['id']}/stage-history?limit=2" + (f"&cursor={cursor}" if cursor else "")))
+        pages.append([h["to_stage_id"] for h in page["data"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        last = cursor
+    assert pages == [[stages["New"], stages["Qualified"]], [stages["Proposal"], stages["Won"]], [stages["Lost"]]]
+    assert [h["to_stage_id"] for h in _history(ws, lead["id"])] == [s for p in pages for s in p]
+    problem(ws.get(f"/leads/{other['id']}/stage-history?limit=2&cursor={last}"), 400)  # another lead's cursor
+    problem(ws.get(f"/leads/{lead['id']}/stage-history?lead_id={other['id']}"), 400)
+    problem(ws.get(f"/leads/{lead['id']}/stage-history?limit=201"), 400)
+
+
 def test_history_records_the_api_key_as_actor(ws: Workspace) -> None:
     key = create_key(ws.client, ws.browser, ws.id)
     stages = _stage_ids(_sales(ws))

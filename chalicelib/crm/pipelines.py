@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import errors
 from chalicelib.crm import store
+from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import ListQuery, ListSpec, text_sort, time_sort
 from chalicelib.crm.store import Row, Table
 
@@ -319,5 +320,16 @@ def board_pending(conn: Conn, pipeline_id: uuid.UUID) -> Callable[[], Board]:
 
 
 def pipeline_values(body: PipelinePatch) -> dict[str, Any]:
-    """Column values a pipeline PATCH changes (is_default is handled by make_default)."""
-    return {"name": body.name} if body.name is not None else {}
+    """Column values a pipeline PATCH changes (is_default is handled by make_default); null is a 422 for
+    every field (none of them can be cleared)."""
+    values = patch_values(body, required=("name", "is_default"))
+    values.pop("is_default", None)
+    return values
+
+
+def stage_values(body: StagePatch) -> dict[str, Any]:
+    """Column values a stage PATCH changes (position is handled by reorder); null clears the probability
+    only, and is a 422 for the rest."""
+    values = patch_values(body, required=("name", "kind", "position"))
+    values.pop("position", None)
+    return values

@@ -8,7 +8,7 @@ from chalicelib import audit, errors
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_tx
 from chalicelib.crm import idempotency, leads, pipelines, store
 from chalicelib.crm.api import Context, Page, raw_body
-from chalicelib.crm.listing import list_parameters, parse_list
+from chalicelib.crm.listing import list_parameters, parse_list, parse_uuid
 from chalicelib.crm.pipelines import (
     STAGES,
     TABLE,
@@ -171,11 +171,7 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
         found = pipelines.stage(conn, stage)
         if found is None or found[0] != record:
             raise errors.NotFound("no such stage")
-        values = {k: getattr(body, k) for k in body.model_fields_set & {"name", "kind", "probability"}}
-        if values.get("name") is None:
-            values.pop("name", None)
-        if values.get("kind") is None:
-            values.pop("kind", None)
+        values = pipelines.stage_values(body)
         if values:
             store.update(conn, STAGES, stage, values, ctx.now)
         if "kind" in values:
@@ -200,7 +196,8 @@ def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response
     request = bp.current_request
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
     raw_target = dict(request.query_params or {}).get("target_stage_id")
-    target = parse_id(raw_target) if raw_target else None
+    # A malformed id is the request's fault (400), not a missing stage.
+    target = parse_uuid("target_stage_id")(raw_target) if raw_target else None
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, parse_id(workspace_id), caller, request)
         moved = pipelines.delete_stage(conn, pipeline_id=record, stage_id=stage, target=target,

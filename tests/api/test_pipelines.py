@@ -564,3 +564,20 @@ def test_pipelines_are_searched_by_name_and_sorted_by_update(ws: Workspace) -> N
     assert body_of(ws.get("/pipelines?q=%25"))["data"] == []  # wildcards are literal
     ws.patch(f"/pipelines/{renewals['id']}", {"name": "Renewals"})
     assert body_of(ws.get("/pipelines?sort=updated_at"))["data"][0]["name"] == "Renewals"
+
+
+def test_null_names_kinds_and_positions_are_422_and_a_malformed_target_is_400(ws: Workspace) -> None:
+    sales = _default(ws)
+    path = f"/pipelines/{sales['id']}"
+    first = sales["stages"][0]["id"]
+    assert [e["field"] for e in problem(ws.patch(path, {"name": None}), 422)["errors"]] == ["name"]
+    assert [e["field"] for e in problem(ws.patch(path, {"is_default": None}), 422)["errors"]] == ["is_default"]
+    for field in ("name", "kind", "position"):
+        body = problem(ws.patch(f"{path}/stages/{first}", {field: None}), 422)
+        assert [e["field"] for e in body["errors"]] == [field]
+    probability = ws.patch(f"{path}/stages/{first}", {"probability": 40})
+    assert body_of(probability)["stages"][0]["probability"] == 40
+    cleared = ws.patch(f"{path}/stages/{first}", {"probability": None})  # an optional value clears
+    assert body_of(cleared)["stages"][0]["probability"] is None
+    assert _shape(_pipeline(ws, sales["id"])) == DEFAULT
+    assert "target_stage_id" in problem(ws.delete(f"{path}/stages/{first}?target_stage_id=nope"), 400)["detail"]

@@ -17,11 +17,11 @@ CSV = "text/csv"
 
 def csv_body(request: Request) -> bytes:
     """The raw body of a `text/csv` (UTF-8) request; any other type is a 415."""
-    # The charset must be UTF-8 (or unsaid): the bytes are decoded as UTF-8.
+    # The charset must be UTF-8 (or unsaid, or ASCII, which is UTF-8): the bytes are decoded as UTF-8.
     media, *params = (request.headers.get("content-type") or "").lower().split(";")
     charset = next((p.split("=", 1)[1].strip().strip('"') for p in params if p.strip().startswith("charset=")),
                    "utf-8")
-    if media.strip() != CSV or charset not in ("utf-8", "utf8"):
+    if media.strip() != CSV or charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
         raise errors.UnsupportedMediaType("send the file as text/csv in UTF-8")
     raw = request.raw_body or b""
     return raw.encode() if isinstance(raw, str) else raw

@@ -98,6 +98,18 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise errors.ValidationFailed("some fields are missing or invalid", errors=fields) from None
 
 
+def query_params(request: Request) -> dict[str, str]:
+    """The query string as {name: value}. A name given twice is a 400: which of its values counts would be
+    a guess (a filter or a limit quietly not being the one the client meant)."""
+    params = request.query_params
+    if not params:
+        return {}
+    repeated = sorted(name for name in params if len(params.getlist(name)) > 1)
+    if repeated:
+        raise errors.BadRequest(f"{repeated[0]} is given more than once")
+    return dict(params)
+
+
 @dataclass(frozen=True)
 class EndpointDoc:
     """What the OpenAPI document says about one route."""

@@ -21,7 +21,7 @@ from chalicelib import audit, clock
 from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_tx
 from chalicelib.crm import custom_fields, idempotency, store
 from chalicelib.crm.listing import list_parameters, parse_list
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response, parse_body, query_params
 
 T = TypeVar("T", bound=BaseModel)
 Conn = Connection[TupleRow]
@@ -91,7 +91,7 @@ def raw_body(request: Request) -> bytes:
 
 
 def _query_params(request: Request) -> dict[str, str]:
-    return dict(request.query_params or {})
+    return query_params(request)
 
 
 def _with_etag(resource: Resource, row: store.Row, status: int = 200, extra: dict[str, str] | None = None) -> Response:

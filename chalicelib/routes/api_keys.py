@@ -11,7 +11,7 @@ from chalicelib.accounts.models import ApiKeyCreate, ApiKeyCreated, ApiKeyList, 
 from chalicelib.auth import apikeys
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm.listing import page_parameters
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response, parse_body, query_params
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)
@@ -78,7 +78,7 @@ def revoke_key(workspace_id: str, key_id: str) -> Response:
 def audit_log(workspace_id: str) -> Response:
     """`limit` (<= 200) and an opaque `cursor`."""
     request = bp.current_request
-    query: dict[str, str] = dict(request.query_params or {})
+    query = query_params(request)
     for name in query.keys() - {"limit", "cursor"}:
         raise errors.BadRequest(f"unknown query parameter {name}")
     limit = pagination.parse_limit(query.get("limit"))

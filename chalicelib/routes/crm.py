@@ -10,7 +10,7 @@ from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
 from chalicelib.crm.api import Context, register
 from chalicelib.crm.custom_fields import TABLE as FIELDS
 from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, definition, failures, out
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response, parse_body, query_params
 
 bp = Blueprint(__name__)
 
@@ -29,7 +29,7 @@ def patch_custom_field(workspace_id: str, field_id: str) -> Response:
     request = bp.current_request
     body = parse_body(request, FieldPatch)
     record = parse_id(field_id)
-    dry_run = _flag(dict(request.query_params or {}), "dry_run")
+    dry_run = _flag(query_params(request), "dry_run")
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         existing = store.require_for_update(conn, FIELDS, record)
         store.check_if_match(request.headers.get("if-match"), existing, FIELDS)

@@ -13,7 +13,7 @@ from chalicelib.crm.api import Page
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.errors import NotFound
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response, parse_body, query_params
 from chalicelib.inbox import channels, conversations, replies
 from chalicelib.settings import get_settings
 
@@ -64,7 +64,7 @@ def delete_channel(workspace_id: str, channel_id: str) -> Response:
 def list_conversations(workspace_id: str) -> Response:
     """Filters channel_id, status, contact_id; paged like the CRM lists."""
     request = bp.current_request
-    query = parse_list(conversations.TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
+    query = parse_list(conversations.TABLE.listing, query_params(request), tenant=parse_id(workspace_id))
     with workspace_read(request, workspace_id) as conn:
         page = store.list_pending(conn, conversations.TABLE, query)
     rows, cursor = page()

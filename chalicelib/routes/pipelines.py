@@ -19,7 +19,7 @@ from chalicelib.crm.pipelines import (
     StageIn,
     StagePatch,
 )
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response, parse_body, query_params
 
 bp = Blueprint(__name__)
 WS = "/workspaces/{workspace_id}"
@@ -46,7 +46,7 @@ def _answer(row: store.Row, pipeline: PipelineOut, status: int = 200, extra: dic
 def list_pipelines(workspace_id: str) -> Response:
     """Pipelines (paged) each with its stages in order."""
     request = bp.current_request
-    query = parse_list(TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
+    query = parse_list(TABLE.listing, query_params(request), tenant=parse_id(workspace_id))
     with workspace_read(request, workspace_id) as conn:
         page = store.list_pending(conn, TABLE, query)
         stages = pipelines.page_stages_pending(conn, query)
@@ -195,7 +195,7 @@ def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response
     """A stage holding leads needs a target stage of the same pipeline."""
     request = bp.current_request
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
-    raw_target = dict(request.query_params or {}).get("target_stage_id")
+    raw_target = query_params(request).get("target_stage_id")
     # A malformed id is the request's fault (400), not a missing stage.
     target = parse_uuid("target_stage_id")(raw_target) if raw_target else None
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
@@ -225,7 +225,7 @@ def stage_history(workspace_id: str, lead_id: str) -> Response:
     """From, to, when, who; paged like every list (limit, cursor)."""
     request = bp.current_request
     record = parse_id(lead_id)
-    params = dict(request.query_params or {})
+    params = query_params(request)
     if "lead_id" in params:
         raise errors.BadRequest("unknown query parameter lead_id")  # the path names the lead
     query = parse_list(leads.HISTORY.listing, {**params, "lead_id": str(record)}, tenant=parse_id(workspace_id))

@@ -12,7 +12,7 @@ from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response, parse_body, query_params
 from chalicelib.inbox import calls
 from chalicelib.inbox.ingest import Rejected, count_rejection, get_queue, store_events
 from chalicelib.inbox.providers import twilio
@@ -58,7 +58,7 @@ def put_telephony_settings(workspace_id: str) -> Response:
 def list_calls(workspace_id: str) -> Response:
     """Filters contact_id, status, direction; paged like the CRM lists."""
     request = bp.current_request
-    query = parse_list(calls.TABLE.listing, dict(request.query_params or {}), tenant=parse_id(workspace_id))
+    query = parse_list(calls.TABLE.listing, query_params(request), tenant=parse_id(workspace_id))
     with workspace_read(request, workspace_id) as conn:
         page = store.list_pending(conn, calls.TABLE, query)
     rows, cursor = page()

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from chalicelib import errors
 from chalicelib.db.tenancy import tenant_tx, user_tx
-from chalicelib.http import endpoint
+from chalicelib.http import endpoint, query_params
 from chalicelib.inbox import channels, email_inbound
 from chalicelib.inbox.ingest import Rejected, count_rejection, get_queue, store_events
 from chalicelib.inbox.providers import whatsapp
@@ -45,7 +45,7 @@ def whatsapp_verify(channel_id: str) -> Response:
     """The challenge as text/plain when hub.verify_token is the channel's."""
     from chalicelib.auth.crypto import same
 
-    query = dict(bp.current_request.query_params or {})
+    query = query_params(bp.current_request)
     tenant, channel = _workspace_of(channel_id)
     with tenant_tx(tenant) as conn:
         found = channels.load(conn, tenant_id=tenant, channel_id=channel)

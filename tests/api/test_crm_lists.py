@@ -83,6 +83,8 @@ def test_default_limit_is_50_and_above_200_is_a_400_saying_so(ws: Workspace, fre
     for bad in ("0", "-1", "abc", "1.5", "", "%C2%B2", "%D9%A3", "9" * 5000):  # "²" and Arabic-Indic 3: isdigit()
         problem(ws.get(f"/contacts?limit={bad}"), 400)
     assert len(body_of(ws.get("/contacts?limit=007"))["data"]) == 7
+    # Given twice, which value would count is a guess: refused rather than guessed.
+    assert "more than once" in problem(ws.get("/contacts?limit=1&limit=500"), 400)["detail"]
 
 
 def test_a_tampered_cursor_is_400(ws: Workspace, fresh_db: TestDatabase) -> None:

@@ -9,12 +9,11 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chalicelib import errors
-from chalicelib.auth.addresses import EmailAddress
 from chalicelib.crm.api import Context, Resource
 from chalicelib.crm.common import merged_custom, patch_values
 from chalicelib.crm.listing import Filter, ListSpec, parse_uuid, text_sort, time_sort
 from chalicelib.crm.store import Row, Table
-from chalicelib.crm.values import Phone
+from chalicelib.crm.values import Email, Phone
 
 TABLE = Table(
     name="contacts",
@@ -37,7 +36,7 @@ class ContactCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    email: EmailAddress | None = None
+    email: Email | None = None
     phone: Phone | None = None
     company_id: UUID | None = None
     owner_id: UUID | None = None
@@ -56,7 +55,7 @@ class ContactPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     first_name: str | None = Field(default=None, max_length=100)
     last_name: str | None = Field(default=None, max_length=100)
-    email: EmailAddress | None = None
+    email: Email | None = None
     phone: Phone | None = None
     company_id: UUID | None = None
     owner_id: UUID | None = None

@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic_core import PydanticCustomError
 
+from chalicelib.auth.addresses import normalize_email
+
 # ISO 4217 active codes (alphabetic), 2025 list. Data, not logic: updated when ISO updates it.
 CURRENCIES = frozenset("""
 AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD CAD CDF
@@ -54,6 +56,16 @@ def check_url(value: str) -> str:
     return value
 
 
+def check_email(value: str) -> str:
+    """A record's email address: one plain recipient, normalized. Its refusal is a field error (422) like
+    any other field's; only sign-in treats a confusing address as a malformed request (400)."""
+    try:
+        return normalize_email(value)
+    except PydanticCustomError as exc:
+        raise PydanticCustomError("email", exc.message()) from None
+
+
+Email = Annotated[str, AfterValidator(check_email)]
 Phone = Annotated[str, AfterValidator(normalize_phone)]
 Currency = Annotated[str, AfterValidator(check_currency)]
 Url = Annotated[str, AfterValidator(check_url)]

@@ -93,6 +93,16 @@ def test_invalid_phone_is_422_naming_the_field(ws: Workspace, phone: str) -> Non
     assert phone not in str(body)
 
 
+@pytest.mark.parametrize("email", ["nope", "a@b@c.example", "Ann <ann@example.com>", "a@x.test,b@y.test"])
+def test_invalid_contact_email_is_422_naming_the_field(ws: Workspace, email: str) -> None:
+    contact = ws.create("/contacts", {"first_name": "Ann"})
+    for response in (ws.post("/contacts", {"first_name": "Ann", "email": email}),
+                     ws.patch(f"/contacts/{contact['id']}", {"email": email})):
+        body = problem(response, 422)
+        assert fields_of(body) == ["email"]
+        assert email not in str(body)
+
+
 def test_contact_needs_a_name_or_an_email_on_create_and_after_a_patch(ws: Workspace) -> None:
     assert fields_of(problem(ws.post("/contacts", {"phone": "+14155550123"}), 422)) == ["(body)"]
     solo = ws.create("/contacts", {"last_name": "Solo", "email": "solo@example.com"})

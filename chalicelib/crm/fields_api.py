@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
+
 from chalicelib import errors
 from chalicelib.crm.api import Context, Resource
 from chalicelib.crm.common import patch_values
-from chalicelib.crm.custom_fields import TABLE, FieldCreate, FieldOut, FieldPatch, definition, failures, out
+from chalicelib.crm.custom_fields import (
+    RECORD_TABLES,
+    TABLE,
+    FieldCreate,
+    FieldOut,
+    FieldPatch,
+    definition,
+    failures,
+    out,
+)
 from chalicelib.crm.store import Row
 
 CHOICE_TYPES = frozenset({"select", "multi_select"})
@@ -47,7 +58,15 @@ def prepare_patch(ctx: Context, existing: Row, body: FieldPatch) -> dict[str, An
     return values
 
 
+def before_delete(ctx: Context, existing: Row) -> None:
+    """A deleted field takes its values with it: no record keeps (or answers with) data of a field that no
+    longer exists, and a new field with the same key starts empty. Same transaction as the delete."""
+    field = definition(existing)
+    ctx.conn.execute(sql.SQL("UPDATE {} SET custom = custom - %s, updated_at = %s WHERE custom ? %s").format(
+        sql.Identifier(RECORD_TABLES[field.object])), (field.key, ctx.now, field.key))
+
+
 RESOURCE = Resource(path="/custom-fields", singular="custom_field", id_param="field_id", table=TABLE, out=out,
                     out_model=FieldOut, create_model=FieldCreate, patch_model=FieldPatch,
                     prepare_create=prepare_create, prepare_patch=prepare_patch, write_role="admin",
-                    skip=frozenset({"PATCH"}))
+                    skip=frozenset({"PATCH"}), before_delete=before_delete)

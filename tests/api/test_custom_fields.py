@@ -165,7 +165,14 @@ def test_a_deleted_fields_stored_values_do_not_block_later_changes(ws: Workspace
     old = _field(ws, "old", "text")
     _field(ws, "new", "text")
     contact = ws.create("/contacts", {"first_name": "x", "custom": {"old": "v"}})
+    etag = ws.get(f"/contacts/{contact['id']}").headers["ETag"]
     assert ws.delete(f"/custom-fields/{old['id']}").status_code == 204
+    # The field's values went with it (and the record's version changed).
+    read = ws.get(f"/contacts/{contact['id']}")
+    assert body_of(read)["custom"] == {} and read.headers["ETag"] != etag
+    # A new field with the same key and another type starts empty.
+    _field(ws, "old", "number")
+    assert body_of(ws.get(f"/contacts/{contact['id']}"))["custom"] == {}
     patched = ws.patch(f"/contacts/{contact['id']}", {"custom": {"new": "w"}})
     assert patched.status_code == 200, patched.body
     assert body_of(patched)["custom"] == {"new": "w"}

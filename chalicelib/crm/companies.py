@@ -17,7 +17,7 @@ TABLE = Table(
     name="companies",
     columns=("id", "name", "domain", "custom", "created_at", "updated_at"),
     listing=ListSpec("companies", {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"),
-                                   "name": text_sort("name")}, "created_at", {}),
+                                   "name": text_sort("name")}, "created_at", {}, search_object="company"),
 )
 DOMAIN = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 

@@ -24,7 +24,7 @@ TABLE = Table(
         {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"), "name": text_sort("name")},
         "created_at",
         {"company_id": Filter("company_id", parse_uuid("company_id")),
-         "owner_id": Filter("owner_id", parse_uuid("owner_id"))}),
+         "owner_id": Filter("owner_id", parse_uuid("owner_id"))}, search_object="contact"),
     references={"contacts_company_fk": "company_id", "contacts_owner_fk": "owner_id"},
     conflicts={"contacts_email_unique": "a contact with this email already exists in this workspace"},
 )

@@ -41,7 +41,8 @@ TABLE = Table(
         "created_at",
         {**{name: Filter(name, parse_uuid(name))
             for name in ("stage_id", "pipeline_id", "owner_id", "company_id", "contact_id")},
-         "status": Filter("status", parse_choice("status", frozenset({"open", "won", "lost"})))}),
+         "status": Filter("status", parse_choice("status", frozenset({"open", "won", "lost"})))},
+        search_object="lead"),
     references={"leads_contact_fk": "contact_id", "leads_company_fk": "company_id", "leads_stage_fk": "stage_id",
                 "leads_owner_fk": "owner_id"},
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,8 @@ class ListSpec:
     search: bool = True
     custom_select_filters: bool = True
     created_bounds: bool = True  # created_after / created_before (a created_at column)
+    # The records' words are in search_terms under this object (migration 0015): q is served by its index.
+    search_object: str | None = None
 
 
 @dataclass
@@ -144,12 +147,7 @@ def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -
             params[bound] = parse_datetime(bound)(query[bound])
             conditions.append(sql.SQL(f"created_at {op} %({bound})s"))
     if spec.search and query.get("q"):
-        text = query["q"].strip().lower()
-        if len(text) > 200:
-            raise errors.BadRequest("q must be at most 200 characters")
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        params["q"] = f"%{escaped}%"
-        conditions.append(sql.SQL("search LIKE %(q)s"))
+        conditions += _search(spec, query["q"], params)
     for index, name in enumerate(sorted(n for n in query if n.startswith("custom."))):
         key = name.removeprefix("custom.")
         if not key.replace("_", "").isalnum():
@@ -171,6 +169,49 @@ def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -
         op = "<" if sort.descending else ">"
         conditions.append(sql.SQL(f"({sort.expression}, id) {op} (%(cursor_value)s, %(cursor_id)s::uuid)"))
     return ListQuery(conditions, params, sort, sort_key, limit, binding)
+
+
+# What app.search_words (migration 0015) splits at: ASCII white space and punctuation. Both sides must agree.
+WORD_SEPARATORS = re.compile(r"[\x09-\x0d\x20-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
+MAX_SEARCH_WORDS = 8
+
+
+def search_words(text: str) -> list[str]:
+    """The distinct words of a query as app.search_words splits them (lower-casing is left to SQL)."""
+    return list(dict.fromkeys(w[:100] for w in WORD_SEPARATORS.split(text) if w))
+
+
+def _like(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _search(spec: ListSpec, raw: str, params: dict[str, Any]) -> list[sql.Composable]:
+    text = raw.strip()
+    if len(text) > 200:
+        raise errors.BadRequest("q must be at most 200 characters")
+    words = search_words(text) if spec.search_object else []
+    if len(words) > MAX_SEARCH_WORDS:
+        raise errors.BadRequest(f"q may have at most {MAX_SEARCH_WORDS} words")
+    if not words:
+        # Only punctuation (or a list without a word index): a substring of the search column, unindexed.
+        params["q"] = _like(text.lower())
+        return [sql.SQL("search LIKE %(q)s")]
+    # A record matches when, for each word of q, one of its words starts with it. ^@ is leakproof, so
+    # under RLS the prefix is a range of the (tenant_id, object, term) btree (see migration 0015).
+    params["search_object"] = spec.search_object
+    found: list[sql.Composable] = []
+    for index, word in enumerate(words):
+        params[f"w{index}"] = word
+        found.append(sql.SQL("(tenant_id, id) IN (SELECT tenant_id, record_id FROM search_terms"
+                             " WHERE object = %(search_object)s AND term ^@ lower({}))").format(
+            sql.Placeholder(f"w{index}")))
+    # A piece of q with punctuation in it (an email, a domain, "50%") must also appear as written: checked
+    # on the few records the words found, so "row3@example.com" does not also find "row30@example.com".
+    for index, piece in enumerate(p for p in text.split() if search_words(p) != [p]):
+        params[f"p{index}"] = _like(piece)
+        found.append(sql.SQL("search LIKE lower({})").format(sql.Placeholder(f"p{index}")))
+    return found
 
 
 def order_by(query: ListQuery) -> sql.Composable:

@@ -28,7 +28,8 @@ TABLE = Table(
     name="pipelines",
     columns=("id", "name", "is_default", "created_at", "updated_at"),
     listing=ListSpec("pipelines", {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"),
-                                   "name": text_sort("name")}, "name", {}, custom_select_filters=False),
+                                   "name": text_sort("name")}, "name", {}, custom_select_filters=False,
+                     search_object="pipeline"),
 )
 STAGES = Table(
     name="stages",

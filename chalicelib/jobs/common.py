@@ -21,8 +21,11 @@ log = logging.getLogger("crm.jobs")
 # Columns that never leave the database in an export or a backup (secrets and their digests).
 EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"},
                     "channels": {"secrets_ciphertext"}}
-# Tables about the backups themselves: not workspace content.
-EXCLUDED_TABLES = frozenset({"backup_keys", "backups"})
+# Tables derived from other tables' rows by triggers: search_terms (the words of searchable records).
+DERIVED_TABLES = ("search_terms",)
+# Tables about the backups themselves (not workspace content), and the derived ones (their sources are
+# exported and backed up themselves; the triggers rebuild them from those rows on restore).
+EXCLUDED_TABLES = frozenset({"backup_keys", "backups", *DERIVED_TABLES})
 
 
 def jobs_database() -> Database:

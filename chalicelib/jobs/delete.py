@@ -13,7 +13,7 @@ from psycopg import sql
 from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.common import dependency_order, tenant_tables
+from chalicelib.jobs.common import DERIVED_TABLES, dependency_order, tenant_tables
 from chalicelib.observability import log_event
 
 log = logging.getLogger("crm.jobs.delete")
@@ -53,7 +53,9 @@ def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore) -> Re
             return receipt
         receipt.found = conn.execute("SELECT 1 FROM workspaces WHERE id = %s", (tenant_id,)).fetchone() is not None
         keys = {t.name: t.key for t in tenant_tables(conn)}
-        for name in reversed(dependency_order(conn, list(keys))):
+        # Derived tables first: their rows are then counted here, not removed unseen by their sources' triggers.
+        order = list(reversed(dependency_order(conn, list(keys))))
+        for name in sorted(order, key=lambda n: n not in DERIVED_TABLES):
             if name == FORENSIC_TABLE:
                 continue
             # RLS scopes the statement; the explicit key is a second guard (the jobs role can list workspaces).

@@ -138,6 +138,34 @@ def test_q_searches_names_and_emails_case_insensitively(ws: Workspace) -> None:
     problem(ws.get("/contacts?q=" + "x" * 201), 400)
 
 
+def test_q_matches_word_prefixes_in_any_order_and_pieces_with_punctuation_as_written(ws: Workspace) -> None:
+    ws.create("/contacts", {"first_name": "Grace", "last_name": "Hopper", "email": "row3@example.com"})
+    ws.create("/contacts", {"first_name": "José", "last_name": "Müller", "email": "row30@example.com"})
+
+    def names(q: str) -> list[str]:
+        return sorted(d["first_name"] for d in body_of(ws.get(f"/contacts?{urlencode({'q': q})}"))["data"])
+
+    assert names("hopper grace") == ["Grace"]  # any order
+    assert names("row3@example.com") == ["Grace"]  # not row30: the address as written
+    assert names("row3") == ["Grace", "José"]  # a word prefix
+    assert names("MÜLL") == ["José"] and names("josé") == ["José"]  # case-insensitive beyond ASCII
+    assert names("opper") == []  # inside a word is no match: words are matched by their start
+    assert "at most 8 words" in problem(ws.get("/contacts?q=" + "+".join("abcdefghi")), 400)["detail"]
+
+
+def test_search_words_follow_every_write(ws: Workspace, fresh_db: TestDatabase) -> None:
+    lead = ws.create("/leads", {"title": "Zephyr pilot"})
+    assert [d["id"] for d in body_of(ws.get("/leads?q=zeph"))["data"]] == [lead["id"]]
+    ws.patch(f"/leads/{lead['id']}", {"title": "Aurora pilot"})
+    assert body_of(ws.get("/leads?q=zeph"))["data"] == []
+    assert [d["id"] for d in body_of(ws.get("/leads?q=auro"))["data"]] == [lead["id"]]
+    ws.patch(f"/leads/{lead['id']}", {"expected_close_date": "2027-01-31"})  # no word changed: none rewritten
+    assert rows_of(fresh_db, "SELECT term FROM search_terms WHERE record_id = %s ORDER BY term", (lead["id"],)) == [
+        ("aurora",), ("pilot",)]
+    ws.delete(f"/leads/{lead['id']}")
+    assert rows_of(fresh_db, "SELECT count(*) FROM search_terms WHERE record_id = %s", (lead["id"],)) == [(0,)]
+
+
 def test_filters_by_company_owner_and_creation_time(ws: Workspace, fresh_db: TestDatabase) -> None:
     company = ws.create("/companies", {"name": "Acme"})
     tagged = insert_rows(fresh_db, "contacts", ws.id, [

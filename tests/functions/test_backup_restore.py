@@ -115,6 +115,12 @@ def rows_of(db: TestDatabase, tenant: uuid.UUID) -> dict[str, list[str]]:
     return found
 
 
+def _search_terms(db: TestDatabase, tenant: uuid.UUID) -> list[tuple[object, ...]]:
+    with db.admin() as conn:
+        return conn.execute("SELECT object, term, record_id FROM search_terms WHERE tenant_id = %s ORDER BY 1, 2, 3",
+                            (tenant,)).fetchall()
+
+
 def wipe_content(db: TestDatabase, tenant: uuid.UUID) -> None:
     """Lose the workspace's data by hand (children first), keeping its row and so its backup key."""
     with db.admin() as conn:
@@ -160,11 +166,14 @@ def test_restore_round_trip_yields_identical_rows(fresh_db: TestDatabase, jobs_d
                                                   vault: Vault) -> None:
     a, b = seed(fresh_db, "a", new_canary(), bulk=2500), seed(fresh_db, "b", new_canary())
     backup_workspace(jobs_db, a, blobs, vault, NOW)
-    before, other_before = rows_of(fresh_db, a), rows_of(fresh_db, b)
+    before, other_before, words_before = rows_of(fresh_db, a), rows_of(fresh_db, b), _search_terms(fresh_db, a)
     wipe_content(fresh_db, a)
     assert sum(map(len, rows_of(fresh_db, a).values())) == 1  # just the (changed) workspace row
+    assert _search_terms(fresh_db, a) == []
     receipt = restore_workspace(jobs_db, a, blobs, vault)
     assert rows_of(fresh_db, a) == before
+    # Not in the backup (derived): the restored records' triggers wrote their words again.
+    assert _search_terms(fresh_db, a) == words_before and len(words_before) > 2500
     assert rows_of(fresh_db, b) == other_before
     assert receipt.workspace_id == str(a) and receipt.skipped == {}
     assert (receipt.rows["leads"], receipt.rows["contacts"]) == (1, 2501)

@@ -1,0 +1,58 @@
+"""`q` under row-level security is served by the search_terms btree (migration 0015), and the words of
+one workspace never answer another's search."""
+
+from __future__ import annotations
+
+import uuid
+
+from chalicelib.crm import leads, store
+from chalicelib.crm.listing import parse_list
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from tests.conftest import TestDatabase, make_tenant
+
+
+def _plan(db: Database, tenant: uuid.UUID, q: str) -> str:
+    statement, params = store.list_statement(leads.TABLE, parse_list(leads.TABLE.listing, {"q": q}, tenant=tenant))
+    with tenant_tx(tenant, db=db) as conn:
+        # Whether the index *can* serve the prefix under RLS (the planner may prefer a scan of a tiny table).
+        conn.execute("SET LOCAL enable_seqscan = off")
+        rows = conn.execute(b"EXPLAIN " + statement.as_string().encode(), params).fetchall()
+    return "\n".join(str(r[0]) for r in rows)
+
+
+def test_a_search_word_is_a_range_of_the_search_terms_index_under_rls(fresh_db: TestDatabase,
+                                                                       app_db: Database) -> None:
+    tenant = make_tenant(fresh_db)
+    with fresh_db.admin() as admin:
+        # Many words, few of them starting with "zeph": the index range is what a planner should choose.
+        admin.execute("INSERT INTO search_terms (tenant_id, object, term, record_id)"
+                      " SELECT %s, 'lead', md5(g::text), gen_random_uuid() FROM generate_series(1, 5000) g", (tenant,))
+        admin.execute("ANALYZE search_terms")
+    plan = _plan(app_db, tenant, "Zeph")
+    assert "search_terms_pkey" in plan, plan
+    # The prefix became index bounds: ^@ is leakproof, so it is not held back behind the policies.
+    assert "(term >= 'zeph'::text) AND (term < 'zepi'::text)" in plan, plan
+    assert "app.current_tenant()" in plan or "current_setting" in plan, plan
+
+
+def test_one_workspaces_words_never_answer_anothers_search(fresh_db: TestDatabase, app_db: Database) -> None:
+    a, b = make_tenant(fresh_db, "alpha"), make_tenant(fresh_db, "beta")
+    with fresh_db.admin() as admin:
+        for tenant in (a, b):
+            pipeline = admin.execute("INSERT INTO pipelines (tenant_id, name) VALUES (%s, 'P') RETURNING id",
+                                     (tenant,)).fetchone()
+            assert pipeline is not None
+            stage = admin.execute("INSERT INTO stages (tenant_id, pipeline_id, name, position, kind)"
+                                  " VALUES (%s, %s, 'S', 0, 'open') RETURNING id", (tenant, pipeline[0])).fetchone()
+            assert stage is not None
+            admin.execute("INSERT INTO leads (tenant_id, title, pipeline_id, stage_id, status)"
+                          " VALUES (%s, %s, %s, %s, 'open')", (tenant, f"Zephyr {tenant}", pipeline[0], stage[0]))
+        both = admin.execute("SELECT count(DISTINCT tenant_id) FROM search_terms WHERE term = 'zephyr'").fetchone()
+        assert both == (2,)
+    for tenant in (a, b):
+        statement, params = store.list_statement(leads.TABLE, parse_list(leads.TABLE.listing, {"q": "zeph"},
+                                                                         tenant=tenant))
+        with tenant_tx(tenant, db=app_db) as conn:
+            rows = conn.execute(statement, params).fetchall()
+        assert [r[leads.TABLE.index("title")] for r in rows] == [f"Zephyr {tenant}"]

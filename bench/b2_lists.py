@@ -50,7 +50,7 @@ WORDS = ["acme", "renewal", "pilot", "expansion", "upgrade", "license", "support
          "training", "hardware", "cloud", "security", "analytics", "onboarding", "retainer", "audit", "design",
          "integration", "maintenance", "storage", "network", "mobile", "portal", "backup", "zephyr"]
 SEARCH_WORD = "zephyr"
-TENANT_TABLES = ("leads", "stages", "pipelines", "memberships", "workspaces", "sessions")
+TENANT_TABLES = ("leads", "search_terms", "stages", "pipelines", "memberships", "workspaces", "sessions")
 
 
 def _seed(admin_url: str) -> None:
@@ -140,7 +140,8 @@ def _bypass_role(admin_url: str) -> None:
         if not exists:
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN BYPASSRLS").format(sql.Identifier(BYPASS_ROLE)))
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public, app TO {}").format(sql.Identifier(BYPASS_ROLE)))
-        conn.execute(sql.SQL("GRANT SELECT ON public.leads TO {}").format(sql.Identifier(BYPASS_ROLE)))
+        conn.execute(sql.SQL("GRANT SELECT ON public.leads, public.search_terms TO {}").format(
+            sql.Identifier(BYPASS_ROLE)))
 
 
 def _queries(workspace: uuid.UUID) -> dict[str, tuple[dict[str, str], Any, dict[str, Any], Any, dict[str, Any]]]:

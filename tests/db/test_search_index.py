@@ -56,3 +56,16 @@ def test_one_workspaces_words_never_answer_anothers_search(fresh_db: TestDatabas
         with tenant_tx(tenant, db=app_db) as conn:
             rows = conn.execute(statement, params).fetchall()
         assert [r[leads.TABLE.index("title")] for r in rows] == [f"Zephyr {tenant}"]
+
+
+def test_a_workspace_deleted_by_cascade_leaves_no_words(fresh_db: TestDatabase) -> None:
+    # search_terms has no foreign key (a check per word cost too much): the records' delete triggers,
+    # which cascades fire too, take the words with them.
+    tenant = make_tenant(fresh_db)
+    with fresh_db.admin() as admin:
+        admin.execute("INSERT INTO companies (tenant_id, name, domain) VALUES (%s, 'Zephyr Works', 'zephyr.example')",
+                      (tenant,))
+        words = admin.execute("SELECT count(*) FROM search_terms WHERE tenant_id = %s", (tenant,)).fetchone()
+        assert words == (3,)  # zephyr, works, example
+        admin.execute("DELETE FROM workspaces WHERE id = %s", (tenant,))
+        assert admin.execute("SELECT count(*) FROM search_terms WHERE tenant_id = %s", (tenant,)).fetchone() == (0,)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from bench import b1_tenant_read, b2_lists, b3_write, b4_ingest, b5_export, b6_purge, b7_vault, b8_cold_start, b9_auth
+from bench import (
+    b1_tenant_read,
+    b2_lists,
+    b3_write,
+    b4_ingest,
+    b5_export,
+    b6_purge,
+    b7_vault,
+    b8_cold_start,
+    b9_auth,
+    b10_import,
+)
 from bench.common import bench_environment
 
 
@@ -10,7 +21,7 @@ def main() -> None:
     """Run all benchmarks in order."""
     bench_environment()
     for bench in (b1_tenant_read, b2_lists, b3_write, b4_ingest, b5_export, b6_purge, b7_vault, b8_cold_start,
-                  b9_auth):
+                  b9_auth, b10_import):
         bench.run()
         print(flush=True)
 

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -88,7 +88,7 @@ def parse_body(request: Request, model: type[M]) -> M:
         # ValueErrors. No parser message: it quotes the offending input.
         raise errors.BadRequest("the body is not valid UTF-8 JSON") from None
     try:
-        return model.model_validate(document)
+        parsed = model.model_validate(document)
     except ValidationError as exc:
         # Field paths and messages only; pydantic's `input` would echo (possibly personal) values.
         fields = [errors.FieldError(_field_path(e["loc"]), e["msg"], e["type"]) for e in exc.errors()]
@@ -96,6 +96,27 @@ def parse_body(request: Request, model: type[M]) -> M:
             # An address that is not one plain recipient is a malformed request, not a field value.
             raise errors.BadRequest("an email address is not one plain address", errors=fields) from None
         raise errors.ValidationFailed("some fields are missing or invalid", errors=fields) from None
+    # PostgreSQL text cannot hold NUL: one check for every route, a 422 naming the field, never a 500
+    # from the driver refusing the value.
+    nul = [errors.FieldError(_field_path(loc), "may not contain NUL characters", "nul") for loc in _nul_at(document)]
+    if nul:
+        raise errors.ValidationFailed("text may not contain NUL characters", errors=nul)
+    return parsed
+
+
+def _nul_at(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[int | str, ...]]:
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                yield (*loc, "(a key)")  # not the key itself: the path must not carry the NUL back
+            else:
+                yield from _nul_at(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_at(item, (*loc, index))
 
 
 def query_params(request: Request) -> dict[str, str]:

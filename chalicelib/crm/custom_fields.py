@@ -177,9 +177,11 @@ def check_value(field_type: str, options: list[str], value: Any) -> tuple[Any, s
         return None, "must be {\"amount_minor\": integer, \"currency\": ISO 4217 code}"
 
 
-def definitions_pending(conn: Any, object_type: str) -> Callable[[], dict[str, tuple[str, list[str], bool]]]:
+def definitions_pending(conn: Any, object_type: str, *, lock: bool = False
+                        ) -> Callable[[], dict[str, tuple[str, list[str], bool]]]:
     """Queue the read of definitions() (nothing awaited); call the result for them."""
-    cursor = conn.execute("SELECT key, type, options, required FROM custom_fields WHERE object = %s", (object_type,))
+    cursor = conn.execute("SELECT key, type, options, required FROM custom_fields WHERE object = %s"
+                          + (" FOR KEY SHARE" if lock else ""), (object_type,))
 
     def found() -> dict[str, tuple[str, list[str], bool]]:
         return {str(r[0]): (str(r[1]), list(r[2]), bool(r[3])) for r in cursor.fetchall()}
@@ -187,8 +189,11 @@ def definitions_pending(conn: Any, object_type: str) -> Callable[[], dict[str, t
 
 
 def definitions(conn: Any, object_type: str) -> dict[str, tuple[str, list[str], bool]]:
-    """key -> (type, options, required) for one object type of the current workspace."""
-    return definitions_pending(conn, object_type)()
+    """key -> (type, options, required) for one object type of the current workspace, for a write of
+    records: the definitions stay as read until the write commits. A field's delete or change (which
+    locks its row FOR UPDATE) waits for writes that validated against it, and they for it, so no record
+    keeps a value of a field deleted meanwhile, or one its changed type refuses."""
+    return definitions_pending(conn, object_type, lock=True)()
 
 
 def check_filters(query: Mapping[str, str], fields: Mapping[str, tuple[str, list[str], bool]]) -> None:

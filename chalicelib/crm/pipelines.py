@@ -179,11 +179,16 @@ def create_default(conn: Conn, *, tenant_id: uuid.UUID, now: datetime) -> uuid.U
     return create(conn, tenant_id=tenant_id, name="Sales", stages=None, is_default=True, now=now)
 
 
+def lock_all(conn: Conn) -> None:
+    """Lock the workspace's pipeline rows in id order (taking them in one order cannot deadlock)."""
+    # Concurrent switches of the default serialize here; without it, the second one would not see the
+    # first one's new default and would break the one-default index.
+    conn.execute("SELECT id FROM pipelines ORDER BY id FOR UPDATE").fetchall()
+
+
 def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
     """Make this pipeline the workspace's default (one default at a time)."""
-    # Concurrent switches serialize on the workspace's pipeline rows (in id order: no deadlock); without
-    # this, the second one would not see the first one's new default and break the one-default index.
-    conn.execute("SELECT id FROM pipelines ORDER BY id FOR UPDATE").fetchall()
+    lock_all(conn)
     # updated_at too: the demoted pipeline's representation (and so its ETag) changes.
     conn.execute("UPDATE pipelines SET is_default = false, updated_at = now() WHERE is_default AND id <> %s"
                  " RETURNING 1", (pipeline_id,)).fetchall()

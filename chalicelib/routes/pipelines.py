@@ -53,6 +53,13 @@ def list_pipelines(workspace_id: str) -> Response:
     # Read after the block: the authorization, the page, its stages and the COMMIT in one round trip.
     rows, cursor = page()
     found = stages()
+    missing = [r[0] for r in rows if not found.get(r[0])]
+    if missing:
+        # Every pipeline has a stage: none means a commit landed between the two reads (each statement
+        # has its own snapshot) and the stages' page was another one. Rare; read those directly.
+        with workspace_read(request, workspace_id) as conn:
+            again = pipelines.stages_of_pending(conn, missing)
+        found.update(again())
     data = [pipelines.out(r, found.get(r[0], [])) for r in rows]
     return json_response({"data": data, "next_cursor": cursor})
 
@@ -102,6 +109,10 @@ def patch_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         ctx = Context(conn, parse_id(workspace_id), caller, request)
+        if body.is_default:
+            # Every pipeline row, in id order, before this one alone: two concurrent switches then wait
+            # for each other instead of each holding the row the other needs (a deadlock).
+            pipelines.lock_all(conn)
         existing = store.require_for_update(conn, TABLE, record)
         store.check_if_match(request.headers.get("if-match"), existing, TABLE)
         if body.is_default:

@@ -171,14 +171,17 @@ def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -
     return ListQuery(conditions, params, sort, sort_key, limit, binding)
 
 
-# What app.search_words (migration 0015) splits at: ASCII white space and punctuation. Both sides must agree.
-WORD_SEPARATORS = re.compile(r"[\x09-\x0d\x20-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+")
+# What app.search_words (migration 0015) splits at: ASCII white space and punctuation, and common Unicode
+# spaces, dashes and quotes, as explicit code points (no locale-dependent class). Both sides must agree.
+WORD_SEPARATORS = re.compile(r"[\x09-\x0d\x20-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e\u00a0\u00ab\u00bb\u2000-\u200b"
+                             r"\u2010-\u2015\u2018-\u201f\u2026\u202f\u205f\u3000-\u3002\uff0c]+")
 MAX_SEARCH_WORDS = 8
 
 
 def search_words(text: str) -> list[str]:
-    """The distinct words of a query as app.search_words splits them (lower-casing is left to SQL)."""
-    return list(dict.fromkeys(w[:100] for w in WORD_SEPARATORS.split(text) if w))
+    """The distinct words of a query as app.search_words splits them (lower-casing and the 100-character
+    cut are left to SQL, which applies them to the stored words: one lower() for both sides)."""
+    return list(dict.fromkeys(w for w in WORD_SEPARATORS.split(text) if w))
 
 
 def _like(text: str) -> str:
@@ -204,7 +207,7 @@ def _search(spec: ListSpec, raw: str, params: dict[str, Any]) -> list[sql.Compos
     for index, word in enumerate(words):
         params[f"w{index}"] = word
         found.append(sql.SQL("(tenant_id, id) IN (SELECT tenant_id, record_id FROM search_terms"
-                             " WHERE object = %(search_object)s AND term ^@ lower({}))").format(
+                             " WHERE object = %(search_object)s AND term ^@ left(lower({}), 100))").format(
             sql.Placeholder(f"w{index}")))
     # A piece of q with punctuation in it (an email, a domain, "50%") must also appear as written: checked
     # on the few records the words found, so "row3@example.com" does not also find "row30@example.com".

@@ -150,6 +150,8 @@ def test_q_matches_word_prefixes_in_any_order_and_pieces_with_punctuation_as_wri
     assert names("row3") == ["Grace", "José"]  # a word prefix
     assert names("MÜLL") == ["José"] and names("josé") == ["José"]  # case-insensitive beyond ASCII
     assert names("opper") == []  # inside a word is no match: words are matched by their start
+    ws.create("/contacts", {"first_name": "Seán", "last_name": "O\u2019Brien"})
+    assert names("brien") == ["Seán"] and names("o\u2019brien") == ["Seán"]  # a typographic apostrophe splits too
     assert "at most 8 words" in problem(ws.get("/contacts?q=" + "+".join("abcdefghi")), 400)["detail"]
 
 

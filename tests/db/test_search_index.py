@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import uuid
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from chalicelib.crm import leads, store
-from chalicelib.crm.listing import parse_list
+from chalicelib.crm.listing import parse_list, search_words
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from tests.conftest import TestDatabase, make_tenant
@@ -69,3 +72,21 @@ def test_a_workspace_deleted_by_cascade_leaves_no_words(fresh_db: TestDatabase) 
         assert words == (3,)  # zephyr, works, example
         admin.execute("DELETE FROM workspaces WHERE id = %s", (tenant,))
         assert admin.execute("SELECT count(*) FROM search_terms WHERE tenant_id = %s", (tenant,)).fetchone() == (0,)
+
+
+SEPARATORS = (" \t\n.,;:@/-_'\"!?()[]{}#%&*+<=>|~`^$\\"
+              "\u00a0\u00ab\u00bb\u2002\u200b\u2011\u2013\u2014\u2018\u2019\u201c\u201d\u2026\u3000\u3001")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list(SEPARATORS) + list("aZéÜßçøИжΣσς中文٣0")), max_size=60)
+       | st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=40))
+def test_the_query_and_the_stored_words_are_split_alike(fresh_db: TestDatabase, text: str) -> None:
+    # The stored side: app.search_words(lower(search)). The query side: Python's split, then SQL's
+    # left(lower(word), 100). They must give the same words, or a record would not be found by its own.
+    with fresh_db.admin() as admin:
+        stored = admin.execute("SELECT app.search_words(lower(%s))", (text,)).fetchone()
+        queried = admin.execute("SELECT array(SELECT DISTINCT left(lower(w), 100) FROM unnest(%s::text[]) w)",
+                                (search_words(text),)).fetchone()
+    assert stored is not None and queried is not None
+    assert sorted(stored[0]) == sorted(queried[0])

@@ -5,14 +5,14 @@
 -- operators and @@ are not (only a superuser could mark them, and managed PostgreSQL has none). The
 -- prefix operator ^@ (starts_with), = and the btree comparisons are leakproof. So each searchable
 -- record keeps its words in search_terms: the words of its (lower-cased) search column, split at ASCII
--- white space and punctuation. `q` finds the records that have, for each word of the query, a word
+-- white space and punctuation and at common Unicode spaces, dashes and quotes (O’Brien is "o", "brien"). `q` finds the records that have, for each word of the query, a word
 -- starting with it, through the (tenant_id, object, term) btree. Triggers keep the words in step with
 -- every insert, update and delete (the API, imports, restores, cascades).
 
 CREATE FUNCTION app.search_words(value text) RETURNS text[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN ARRAY(SELECT DISTINCT left(w, 100)
-                 FROM pg_catalog.regexp_split_to_table(value, '[\x09-\x0d\x20-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]+') AS w
+                 FROM pg_catalog.regexp_split_to_table(value, '[\x09-\x0d\x20-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e\u00a0\u00ab\u00bb\u2000-\u200b\u2010-\u2015\u2018-\u201f\u2026\u202f\u205f\u3000-\u3002\uff0c]+') AS w
                  WHERE w <> '');
 GRANT EXECUTE ON FUNCTION app.search_words(text) TO crm_app, crm_jobs;
 

@@ -380,3 +380,16 @@ def test_if_match_holds_against_a_concurrent_change_no_lost_update(ws: Workspace
     # The PATCH waited on the row lock before checking If-Match, saw the new version and refused.
     problem(answers[0], 412)
     assert body_of(ws.get(f"/companies/{company['id']}"))["name"] == "Acme Inc"
+
+
+def test_a_reference_cleared_by_a_delete_gives_the_record_a_new_etag(ws: Workspace) -> None:
+    company = ws.create("/companies", {"name": "Acme"})
+    contact = ws.create("/contacts", {"first_name": "Ann", "company_id": company["id"]})
+    lead = ws.create("/leads", {"title": "Deal", "company_id": company["id"], "contact_id": contact["id"]})
+    tags = {path: ws.get(path).headers["ETag"] for path in (f"/contacts/{contact['id']}", f"/leads/{lead['id']}")}
+    assert ws.delete(f"/companies/{company['id']}").status_code == 204
+    for path, before in tags.items():
+        read = ws.get(path)
+        assert body_of(read)["company_id"] is None and read.headers["ETag"] != before
+        # So an If-Match taken before the reference was cleared no longer passes.
+        problem(ws.patch(path, {"custom": {}}, {"If-Match": before}), 412)

@@ -27,8 +27,7 @@ TABLE = Table(
     columns=("id", "object", "key", "label", "type", "options", "required", "created_at", "updated_at"),
     listing=ListSpec("custom_fields", {"created_at": time_sort("created_at"), "updated_at": time_sort("updated_at"),
                                        "key": text_sort("key")}, "created_at",
-                     {"object": Filter("object", parse_choice("object", OBJECTS))}, search=False,
-                     custom_select_filters=False),
+                     {"object": Filter("object", parse_choice("object", OBJECTS))}, custom_select_filters=False),
     conflicts={"custom_fields_key_unique": "this object already has a custom field with this key"},
 )
 

@@ -228,3 +228,11 @@ def test_a_record_write_racing_a_field_delete_cannot_keep_the_deleted_fields_val
     # The write read the definitions again after the delete: the key is unknown now.
     assert fields_of(problem(answers[0], 422)) == ["custom.tier"]
     assert body_of(ws.get(f"/contacts/{contact['id']}"))["custom"] == {}
+
+
+def test_custom_fields_are_searched_by_key_and_label(ws: Workspace) -> None:
+    _field(ws, "shoe_size", "number")
+    ws.create("/custom-fields", {"object": "lead", "key": "source", "label": "Lead source", "type": "text"})
+    assert [f["key"] for f in body_of(ws.get("/custom-fields?q=SHOE"))["data"]] == ["shoe_size"]
+    assert [f["key"] for f in body_of(ws.get("/custom-fields?q=lead%20sou"))["data"]] == ["source"]
+    assert body_of(ws.get("/custom-fields?q=nothing"))["data"] == []

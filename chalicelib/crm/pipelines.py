@@ -187,8 +187,7 @@ def lock_all(conn: Conn) -> None:
 
 
 def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
-    """Make this pipeline the workspace's default (one default at a time)."""
-    lock_all(conn)
+    """Make this pipeline the workspace's default (one default at a time). The caller holds lock_all()."""
     # updated_at too: the demoted pipeline's representation (and so its ETag) changes.
     conn.execute("UPDATE pipelines SET is_default = false, updated_at = now() WHERE is_default AND id <> %s"
                  " RETURNING 1", (pipeline_id,)).fetchall()

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from chalice.test import Client
 
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
 from tests.api.auth_helpers import (
     ORIGIN,
     Browser,
@@ -121,3 +126,36 @@ def fields_of(response: Any) -> list[str]:
     """The field paths of a problem (a response, or a problem body already read)."""
     payload = response if isinstance(response, dict) else body_of(response)
     return [e["field"] for e in payload.get("errors", [])]
+
+
+def _blocked_app_backends(db: TestDatabase) -> int:
+    row = rows_of(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                      " AND usename = 'crm_app' AND wait_event_type = 'Lock'")
+    return int(row[0][0])
+
+
+def _wait_until_blocked(db: TestDatabase, thread: threading.Thread) -> None:
+    # Polls the server's own view of lock waits: deterministic, whatever the machine's speed.
+    deadline = time.monotonic() + 10
+    while _blocked_app_backends(db) == 0:
+        assert thread.is_alive(), "the request finished without waiting for the concurrent transaction"
+        assert time.monotonic() < deadline, "the request never waited for the concurrent transaction"
+        time.sleep(0.01)
+
+
+def concurrently(db: TestDatabase, tenant: str, first: Callable[[psycopg.Connection[Any]], object],
+                 second: Callable[[], Any]) -> Any:
+    """Run `first` in an open transaction of another connection (as the app, in `tenant`), then `second`
+    (an HTTP call) in a thread; commit `first` once `second` waits on it; return what `second` returned."""
+    other = Database(db.app_url, size=1, name="concurrent")
+    result: dict[str, Any] = {}
+    try:
+        with tenant_tx(tenant, db=other, pipeline=False) as conn:
+            first(conn)
+            thread = threading.Thread(target=lambda: result.update(response=second()))
+            thread.start()
+            _wait_until_blocked(db, thread)
+        thread.join(10)
+    finally:
+        other.close()
+    return result["response"]

@@ -4,17 +4,14 @@ Idempotency-Key, tenant isolation (R01, R02, R12, R13, R14) and the log canary s
 from __future__ import annotations
 
 import io
-import threading
-import time
 import uuid
-from typing import Any
 
 import pytest
 from chalice.test import Client
 
 from chalicelib.observability import configure_logging
 from tests.api.auth_helpers import Outbox, body_of, problem
-from tests.api.crm_helpers import Workspace, fields_of, new_workspace, rows_of, without_request_id
+from tests.api.crm_helpers import Workspace, concurrently, fields_of, new_workspace, rows_of, without_request_id
 from tests.conftest import TestDatabase
 
 
@@ -360,25 +357,14 @@ def test_every_resource_answers_exactly_its_documented_shape_in_lists_and_reads(
 def test_if_match_holds_against_a_concurrent_change_no_lost_update(ws: Workspace, fresh_db: TestDatabase) -> None:
     company = ws.create("/companies", {"name": "Acme"})
     etag = ws.get(f"/companies/{company['id']}").headers["ETag"]
-    answers: list[Any] = []
-    with fresh_db.admin() as other_writer:
-        # Another request changes the row and has not committed yet when this PATCH (with the ETag read
-        # before that change) arrives.
-        other_writer.execute("BEGIN")
-        other_writer.execute("UPDATE companies SET name = 'Acme Inc', updated_at = now() WHERE id = %s",
-                             (company["id"],))
-        patch = threading.Thread(target=lambda: answers.append(
-            ws.patch(f"/companies/{company['id']}", {"name": "Stale writer"}, {"If-Match": etag})))
-        patch.start()
-        with fresh_db.admin() as watcher:
-            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                      " AND query LIKE '%%companies%%'").fetchone():
-                assert patch.is_alive(), "the PATCH must wait for the other writer's row lock"
-                time.sleep(0.005)
-        other_writer.execute("COMMIT")
-        patch.join()
+    # Another request changes the row and has not committed yet when this PATCH (with the ETag read before
+    # that change) arrives.
+    answer = concurrently(
+        fresh_db, ws.id, lambda other: other.execute("UPDATE companies SET name = 'Acme Inc', updated_at = now()"
+                                                     " WHERE id = %s", (company["id"],)),
+        lambda: ws.patch(f"/companies/{company['id']}", {"name": "Stale writer"}, {"If-Match": etag}))
     # The PATCH waited on the row lock before checking If-Match, saw the new version and refused.
-    problem(answers[0], 412)
+    problem(answer, 412)
     assert body_of(ws.get(f"/companies/{company['id']}"))["name"] == "Acme Inc"
 
 

@@ -3,15 +3,13 @@ required fields, null clearing, and type changes with a dry run."""
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
 from chalice.test import Client
 
 from tests.api.auth_helpers import ORIGIN, Outbox, body_of, problem
-from tests.api.crm_helpers import Workspace, fields_of, new_workspace
+from tests.api.crm_helpers import Workspace, concurrently, fields_of, new_workspace
 from tests.conftest import TestDatabase
 
 
@@ -210,23 +208,12 @@ def test_a_record_write_racing_a_field_delete_cannot_keep_the_deleted_fields_val
                                                                                 fresh_db: TestDatabase) -> None:
     field = _field(ws, "tier", "text")
     contact = ws.create("/contacts", {"first_name": "Ann"})
-    answers: list[Any] = []
-    with fresh_db.admin() as deleting:
-        # The field's delete is under way (its row locked, gone at COMMIT) when the record's write arrives.
-        deleting.execute("BEGIN")
-        deleting.execute("DELETE FROM custom_fields WHERE id = %s", (field["id"],))
-        write = threading.Thread(target=lambda: answers.append(
-            ws.patch(f"/contacts/{contact['id']}", {"custom": {"tier": "gold"}})))
-        write.start()
-        with fresh_db.admin() as watcher:
-            while not watcher.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                      " AND query LIKE '%%custom_fields%%'").fetchone():
-                assert write.is_alive(), "the write must wait for the field's delete"
-                time.sleep(0.005)
-        deleting.execute("COMMIT")
-        write.join()
+    # The field's delete is under way (its row locked, gone at COMMIT) when the record's write arrives.
+    answer = concurrently(
+        fresh_db, ws.id, lambda other: other.execute("DELETE FROM custom_fields WHERE id = %s", (field["id"],)),
+        lambda: ws.patch(f"/contacts/{contact['id']}", {"custom": {"tier": "gold"}}))
     # The write read the definitions again after the delete: the key is unknown now.
-    assert fields_of(problem(answers[0], 422)) == ["custom.tier"]
+    assert fields_of(problem(answer, 422)) == ["custom.tier"]
     assert body_of(ws.get(f"/contacts/{contact['id']}"))["custom"] == {}
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -11,9 +9,8 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.db.pool import Database
-from chalicelib.db.tenancy import tenant_tx
 from tests.api.auth_helpers import Outbox, body_of, problem
-from tests.api.crm_helpers import Workspace, new_workspace, rows_of
+from tests.api.crm_helpers import Workspace, concurrently, new_workspace, rows_of
 from tests.conftest import TestDatabase
 from tests.pgtrace import round_trips, trace_lines
 
@@ -416,38 +413,6 @@ def test_board_is_one_query_whatever_the_number_of_stages(ws: Workspace, app_db:
 # ---- concurrency (L08): a pipeline keeps at least one stage, positions stay 0..n-1 -------------------------------
 
 
-def _blocked_app_backends(db: TestDatabase) -> int:
-    row = rows_of(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                      " AND usename = 'crm_app' AND wait_event_type = 'Lock'")
-    return int(row[0][0])
-
-
-def _wait_until_blocked(db: TestDatabase, thread: threading.Thread) -> None:
-    # Polls the server's own view of lock waits: deterministic, whatever the machine's speed.
-    deadline = time.monotonic() + 10
-    while _blocked_app_backends(db) == 0:
-        assert thread.is_alive(), "the request finished without waiting for the concurrent transaction"
-        assert time.monotonic() < deadline, "the request never waited for the concurrent transaction"
-        time.sleep(0.01)
-
-
-def _concurrently(db: TestDatabase, tenant: str, first: Any, second: Any) -> Any:
-    """Run `first` in an open transaction of another connection, then `second` (an HTTP call) in a thread;
-    commit `first` once `second` waits on it; return what `second` returned."""
-    other = Database(db.app_url, size=1, name="concurrent")
-    result: dict[str, Any] = {}
-    try:
-        with tenant_tx(tenant, db=other, pipeline=False) as conn:
-            first(conn)
-            thread = threading.Thread(target=lambda: result.update(response=second()))
-            thread.start()
-            _wait_until_blocked(db, thread)
-        thread.join(10)
-    finally:
-        other.close()
-    return result["response"]
-
-
 def test_concurrent_deletes_cannot_remove_a_pipelines_last_two_stages(ws: Workspace,
                                                                       fresh_db: TestDatabase) -> None:
     from chalicelib.crm import pipelines
@@ -455,7 +420,7 @@ def test_concurrent_deletes_cannot_remove_a_pipelines_last_two_stages(ws: Worksp
     two = ws.create("/pipelines", {"name": "Two", "stages": [{"name": "A"}, {"name": "B"}]})
     a, b = (uuid.UUID(s["id"]) for s in two["stages"])
     pid = uuid.UUID(two["id"])
-    response = _concurrently(
+    response = concurrently(
         fresh_db, ws.id,
         lambda conn: pipelines.delete_stage(conn, pipeline_id=pid, stage_id=a, target=None),
         lambda: ws.delete(f"/pipelines/{pid}/stages/{b}"))
@@ -468,7 +433,7 @@ def test_concurrent_stage_additions_keep_positions_dense(ws: Workspace, fresh_db
 
     sales = _default(ws)
     pid = uuid.UUID(sales["id"])
-    response = _concurrently(
+    response = concurrently(
         fresh_db, ws.id,
         lambda conn: pipelines.add_stage(conn, tenant_id=uuid.UUID(ws.id), pipeline_id=pid,
                                          stage=pipelines.StageIn(name="Other", position=1)),
@@ -484,9 +449,9 @@ def test_concurrent_default_switches_leave_exactly_one_default(ws: Workspace, fr
 
     first = ws.create("/pipelines", {"name": "First"})
     second = ws.create("/pipelines", {"name": "Second"})
-    response = _concurrently(
+    response = concurrently(
         fresh_db, ws.id,
-        lambda conn: pipelines.make_default(conn, uuid.UUID(first["id"])),
+        lambda conn: (pipelines.lock_all(conn), pipelines.make_default(conn, uuid.UUID(first["id"]))),
         lambda: ws.patch(f"/pipelines/{second['id']}", {"is_default": True}))
     assert response.status_code == 200, response.body
     flags = {p["name"]: p["is_default"] for p in body_of(ws.get("/pipelines"))["data"]}

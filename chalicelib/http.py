@@ -96,27 +96,41 @@ def parse_body(request: Request, model: type[M]) -> M:
             # An address that is not one plain recipient is a malformed request, not a field value.
             raise errors.BadRequest("an email address is not one plain address", errors=fields) from None
         raise errors.ValidationFailed("some fields are missing or invalid", errors=fields) from None
-    # PostgreSQL text cannot hold NUL: one check for every route, a 422 naming the field, never a 500
-    # from the driver refusing the value.
-    nul = [errors.FieldError(_field_path(loc), "may not contain NUL characters", "nul") for loc in _nul_at(document)]
-    if nul:
-        raise errors.ValidationFailed("text may not contain NUL characters", errors=nul)
+    # PostgreSQL text cannot hold NUL, and UTF-8 cannot carry a lone surrogate (JSON's "\ud800"): one
+    # check for every route, a 422 naming the field, never a 500 from the driver refusing the value.
+    bad = [errors.FieldError(_field_path(loc), "may not contain NUL characters or lone surrogates", "unstorable")
+           for loc in _unstorable_at(document)]
+    if bad:
+        raise errors.ValidationFailed("text may not contain NUL characters or lone surrogates", errors=bad)
     return parsed
 
 
-def _nul_at(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[int | str, ...]]:
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store `text` (no NUL, valid UTF-8: no lone surrogate)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable_at(value: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[int | str, ...]]:
     if isinstance(value, str):
-        if "\x00" in value:
+        if not storable(value):
             yield loc
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
-                yield (*loc, "(a key)")  # not the key itself: the path must not carry the NUL back
+            if not storable(key):
+                yield (*loc, "(a key)")  # not the key itself: the path must not carry it back
             else:
-                yield from _nul_at(item, (*loc, key))
+                yield from _unstorable_at(item, (*loc, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _nul_at(item, (*loc, index))
+            yield from _unstorable_at(item, (*loc, index))
 
 
 def query_params(request: Request) -> dict[str, str]:
@@ -128,7 +142,10 @@ def query_params(request: Request) -> dict[str, str]:
     repeated = sorted(name for name in params if len(params.getlist(name)) > 1)
     if repeated:
         raise errors.BadRequest(f"{repeated[0]} is given more than once")
-    return dict(params)
+    found = dict(params)
+    if not all(storable(name) and storable(value) for name, value in found.items()):
+        raise errors.BadRequest("a query parameter holds a NUL character or invalid UTF-8")
+    return found
 
 
 @dataclass(frozen=True)

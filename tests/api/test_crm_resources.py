@@ -10,7 +10,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.observability import configure_logging
-from tests.api.auth_helpers import Outbox, body_of, problem
+from tests.api.auth_helpers import ORIGIN, Outbox, body_of, problem
 from tests.api.crm_helpers import Workspace, concurrently, fields_of, new_workspace, rows_of, without_request_id
 from tests.conftest import TestDatabase
 
@@ -379,3 +379,14 @@ def test_a_reference_cleared_by_a_delete_gives_the_record_a_new_etag(ws: Workspa
         assert body_of(read)["company_id"] is None and read.headers["ETag"] != before
         # So an If-Match taken before the reference was cleared no longer passes.
         problem(ws.patch(path, {"custom": {}}, {"If-Match": before}), 412)
+
+
+def test_a_lone_surrogate_in_a_body_or_a_query_is_refused_not_a_500(ws: Workspace) -> None:
+    raw = '{"first_name": "A\\ud800B"}'  # valid JSON, but no UTF-8 text can hold it
+    answer = ws.client.http.post(ws.base + "/contacts", body=raw, headers={
+        "Content-Type": "application/json", "Cookie": ws.browser.cookie, "X-CSRF-Token": ws.browser.csrf,
+        "Origin": ORIGIN})
+    assert fields_of(problem(answer, 422)) == ["first_name"]
+    # A URL cannot carry one (invalid UTF-8 in it arrives as U+FFFD); a NUL can, and is refused the same way.
+    for query in ("q=a%00b", "limit=%00", "sort=%00"):
+        assert ws.get(f"/contacts?{query}").status_code == 400, query

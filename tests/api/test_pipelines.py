@@ -554,7 +554,7 @@ def test_a_nul_character_in_a_name_is_a_422_naming_it_not_a_500(ws: Workspace) -
                        (f"/pipelines/{sales['id']}", {"name": "A\u0000B"}),
                        ("/pipelines", {"name": "Ok", "stages": [{"name": "x\u0000"}]})):
         method = "PATCH" if path == f"/pipelines/{sales['id']}" else "POST"
-        assert problem(ws.call(method, path, body), 422)["errors"][0]["code"] == "nul"
+        assert problem(ws.call(method, path, body), 422)["errors"][0]["code"] == "unstorable"
     assert _shape(_pipeline(ws, sales["id"])) == DEFAULT
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+
 from chalice.app import Blueprint, Response
+from psycopg import Connection
+from psycopg.rows import TupleRow
 
 from chalicelib import audit, errors
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_tx
@@ -27,13 +32,20 @@ ONE = WS + "/pipelines/{pipeline_id}"
 TAGS = ("crm",)
 
 
+def _pipeline_pending(conn: Connection[TupleRow], record: uuid.UUID) -> Callable[[], tuple[store.Row, PipelineOut]]:
+    """Queue the pipeline's row and its stages (nothing awaited); call the result for them (404 if none)."""
+    found = store.get_pending(conn, TABLE, record)
+    stages = pipelines.stages_of_pending(conn, [record])
+
+    def result() -> tuple[store.Row, PipelineOut]:
+        row = store.found(found())
+        return row, pipelines.out(row, stages()[record])
+    return result
+
+
 def _pipeline(ctx: Context, pipeline_id: str) -> tuple[store.Row, PipelineOut]:
     # Both reads queued before either is awaited: one round trip.
-    record = parse_id(pipeline_id)
-    found = store.get_pending(ctx.conn, TABLE, record)
-    stages = pipelines.stages_of_pending(ctx.conn, [record])
-    row = store.found(found())
-    return row, pipelines.out(row, stages()[record])
+    return _pipeline_pending(ctx.conn, parse_id(pipeline_id))()
 
 
 def _answer(row: store.Row, pipeline: PipelineOut, status: int = 200, extra: dict[str, str] | None = None) -> Response:
@@ -92,12 +104,9 @@ def create_pipeline(workspace_id: str) -> Response:
           tags=TAGS, etag=True)
 def get_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     """With ETag."""
-    record = parse_id(pipeline_id)
     with workspace_read(bp.current_request, workspace_id) as conn:
-        found = store.get_pending(conn, TABLE, record)
-        stages = pipelines.stages_of_pending(conn, [record])
-    row = store.found(found())
-    return _answer(row, pipelines.out(row, stages()[record]))
+        pipeline = _pipeline_pending(conn, parse_id(pipeline_id))
+    return _answer(*pipeline())
 
 
 @endpoint(bp, ONE, "PATCH", summary="Rename a pipeline or make it the default (admin)", request_model=PipelinePatch,

@@ -31,6 +31,19 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     jobs_database_url: SecretStr | None = None
     migrate_database_url: SecretStr | None = None
+    # RDS IAM authentication for DATABASE_URL and JOBS_DATABASE_URL: no password in them; every new
+    # connection signs in with a fresh 15-minute token (requires sslmode=verify-full).
+    db_iam_auth: bool = False
+    # functions/migrate.py only: the Secrets Manager secret (RDS's JSON) of the cluster's master user; the
+    # host and database when they should not come from it; the CA bundle verifying the cluster's endpoint
+    # (signed by the RDS CAs; the default, certifi's bundle, holds RDS Proxy's root but not those).
+    db_admin_secret_arn: str | None = None
+    db_admin_host: str | None = None
+    db_name: str | None = None
+    db_admin_sslrootcert: str | None = None
+    # The migrate function's CA bundle for the cluster itself (RDS's own CAs, not in certifi), fetched
+    # over verified https at deploy time when DB_ADMIN_SSLROOTCERT names no file.
+    db_admin_sslrootcert_url: str | None = None
     db_pool_size: int = Field(default=1, ge=1, le=64)
     db_pool_timeout: float = Field(default=5.0, gt=0, le=25)  # well under API Gateway's 29 s
     # psycopg auto-prepare; "none" disables it (required behind RDS Proxy / PgBouncer).
@@ -118,6 +131,18 @@ class Settings(BaseSettings):
             raise ValueError("QUEUE_BACKEND=sqs and QUEUE_URL are required in prod")
         if self.mail_backend != "ses":
             raise ValueError("MAIL_BACKEND=ses is required in prod (the outbox directory is local-only)")
+        return self
+
+    @model_validator(mode="after")
+    def _iam_connections_are_verified(self) -> Settings:
+        if not self.db_iam_auth:
+            return self
+        from chalicelib.db.iam import iam_conninfo_problem
+
+        for name, secret in (("DATABASE_URL", self.database_url), ("JOBS_DATABASE_URL", self.jobs_database_url)):
+            problem = iam_conninfo_problem(secret.get_secret_value()) if secret is not None else None
+            if problem:
+                raise ValueError(f"{name} {problem}")
         return self
 
     @property

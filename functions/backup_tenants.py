@@ -25,7 +25,7 @@ from chalicelib.jobs.common import claim, each_workspace, finish, workspaces
 from chalicelib.jobs.gfs import utc
 from chalicelib.settings import get_settings
 from chalicelib.vault.envelope import Vault
-from functions.common import event_time, start
+from functions.common import event_flag, event_time, start
 
 NAME = "backup_tenants"
 
@@ -67,9 +67,9 @@ def run(db: Database, now: datetime, *, blobs: BlobStore, vault: Vault, dry_run:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda (EventBridge schedule): the event's time names the slot."""
+    now, dry_run = event_time(event), event_flag(event, "dry_run")
     db = start()
-    result = run(db, event_time(event), blobs=get_blobs(), vault=Vault.from_settings(get_settings()),
-                 dry_run=bool((event or {}).get("dry_run", False)))
+    result = run(db, now, blobs=get_blobs(), vault=Vault.from_settings(get_settings()), dry_run=dry_run)
     return {"claimed": result.claimed, "counts": result.counts, "failed": result.failed}
 
 

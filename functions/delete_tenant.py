@@ -15,13 +15,17 @@ from typing import Any
 
 from chalicelib.blobs import get_blobs
 from chalicelib.jobs.delete import delete_workspace
-from functions.common import start
+from functions.common import EventError, event_text, event_workspace_id, start
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda: {"workspace_id": ...} -> the receipt."""
-    db = start()
-    return delete_workspace(db, uuid.UUID(str(event["workspace_id"])), get_blobs()).as_dict()
+    """Lambda (direct invoke): {"workspace_id": ..., "confirm": <the same id>} -> the receipt."""
+    tenant = event_workspace_id(event)
+    # The command line's --yes: an invoke that only names a workspace (a copied payload, a replayed test
+    # event) deletes nothing; the staff member types the id twice.
+    if event_text(event, "confirm") != str(tenant):
+        raise EventError('deleting needs "confirm": the same workspace id as "workspace_id"')
+    return delete_workspace(start(), tenant, get_blobs()).as_dict()
 
 
 def main(argv: list[str] | None = None) -> int:

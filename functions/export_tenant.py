@@ -19,21 +19,21 @@ from typing import Any
 from chalicelib.blobs import get_blobs
 from chalicelib.jobs.export import WorkspaceNotFound, export_workspace
 from chalicelib.observability import log_event
-from functions.common import progress_printer, start
+from functions.common import event_flag, event_workspace_id, progress_printer, start
 
 log = logging.getLogger("crm.jobs.export")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda: {"workspace_id": ..., "with_blobs": bool} -> {"key": blob key, "rows": n}."""
+    """Lambda (direct invoke): {"workspace_id": ..., "with_blobs": bool?} -> {"key": blob key, "rows": n}."""
+    tenant, with_blobs = event_workspace_id(event), event_flag(event, "with_blobs")
     db = start()
-    tenant = uuid.UUID(str(event["workspace_id"]))
     blobs = get_blobs()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     key = f"exports/{tenant}/{stamp}.json"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "export.json"
-        manifest = export_workspace(db, tenant, path, blobs=blobs if event.get("with_blobs") else None)
+        manifest = export_workspace(db, tenant, path, blobs=blobs if with_blobs else None)
         blobs.put_file(key, path)
     log_event(log, "export written", workspace_id=str(tenant), count=manifest.total_rows)
     return {"key": key, "rows": manifest.total_rows}

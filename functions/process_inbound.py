@@ -11,15 +11,15 @@ import uuid
 from typing import Any
 
 from chalicelib.inbox.processing import process_event
-from chalicelib.observability import configure_logging
-from chalicelib.settings import get_settings
+from functions.common import event_object, init_observability
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda (SQS event source with ReportBatchItemFailures)."""
-    configure_logging(get_settings().log_level)
+    """Lambda (SQS event source with ReportBatchItemFailures): {"Records": [{"messageId", "body", ...}]}."""
+    records = event_object(event).get("Records") or []
+    init_observability()
     failures = []
-    for record in event.get("Records", []):
+    for record in records:
         try:
             tenant, _, event_id = str(record["body"]).partition(":")
             process_event(uuid.UUID(tenant), uuid.UUID(event_id))

@@ -21,15 +21,14 @@ from chalicelib.jobs.backup import BackupError
 from chalicelib.jobs.restore import restore_workspace
 from chalicelib.settings import get_settings
 from chalicelib.vault.envelope import Vault, VaultError
-from functions.common import start
+from functions.common import event_flag, event_text, event_workspace_id, start
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda: {"workspace_id": ..., "backup": key?, "as_new": bool?} -> the receipt."""
-    db = start()
-    receipt = restore_workspace(db, uuid.UUID(str(event["workspace_id"])), get_blobs(),
-                                Vault.from_settings(get_settings()), backup=event.get("backup"),
-                                as_new=bool(event.get("as_new", False)))
+    """Lambda (direct invoke): {"workspace_id": ..., "backup": key?, "as_new": bool?} -> the receipt."""
+    tenant, backup, as_new = event_workspace_id(event), event_text(event, "backup"), event_flag(event, "as_new")
+    receipt = restore_workspace(start(), tenant, get_blobs(), Vault.from_settings(get_settings()), backup=backup,
+                                as_new=as_new)
     return receipt.as_dict()
 
 

@@ -35,6 +35,7 @@ from chalicelib.db.pool import Database, get_database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.vault.envelope import Vault
 from chalicelib.vault.store import rotate_tenant
+from functions.common import event_flag, event_strings, event_workspace_ids, init_observability
 
 log = logging.getLogger("crm.jobs.rotate")
 _PAGE = 1000
@@ -99,15 +100,11 @@ def _vault(previous_kms_key_arns: Sequence[str], previous_key_files: Sequence[st
 
 
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
-    """Lambda entry: {"tenant_ids": [...]?, "dry_run": bool?, "previous_kms_key_arns": [...]?}."""
-    from chalicelib.observability import configure_logging
-    from chalicelib.settings import get_settings
-
-    event = event or {}
-    configure_logging(get_settings().log_level)
-    vault = _vault(event.get("previous_kms_key_arns") or [], [])
-    result = rotate(db=get_database("jobs"), vault=vault, tenant_ids=event.get("tenant_ids"),
-                    dry_run=bool(event.get("dry_run", False)))
+    """Lambda (direct invoke): {"tenant_ids": [...]?, "dry_run": bool?, "previous_kms_key_arns": [...]?}."""
+    tenant_ids, dry_run = event_workspace_ids(event, "tenant_ids"), event_flag(event, "dry_run")
+    previous = event_strings(event, "previous_kms_key_arns")
+    init_observability()
+    result = rotate(db=get_database("jobs"), vault=_vault(previous, []), tenant_ids=tenant_ids, dry_run=dry_run)
     return asdict(result)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 # Settings are read at import of app.py: give the test process its own local defaults.
@@ -75,6 +76,27 @@ def _shared_with_others(admin_url: str) -> bool:
                               " AND backend_type = 'client backend'").fetchone()
     pids = {n.removeprefix(TEST_DB_PREFIX).split("_", 1)[0] for n in names}
     return bool(others and others[0]) or any(p.isdigit() and int(p) != os.getpid() and _alive(int(p)) for p in pids)
+
+
+@pytest.fixture(scope="session")
+def password_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Superuser conninfo of a private embedded cluster of this session, where every other role must
+    sign in with its password (scram-sha-256; the shared server trusts everyone).
+
+    For tests of cluster-wide state, such as creating the crm_* roles as Aurora's master user would,
+    which must not touch the roles every other test uses, and of what a connection sends as password.
+    """
+    pgdata = tmp_path_factory.mktemp("password-pg") / "pgdata"
+    server, _ = start_embedded(pgdata)
+    superuser = conninfo_to_dict(str(server.get_uri()))["user"]
+    (server.pgdata / "pg_hba.conf").write_text(f"local all {superuser} trust\nlocal all all scram-sha-256\n")
+    # Restarted rather than reloaded: a reload is asynchronous, and a test must never race it.
+    stop_embedded(server)
+    server, _ = start_embedded(pgdata)
+    try:
+        yield str(server.get_uri())
+    finally:
+        stop_embedded(server)
 
 
 @pytest.fixture(scope="session")

@@ -9,23 +9,21 @@ import weakref
 from typing import Any
 
 from psycopg import Connection, Cursor, pq
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 from pydantic_core import from_json
 
+from chalicelib.db.iam import PasswordSource, RdsIamTokens, with_default_sslrootcert
 from chalicelib.settings import Settings, get_settings
 
 # A connection last checked out less than this long ago is checked without a round trip (see
 # CheckoutCheck); one idle for longer gets the pool's full check, an empty query.
 QUIET_CHECK_SECONDS = 30.0
 _checked_out_at: weakref.WeakKeyDictionary[Connection[TupleRow], tuple[float, float]] = weakref.WeakKeyDictionary()
-
-
-def _configure(conn: Connection[TupleRow]) -> None:
-    """Per new connection: json/jsonb columns are parsed by pydantic-core's parser (several times
-    faster than the stdlib's on list pages, where every row carries a `custom` object)."""
-    set_json_loads(from_json, conn)
+# The Database whose pool opened a connection (for side_database: same server, same way of signing in).
+_opened_by: weakref.WeakKeyDictionary[Connection[TupleRow], Database] = weakref.WeakKeyDictionary()
 
 
 class CheckoutCheck:
@@ -79,14 +77,17 @@ class Database:
 
     def __init__(self, conninfo: str, *, size: int = 1, timeout: float = 5.0,
                  prepare_threshold: int | None = None, name: str = "app",
-                 quiet_check_seconds: float = QUIET_CHECK_SECONDS) -> None:
+                 quiet_check_seconds: float = QUIET_CHECK_SECONDS,
+                 password_source: PasswordSource | None = None) -> None:
         self._conninfo = conninfo
+        self._password_source = password_source
         self._check = CheckoutCheck(quiet_check_seconds)
         self._size = size
         self._timeout = timeout
         self._prepare_threshold = prepare_threshold
         self._name = name
         self._pool: ConnectionPool[Connection[TupleRow]] | None = None
+        self._kwargs: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -95,9 +96,11 @@ class Database:
         secret = settings.database_url if role == "app" else settings.jobs_database_url
         if secret is None:
             raise DatabaseNotConfigured(f"no connection string for the {role} role")
-        return cls(secret.get_secret_value(), size=settings.db_pool_size,
-                   timeout=settings.db_pool_timeout,
-                   prepare_threshold=settings.db_prepare_threshold, name=role)
+        conninfo = with_default_sslrootcert(secret.get_secret_value())
+        # Settings have checked the string (one host, a user, no password, sslmode=verify-full).
+        tokens = RdsIamTokens.for_conninfo(conninfo) if settings.db_iam_auth else None
+        return cls(conninfo, size=settings.db_pool_size, timeout=settings.db_pool_timeout,
+                   prepare_threshold=settings.db_prepare_threshold, name=role, password_source=tokens)
 
     @property
     def conninfo(self) -> str:
@@ -119,12 +122,29 @@ class Database:
                         "application_name": f"crm-{self._name}",  # never PII (visible to all roles)
                         "cursor_factory": BinaryCursor,
                     }
+                    self._kwargs = kwargs
                     self._pool = ConnectionPool(
                         self._conninfo, min_size=0, max_size=self._size, timeout=self._timeout,
-                        kwargs=kwargs, configure=_configure, check=self._check, max_idle=240,
+                        kwargs=self._connect_kwargs if self._password_source is not None else kwargs,
+                        configure=self._configure, check=self._check, max_idle=240,
                         name=f"crm-{self._name}", open=True,
                     )
         return self._pool
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        """The pool asks this for every NEW connection: a fresh password (IAM token) each time.
+
+        A token lives 15 minutes and is checked only when a connection opens, so a connection may well
+        outlive its token; the next connection must not reuse it, and nothing here keeps it.
+        """
+        assert self._password_source is not None
+        return {**self._kwargs, "password": self._password_source()}
+
+    def _configure(self, conn: Connection[TupleRow]) -> None:
+        """Per new connection: json/jsonb columns are parsed by pydantic-core's parser (several times
+        faster than the stdlib's on list pages, where every row carries a `custom` object)."""
+        set_json_loads(from_json, conn)
+        _opened_by[conn] = self
 
     def close(self) -> None:
         """Close the pool and its connections (idempotent)."""
@@ -132,6 +152,20 @@ class Database:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+
+def side_database(conn: Connection[TupleRow], *, name: str) -> Database:
+    """A one-connection Database to the same server, database and role as `conn`, signing in the same way.
+
+    With IAM authentication `conn`'s own token may have expired since it connected: the side connection
+    asks the same password source for a new one instead of reusing it.
+    """
+    params = conn.info.get_parameters()
+    owner = _opened_by.get(conn)
+    source = owner._password_source if owner is not None else None
+    if source is None and conn.info.password:
+        params["password"] = conn.info.password
+    return Database(make_conninfo("", **params), size=1, timeout=5.0, name=name, password_source=source)
 
 
 _databases: dict[str, Database] = {}

@@ -17,7 +17,6 @@ from typing import Any, Literal, overload
 from uuid import UUID
 
 from psycopg import Connection
-from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
@@ -235,16 +234,13 @@ def _alert_out_of_band(conn: Conn, *, tenant_id: UUID, provider: str, row_id: UU
     on `conn` with it: the alert is written on a short-lived second connection to the same database as
     the same role, through tenant_tx, and committed at once.
     """
-    from chalicelib.db.pool import Database
+    from chalicelib.db.pool import side_database
     from chalicelib.db.tenancy import tenant_tx
 
     fields = {"tenant_id": str(tenant_id), "provider": provider, "reason": reason}
     log.error("credentials integrity failure", extra={"fields": fields})
     try:
-        params = conn.info.get_parameters()
-        if conn.info.password:
-            params["password"] = conn.info.password
-        side = Database(make_conninfo("", **params), size=1, timeout=5.0, name="vault-alert")
+        side = side_database(conn, name="vault-alert")
         try:
             with tenant_tx(tenant_id, db=side) as alert_conn:
                 record_integrity_failure(alert_conn, tenant_id=tenant_id, provider=provider, row_id=row_id,

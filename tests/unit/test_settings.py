@@ -82,3 +82,51 @@ def test_app_refuses_to_start_on_invalid_settings() -> None:
                             env={"PATH": "/usr/bin:/bin", "STAGE": "prod"}, timeout=60)
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr
+
+
+# --- RDS IAM authentication ------------------------------------------------------------------------------
+
+PROXY = "host=crm.proxy-abc.eu-west-1.rds.amazonaws.com port=5432 dbname=crm"
+PROD_IAM = {**PROD_OK, "db_iam_auth": True, "database_url": f"{PROXY} user=crm_app sslmode=verify-full",
+            "jobs_database_url": f"{PROXY} user=crm_jobs sslmode=verify-full"}
+
+
+def test_iam_auth_is_off_by_default_and_prod_with_iam_and_verify_full_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().db_iam_auth is False
+    assert load_settings(**PROD_IAM).db_iam_auth is True
+    monkeypatch.setenv("DB_IAM_AUTH", "true")
+    monkeypatch.setenv("DATABASE_URL", PROD_IAM["database_url"])
+    assert load_settings().db_iam_auth is True
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-ca", "prefer", "disable"])
+@pytest.mark.parametrize("variable", ["database_url", "jobs_database_url"])
+def test_prod_refuses_iam_without_verify_full_naming_the_variable_not_the_value(variable: str, sslmode: str) -> None:
+    canary = "crm-canary-7f3a.proxy-abc.eu-west-1.rds.amazonaws.com"
+    with pytest.raises(SettingsError) as info:
+        load_settings(**{**PROD_IAM, variable: f"host={canary} user=crm_app sslmode={sslmode}"})
+    message = str(info.value)
+    assert variable.upper() in message and "verify-full" in message
+    assert "canary" not in message
+
+
+def test_iam_refuses_a_password_in_the_connection_string_without_echoing_it() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL must not carry a password") as info:
+        load_settings(**{**PROD_IAM, "database_url": "postgresql://crm_app:PW-CANARY@proxy/crm?sslmode=verify-full"})
+    assert "CANARY" not in str(info.value)
+
+
+def test_iam_refuses_an_unparseable_connection_string_without_echoing_it() -> None:
+    with pytest.raises(SettingsError, match="JOBS_DATABASE_URL is not a valid connection string") as info:
+        load_settings(**{**PROD_IAM, "jobs_database_url": "SECRET-CANARY oops"})
+    assert "CANARY" not in str(info.value)
+
+
+def test_without_iam_a_password_url_without_tls_settings_still_loads_in_prod() -> None:
+    settings = load_settings(**{**PROD_OK, "database_url": "postgresql://crm_app:pw@db.internal/crm"})
+    assert settings.db_iam_auth is False
+
+
+def test_iam_is_checked_in_every_stage() -> None:
+    with pytest.raises(SettingsError, match="verify-full"):
+        load_settings(stage="local", db_iam_auth=True, database_url=f"{PROXY} user=crm_app sslmode=require")

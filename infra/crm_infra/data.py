@@ -1,0 +1,85 @@
+"""Aurora PostgreSQL Serverless v2 behind RDS Proxy: encrypted, TLS-only, IAM authentication."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_rds as rds
+from constructs import Construct
+
+from crm_infra.nag import acknowledge
+from crm_infra.network import Network
+
+DATABASE_NAME = "crm"
+APP_USER = "crm_app"
+JOBS_USER = "crm_jobs"
+# Automated backups (point-in-time recovery) are kept at most 35 days, Aurora's maximum. That bound is
+# what keeps the privacy policy's "purged from backups within 90 days" true for the rows a deleted
+# workspace leaves in the database, backup_keys included: no snapshot outlives 35 days.
+BACKUP_RETENTION_DAYS = 14
+ENGINE = rds.DatabaseClusterEngine.aurora_postgres(version=rds.AuroraPostgresEngineVersion.VER_17_7)
+
+
+class Data(Construct):
+    """The cluster, its proxy, and the admin secret (Secrets Manager; no password in any environment)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, network: Network, key: kms.IKey,
+                 min_acu: float, max_acu: float) -> None:
+        super().__init__(scope, construct_id)
+        parameters = rds.ParameterGroup(
+            self, "Parameters", engine=ENGINE,
+            parameters={
+                "rds.force_ssl": "1",  # no plaintext connection, from any client
+                "log_min_duration_statement": "-1",  # never log statements: they may carry personal data
+                "log_statement": "none",
+            },
+        )
+        self.cluster = rds.DatabaseCluster(
+            self, "Cluster", engine=ENGINE, default_database_name=DATABASE_NAME,
+            # The bootstrap (owner) credentials: generated into Secrets Manager, read only by the
+            # migration function. The runtime roles have no password at all (IAM tokens).
+            credentials=rds.Credentials.from_generated_secret("crm_admin"),
+            writer=rds.ClusterInstance.serverless_v2("writer", publicly_accessible=False),
+            serverless_v2_min_capacity=min_acu, serverless_v2_max_capacity=max_acu,
+            vpc=network.vpc, vpc_subnets=network.data_subnets, security_groups=[network.db_sg],
+            storage_encrypted=True, storage_encryption_key=key,
+            iam_authentication=True, parameter_group=parameters,
+            backup=rds.BackupProps(retention=Duration.days(BACKUP_RETENTION_DAYS), preferred_window="01:00-01:30"),
+            deletion_protection=True, removal_policy=RemovalPolicy.SNAPSHOT,
+            cloudwatch_logs_exports=["postgresql"], monitoring_interval=Duration.seconds(60),
+            # No Performance Insights: AWS asks for a 2 ACU minimum with it, four times the 0.5 ACU floor
+            # (SCALE.md); Enhanced Monitoring and the alarms cover capacity.
+        )
+        acknowledge(self.cluster, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AmazonRDSEnhancedMonitoringRole]",
+                    "the AWS-documented policy of the Enhanced Monitoring role (writes OS metrics to CloudWatch)")
+        assert self.cluster.secret is not None
+        self.admin_secret = self.cluster.secret
+        # Rotate the admin password monthly with the hosted single-user rotation.
+        self.cluster.add_rotation_single_user(automatically_after=Duration.days(30),
+                                              vpc_subnets=network.function_subnets)
+        self.proxy = self.cluster.add_proxy(
+            "Proxy", vpc=network.vpc, vpc_subnets=network.data_subnets,
+            security_groups=[network.proxy_sg], require_tls=True, iam_auth=True,
+            # End-to-end IAM: clients and the proxy itself authenticate with IAM tokens, so crm_app and
+            # crm_jobs have no password anywhere (the migration grants them rds_iam).
+            default_auth_scheme=rds.DefaultAuthScheme.IAM_AUTH,
+            debug_logging=False,  # debug logs would carry statement text
+            idle_client_timeout=Duration.minutes(30), max_connections_percent=90,
+            # A client waits at most this long for a database connection (the default, 120 s, is past the
+            # API's 28 s timeout): a full pool then fails fast, and the API answers 503.
+            borrow_timeout=Duration.seconds(5),
+        )
+        self.endpoint = self.proxy.endpoint
+        self.writer_endpoint = self.cluster.cluster_endpoint.hostname
+
+    def grant_connect(self, role: iam.IRole, user: str) -> None:
+        """rds-db:connect through the proxy as exactly one database user (never a wildcard user)."""
+        self.proxy.grant_connect(role, user)
+
+
+def security_group_ids(groups: list[ec2.ISecurityGroup]) -> list[str]:
+    """Ids of security groups (for Chalice's stage config)."""
+    return [group.security_group_id for group in groups]

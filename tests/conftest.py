@@ -8,6 +8,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,14 +80,17 @@ def _shared_with_others(admin_url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def password_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def password_pg() -> Iterator[str]:
     """Superuser conninfo of a private embedded cluster of this session, where every other role must
     sign in with its password (scram-sha-256; the shared server trusts everyone).
 
     For tests of cluster-wide state, such as creating the crm_* roles as Aurora's master user would,
     which must not touch the roles every other test uses, and of what a connection sends as password.
     """
-    pgdata = tmp_path_factory.mktemp("password-pg") / "pgdata"
+    # Under DATA_DIR, not pytest's basetemp: concurrent pytest runs prune each other's older basetemps,
+    # which would delete a running cluster's data directory under it.
+    pgdata = Path(os.environ["DATA_DIR"]) / f"password-pg-{os.getpid()}" / "pgdata"
+    shutil.rmtree(pgdata.parent, ignore_errors=True)
     server, _ = start_embedded(pgdata)
     superuser = conninfo_to_dict(str(server.get_uri()))["user"]
     (server.pgdata / "pg_hba.conf").write_text(f"local all {superuser} trust\nlocal all all scram-sha-256\n")
@@ -97,6 +101,7 @@ def password_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(server.get_uri())
     finally:
         stop_embedded(server)
+        shutil.rmtree(pgdata.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

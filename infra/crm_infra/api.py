@@ -18,11 +18,10 @@ from crm_infra.roles import lambda_role
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 THROTTLE_RATE = 200  # requests per second, steady, for the whole stage
 THROTTLE_BURST = 400
-# One JSON line per request. $context.resourcePath is the route template; there is no variable in
-# API Gateway's access-log context that carries the query string, and none of these hold a body,
-# header value or token.
+# One JSON line per request: request paths (as route templates) and timings, as the privacy policy says.
+# $context.resourcePath is the template, never the query string; no client IP, body, header or token.
 ACCESS_LOG_FORMAT = (
-    '{"requestId":"$context.requestId","ip":"$context.identity.sourceIp","method":"$context.httpMethod",'
+    '{"requestId":"$context.requestId","method":"$context.httpMethod",'
     '"route":"$context.resourcePath","status":"$context.status","latencyMs":"$context.responseLatency",'
     '"integrationLatencyMs":"$context.integrationLatency","time":"$context.requestTime"}'
 )
@@ -49,6 +48,8 @@ class Api(Construct):
             },
         )
         handler = self.chalice.get_resource("APIHandler")
+        # A function in a VPC is checked for its network-interface permissions when it is created.
+        handler.node.add_dependency(self.role)
         for name, value in deploy_time.items():
             self.chalice.add_environment_variable(name, value, "APIHandler")
         handler.add_property_override("LoggingConfig", {"LogGroup": self.log_group.log_group_name,

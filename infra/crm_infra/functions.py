@@ -7,13 +7,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from crm_infra.data import APP_USER, JOBS_USER, Data
@@ -62,9 +63,10 @@ JOBS: tuple[Job, ...] = (
     Job("purge_workspaces", objects=dict.fromkeys(TENANT_PREFIXES, DELETE), listing=TENANT_PREFIXES),
     Job("backup_tenants", objects={"backups/": READ + WRITE + DELETE}, listing=["backups/"],
         encrypt=True, decrypt=True),
-    Job("export_tenant", objects={"exports/": WRITE, "tenants/": READ}, encrypt=True, decrypt=True),
+    Job("export_tenant", objects={"exports/": WRITE, "tenants/": READ}, listing=["tenants/"], encrypt=True,
+        decrypt=True),
     Job("delete_tenant", objects=dict.fromkeys(TENANT_PREFIXES, DELETE), listing=TENANT_PREFIXES),
-    Job("restore_tenant", objects={"backups/": READ, "tenants/": WRITE}, listing=["backups/"],
+    Job("restore_tenant", objects={"backups/": READ}, listing=["backups/"],
         encrypt=True, decrypt=True),
     Job("rotate_credentials", encrypt=True, decrypt=True, concurrency=1),
 )
@@ -89,8 +91,7 @@ class Functions(Construct):
         consumer.add_event_source(sources.SqsEventSource(
             queues.inbound, batch_size=10, max_batching_window=Duration.seconds(1),
             report_batch_item_failures=True, max_concurrency=10))
-        self.schedule_dlq = queues.dlq
-        self.schedules = self._schedules(keys=keys)
+        self.schedules = self._schedules(keys=keys, dead_letters=queues.schedules_dlq)
 
     def _function(self, job: Job, *, network: Network, environment: dict[str, str]) -> lambda_.Function:
         name = job.module.replace("_", "-")
@@ -118,9 +119,15 @@ class Functions(Construct):
         if job.encrypt or job.decrypt:
             keys.grant_use(role, encrypt=job.encrypt, decrypt=job.decrypt, sid=job.module.replace("_", ""))
 
-    def _schedules(self, *, keys: Keys) -> list[scheduler.CfnSchedule]:
-        role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal("scheduler.amazonaws.com"),
-                        description="EventBridge Scheduler: invokes the scheduled functions")
+    def _schedules(self, *, keys: Keys, dead_letters: sqs.IQueue) -> list[scheduler.CfnSchedule]:
+        account = Stack.of(self).account
+        # Only schedules of this account may use the role (no confused deputy).
+        role = iam.Role(self, "SchedulerRole", assumed_by=iam.ServicePrincipal(
+            "scheduler.amazonaws.com", conditions={"StringEquals": {"aws:SourceAccount": account}}),
+            description="EventBridge Scheduler: invokes the scheduled functions")
+        role.add_to_principal_policy(iam.PolicyStatement(actions=["sqs:SendMessage"],
+                                                         resources=[dead_letters.queue_arn]))
+        keys.grant_use(role, encrypt=True, decrypt=True, sid="Scheduler")
         made = []
         for entry in SCHEDULES:
             module = entry.module.removeprefix("functions.")
@@ -139,6 +146,8 @@ class Functions(Construct):
                     input=json.dumps({"source": "scheduler", "time": "<aws.scheduler.scheduled-time>"}),
                     retry_policy=scheduler.CfnSchedule.RetryPolicyProperty(
                         maximum_event_age_in_seconds=3600, maximum_retry_attempts=3),
+                    # An invocation the scheduler could not deliver lands here, and its alarm fires.
+                    dead_letter_config=scheduler.CfnSchedule.DeadLetterConfigProperty(arn=dead_letters.queue_arn),
                 ),
                 description=f"functions.{module} ({entry.expression})",
             ))

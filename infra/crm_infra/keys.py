@@ -9,8 +9,9 @@ from constructs import Construct
 
 # What the account's administrators may do with the key: manage it, never use it. Use is granted per role
 # in the key policy (grant_use below), so an IAM policy alone can never decrypt tenant credentials.
+# No kms:CreateGrant: a grant is a way to use the key; RDS gets its grants through AuroraStorage below.
 ADMIN_ACTIONS = [
-    "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*",
+    "kms:CreateAlias", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*", "kms:Revoke*",
     "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource", "kms:UntagResource",
     "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion", "kms:RotateKeyOnDemand",
 ]
@@ -24,7 +25,7 @@ class Keys(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
         account = iam.AccountRootPrincipal()
-        region = Stack.of(self).region
+        region = Stack.of(scope).region
         policy = iam.PolicyDocument(statements=[
             iam.PolicyStatement(sid="Administration", principals=[account], actions=ADMIN_ACTIONS, resources=["*"]),
             # Aurora storage encryption: RDS creates grants for itself on behalf of the deploying principal.
@@ -38,6 +39,8 @@ class Keys(Construct):
             iam.PolicyStatement(
                 sid="AlarmsToSns", principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"], resources=["*"],
+                # Only this account's alarms (no confused deputy).
+                conditions={"StringEquals": {"aws:SourceAccount": Stack.of(self).account}},
             ),
         ])
         self.key = kms.Key(

@@ -42,9 +42,10 @@ class Network(Construct):
                                       subnets=[self.function_subnets])
         self.endpoints_sg = ec2.SecurityGroup(self, "EndpointsSg", vpc=self.vpc, allow_all_outbound=False,
                                               description="AWS interface endpoints: HTTPS from the functions")
-        for name, service in INTERFACE_ENDPOINTS.items():
-            self.vpc.add_interface_endpoint(name, service=service, subnets=self.function_subnets,
-                                            security_groups=[self.endpoints_sg], open=False)
+        endpoints = {name: self.vpc.add_interface_endpoint(name, service=service, subnets=self.function_subnets,
+                                                           security_groups=[self.endpoints_sg], open=False)
+                     for name, service in INTERFACE_ENDPOINTS.items()}
+        self.secrets_endpoint = endpoints["SecretsManager"]
         # Lambda -> proxy -> database, and nothing else reaches either.
         self.lambda_sg = ec2.SecurityGroup(self, "LambdaSg", vpc=self.vpc, allow_all_outbound=True,
                                            description="Functions: egress to the proxy, endpoints and NAT")

@@ -7,6 +7,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from crm_infra.nag import acknowledge
+
 # SQS hides a received message for this long; AWS asks for at least 6x the consumer's timeout so that a
 # retried batch never overlaps a running one.
 VISIBILITY_FACTOR = 6
@@ -22,6 +24,13 @@ class Queues(Construct):
             self, "InboundDlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
             data_key_reuse=Duration.hours(1), enforce_ssl=True, retention_period=Duration.days(14),
         )
+        # Scheduled invocations EventBridge Scheduler could not deliver after its retries.
+        self.schedules_dlq = sqs.Queue(
+            self, "SchedulesDlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
+            data_key_reuse=Duration.hours(1), enforce_ssl=True, retention_period=Duration.days(14),
+        )
+        acknowledge(self.schedules_dlq, "AwsSolutions-SQS3",
+                    "this queue is itself a dead-letter queue: EventBridge Scheduler's, for undeliverable runs")
         self.inbound = sqs.Queue(
             self, "Inbound", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
             # One data key per hour: a few KMS calls an hour instead of one per message.

@@ -9,9 +9,13 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from crm_infra.data import APP_USER, DATABASE_NAME, JOBS_USER
 
 
-def dynamic_reference(secret_id: str) -> str:
-    """A CloudFormation dynamic reference (secret ARN or name): resolved at deploy time, never in the template."""
-    return "{{resolve:secretsmanager:" + secret_id + ":SecretString:::}}"
+def dynamic_reference(secret_id: str, *, version_id: str = "") -> str:
+    """A CloudFormation dynamic reference (secret ARN or name): resolved at deploy time, never in the template.
+
+    CloudFormation resolves a reference again only when its text changes, so a new secret value reaches
+    the functions by naming its version id (README, Deploying).
+    """
+    return "{{resolve:secretsmanager:" + secret_id + ":SecretString:::" + version_id + "}}"
 
 
 def database_url(host: str, user: str) -> str:
@@ -29,6 +33,7 @@ class RuntimeSettings:
     bucket_name: str
     queue_url: str
     app_secret: secretsmanager.ISecret
+    app_secret_version: str
     sentry_secret_name: str | None
     public_base_url: str
     cors_origins: str
@@ -44,7 +49,7 @@ class RuntimeSettings:
             "DB_PREPARE_THRESHOLD": "none",
             "MASTER_KEY_SOURCE": "kms",
             "KMS_KEY_ARN": self.key_arn,
-            "APP_SECRET_KEY": dynamic_reference(self.app_secret.secret_arn),
+            "APP_SECRET_KEY": dynamic_reference(self.app_secret.secret_arn, version_id=self.app_secret_version),
             "PUBLIC_BASE_URL": self.public_base_url,
             "MAIL_BACKEND": "ses",
             "MAIL_FROM": self.mail_from,

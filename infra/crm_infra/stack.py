@@ -49,10 +49,11 @@ class ProdStack(Stack):
                                                                         exclude_punctuation=True))
         acknowledge(app_secret, "AwsSolutions-SMG4",
                     "APP_SECRET_KEY keys every session, sign-in link, CSRF token and cursor: an automatic "
-                    "rotation would sign everyone out mid-day; it is rotated on purpose (README, Deploy)")
+                    "rotation would sign everyone out mid-day; it is rotated on purpose (README, Deploying)")
         settings = RuntimeSettings(
             proxy_endpoint=data.endpoint, key_arn=keys.key.key_arn, bucket_name=storage.bucket.bucket_name,
             queue_url=queues.inbound.queue_url, app_secret=app_secret,
+            app_secret_version=str(context("app_secret_version") or ""),
             sentry_secret_name=str(context("sentry_dsn_secret_name") or "") or None,
             public_base_url=str(context("public_base_url")), cors_origins=str(context("cors_origins") or ""),
             mail_from=f"CRM <no-reply@{mail.domain}>",
@@ -64,9 +65,10 @@ class ProdStack(Stack):
         functions = Functions(self, "Functions", code_dir=code_dir, network=network, data=data, keys=keys,
                               bucket=storage.bucket, queues=queues, environment=settings.jobs())
         self.migrations = Migrations(self, "Migrations", code=functions.code, network=network, data=data,
-                                     before=[api.chalice])
+                                     before=[api.chalice, *functions.functions.values()])
         alarms = Alarms(self, "Alarms", email=str(context("alarm_email")), key=keys.key)
         alarms.dead_letters("inbound-dlq", queues.dlq)
+        alarms.dead_letters("schedules-dlq", queues.schedules_dlq)
         alarms.database(data)
         scheduled = {entry.module.removeprefix("functions.") for entry in SCHEDULES}
         alarms.function("api", api.chalice.get_function("APIHandler"))

@@ -125,13 +125,46 @@ def test_the_api_role_connects_as_crm_app_and_never_as_crm_jobs(template: dict[s
     assert db_users(template, function_role(template, "APIHandler")) == {"crm_app"}
 
 
-def test_each_function_connects_as_its_own_database_user(template: dict[str, Any]) -> None:
-    from crm_infra.functions import JOBS
+# Written out here, not read from the stack's own table: the jobs cross tenants as crm_jobs; the inbound
+# consumer's work is one tenant's at a time, so it gets the API's narrower crm_app.
+EXPECTED_DB_USERS = {"process_inbound": "crm_app", "purge_auth": "crm_jobs", "purge_audit_log": "crm_jobs",
+                     "purge_workspaces": "crm_jobs", "backup_tenants": "crm_jobs", "export_tenant": "crm_jobs",
+                     "delete_tenant": "crm_jobs", "restore_tenant": "crm_jobs", "rotate_credentials": "crm_jobs"}
 
-    for job in JOBS:
-        (function_id,) = [k for k, v in resources(template, "AWS::Lambda::Function").items()
-                          if v["Properties"].get("Handler") == f"functions.{job.module}.handler"]
-        assert db_users(template, function_role(template, function_id)) == {job.db_user}, job.module
+
+def function_id(template: dict[str, Any], module: str) -> str:
+    (found,) = [k for k, v in resources(template, "AWS::Lambda::Function").items()
+                if v["Properties"].get("Handler") == f"functions.{module}.handler"]
+    return found
+
+
+def test_each_function_connects_as_its_own_database_user(template: dict[str, Any]) -> None:
+    for module, user in EXPECTED_DB_USERS.items():
+        assert db_users(template, function_role(template, function_id(template, module))) == {user}, module
+    assert db_users(template, function_role(template, function_id(template, "migrate"))) == set()
+
+
+def test_the_proxy_signs_in_to_the_cluster_as_the_two_runtime_users_only(template: dict[str, Any]) -> None:
+    (proxy,) = props(template, "AWS::RDS::DBProxy")
+    role_id = proxy["RoleArn"]["Fn::GetAtt"][0]
+    cluster_id = next(iter(resources(template, "AWS::RDS::DBCluster")))
+    users = db_users(template, role_id)
+    assert users == {"crm_app", "crm_jobs"}
+    text = json.dumps([s for p, s in statements(template) if role_id in roles_of_policies(template, p)])
+    assert f'"{cluster_id}", "DBClusterResourceId"' in text  # dbuser:<cluster resource id>/<user>
+
+
+def test_jobs_may_list_exactly_the_prefixes_their_code_lists(template: dict[str, Any]) -> None:
+    expected = {"export_tenant": {"tenants/*"}, "backup_tenants": {"backups/*"}, "restore_tenant": {"backups/*"},
+                "delete_tenant": {"tenants/*", "exports/*", "backups/*"},
+                "purge_workspaces": {"tenants/*", "exports/*", "backups/*"}}
+    for module in EXPECTED_DB_USERS:
+        role = function_role(template, function_id(template, module))
+        prefixes: set[str] = set()
+        for policy_id, statement in statements(template):
+            if role in roles_of_policies(template, policy_id) and "s3:ListBucket" in as_list(statement["Action"]):
+                prefixes |= set(statement["Condition"]["StringLike"]["s3:prefix"])
+        assert prefixes == expected.get(module, set()), module
 
 
 def test_no_iam_statement_allows_every_action_on_every_resource(template: dict[str, Any]) -> None:
@@ -232,6 +265,10 @@ def test_one_schedule_per_entry_of_schedules_with_its_expression(template: dict[
         assert schedule["ScheduleExpressionTimezone"] == "UTC"
         # The handler takes its slot from the event's time, which the scheduler fills in.
         assert json.loads(schedule["Target"]["Input"])["time"] == "<aws.scheduler.scheduled-time>"
+        # An invocation the scheduler cannot deliver goes to a queue that an alarm watches.
+        dlq = schedule["Target"]["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0]
+        assert any(a.get("Dimensions") == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}}]
+                   for a in props(template, "AWS::CloudWatch::Alarm"))
 
 
 def test_privacy_functions_have_no_schedule(template: dict[str, Any]) -> None:
@@ -250,6 +287,9 @@ def test_migrations_run_on_deploy_before_the_api(template: dict[str, Any]) -> No
     function = template["Resources"][version["Properties"]["FunctionName"]["Ref"]]
     assert function["Properties"]["Handler"] == "functions.migrate.handler"
     assert trigger_id in as_list(template["Resources"]["APIHandler"].get("DependsOn", []))
+    # The jobs run the same new code: none of them goes live before the migrations either.
+    for module in EXPECTED_DB_USERS:
+        assert trigger_id in as_list(template["Resources"][function_id(template, module)].get("DependsOn", []))
     assert trigger["Properties"]["InvocationType"] == "RequestResponse"
     cluster = next(iter(resources(template, "AWS::RDS::DBCluster")))
     assert cluster in as_list(trigger.get("DependsOn", []))
@@ -271,16 +311,18 @@ def test_the_network_has_private_functions_endpoints_and_a_nat(template: dict[st
 def test_security_groups_allow_only_lambda_to_proxy_to_database(template: dict[str, Any]) -> None:
     ingress = props(template, "AWS::EC2::SecurityGroupIngress")
     assert all("CidrIp" not in r and "CidrIpv6" not in r for r in ingress)
+
+    def name(logical_id: str) -> str:
+        return re.sub(r"[0-9A-F]{8}$", "", logical_id)
+
     sources: dict[str, set[str]] = {}
-    for rule in ingress:
-        if rule.get("FromPort") == 5432:
-            target = rule["GroupId"]["Fn::GetAtt"][0]
-            sources.setdefault(target, set()).add(rule["SourceSecurityGroupId"]["Fn::GetAtt"][0])
-    by_name = {re.sub(r"[0-9A-F]{8}$", "", k): v for k, v in sources.items()}
-    assert set(by_name) == {"NetworkProxySg", "NetworkDatabaseSg"}
-    assert {re.sub(r"[0-9A-F]{8}$", "", s) for s in by_name["NetworkProxySg"]} == {"NetworkLambdaSg"}
-    assert {re.sub(r"[0-9A-F]{8}$", "", s) for s in by_name["NetworkDatabaseSg"]} == {
-        "NetworkProxySg", "NetworkMigrateSg"}
+    for rule in ingress:  # every port: CDK writes some rules with the endpoint's port as a GetAtt
+        target = name(rule["GroupId"]["Fn::GetAtt"][0])
+        sources.setdefault(target, set()).add(name(rule["SourceSecurityGroupId"]["Fn::GetAtt"][0]))
+    assert sources["NetworkProxySg"] == {"NetworkLambdaSg"}
+    # The proxy, the migration function, and the secret's rotation function (it changes the password).
+    assert sources["NetworkDatabaseSg"] == {"NetworkProxySg", "NetworkMigrateSg",
+                                            "DataClusterRotationSingleUserSecurityGroup"}
     for group in props(template, "AWS::EC2::SecurityGroup"):
         if "RDS Proxy" in group["GroupDescription"] or "Aurora" in group["GroupDescription"]:
             assert all(e.get("CidrIp") != "0.0.0.0/0" for e in group.get("SecurityGroupEgress", []))
@@ -293,7 +335,8 @@ def test_the_api_is_throttled_and_its_access_log_holds_no_query_string(template:
     assert settings["DataTraceEnabled"] is False
     log_format = api["AccessLogSetting"]["Format"]
     assert "$context.resourcePath" in log_format
-    for leaky in ("$context.path", "querystring", "$input", "$context.authorizer", "requestOverride"):
+    for leaky in ("$context.path", "querystring", "$input", "$context.authorizer", "requestOverride",
+                  "sourceIp"):
         assert leaky not in log_format
 
 
@@ -303,6 +346,13 @@ def test_log_groups_have_an_explicit_retention(template: dict[str, Any]) -> None
     assert all(1 <= g["RetentionInDays"] <= 400 for g in groups)
     api_logging = template["Resources"]["APIHandler"]["Properties"]["LoggingConfig"]
     assert api_logging["LogGroup"]["Ref"] in template["Resources"]
+    # The groups AWS would otherwise create without a retention: the cluster's exported log, the proxy's.
+    names = {json.dumps(g.get("LogGroupName")) for g in groups}
+    assert '"/aws/rds/cluster/tenant-crm/postgresql"' in names and '"/aws/rds/proxy/tenant-crm"' in names
+    (cluster,) = props(template, "AWS::RDS::DBCluster")
+    assert cluster["DBClusterIdentifier"] == "tenant-crm"
+    (proxy,) = props(template, "AWS::RDS::DBProxy")
+    assert proxy["DBProxyName"] == "tenant-crm"
 
 
 def test_alarms_watch_dead_letters_errors_throttles_pinning_capacity_and_schedules(template: dict[str, Any]) -> None:

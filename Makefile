@@ -58,6 +58,8 @@ lint: $(STAMP_DEV)
 typecheck: $(STAMP_DEV)
 	$(BIN)/mypy --strict app.py chalicelib functions
 
+# Both cores by default; PYTEST_ARGS replaces that (e.g. PYTEST_ARGS="-k tenancy" runs in one process).
+PYTEST_ARGS ?= -n 2
 pytest: $(STAMP_DEV)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -65,7 +67,7 @@ pytest: $(STAMP_DEV)
 # they load only their own conftest, not the app's database fixtures.
 test-infra: $(STAMP_INFRA)
 	$(INFRA_ENV) $(INFRA_VENV)/bin/pytest -o addopts="-ra --strict-markers -p no:cacheprovider" \
-		--confcutdir=tests/infra tests/infra $(PYTEST_ARGS)
+		--confcutdir=tests/infra tests/infra $(INFRA_PYTEST_ARGS)
 
 bench: $(STAMP_DEV)
 	$(PY) -m bench

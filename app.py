@@ -13,6 +13,8 @@ from chalicelib.routes import (  # noqa: E402
     api_keys,
     auth,
     crm,
+    docs,
+    downloads,
     health,
     imports,
     inbox,
@@ -24,5 +26,5 @@ from chalicelib.routes import (  # noqa: E402
 )
 
 BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, imports.bp, integrations.bp,
-              inbox.bp, webhooks.bp, telephony.bp]
+              inbox.bp, webhooks.bp, telephony.bp, docs.bp, downloads.bp]
 app = create_app("tenant-crm", BLUEPRINTS, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)

@@ -11,17 +11,25 @@ from typing import Any
 from chalice.app import Blueprint, Chalice, Request, Response
 
 from chalicelib import errors
+from chalicelib.db import deadline
 from chalicelib.http import (
     PROBLEM_JSON,
     assign_request_id,
+    check_json_depth,
     guarded,
+    is_json_media,
     problem_response,
 )
 from chalicelib.observability import log_request
+from chalicelib.settings import get_settings
 
 log = logging.getLogger("crm.api")
 
 ROUTABLE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# The root and API Gateway's greedy path, which matches whatever no other route does (chalice local
+# matches it for one path segment only): an unknown path answers a 404 problem, not the gateway's own
+# 403 {"message": "Missing Authentication Token"}, which tells a client nothing true.
+NOT_FOUND_PATHS = ("/", "/{proxy+}")
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-CSRF-Token, Idempotency-Key, If-Match"
 _CHALICE_ERRORS: dict[int, type[errors.AppError]] = {
     400: errors.BadRequest, 403: errors.Forbidden, 404: errors.NotFound,
@@ -45,6 +53,7 @@ def create_app(app_name: str, blueprints: Sequence[Blueprint], *, max_body_bytes
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
     _install_method_fallbacks(app, allowed_origins)
+    _install_not_found(app)
     return app
 
 
@@ -68,13 +77,23 @@ def _request_middleware(max_body_bytes: int, allowed_origins: frozenset[str],
 def _respond(request: Request, get_response: Callable[[Request], Response], max_body_bytes: int,
              request_id: str) -> Response:
     try:
+        raw = request.raw_body or b""
         # Checked before any view parses anything: one limit for every route.
-        if len(request.raw_body or b"") > max_body_bytes:
+        if len(raw) > max_body_bytes:
             return problem_response(errors.PayloadTooLarge(
                 f"the body is larger than {max_body_bytes} bytes"), request_id)
+        if raw and is_json_media(request):
+            # Every route, webhooks included (whose parser runs after the signature check, so a validly
+            # signed deep body would still reach it): the nesting is bounded before anything parses.
+            check_json_depth(raw if isinstance(raw, bytes) else raw.encode())
+    except errors.AppError as exc:
+        return problem_response(exc, request_id)
     except Exception:  # noqa: BLE001 - an undecodable (bad base64) body is a bad request
         return problem_response(errors.BadRequest("the body could not be read"), request_id)
-    result: Response = guarded(request, lambda: get_response(request))
+    # Every database wait of the request shares one budget, under API Gateway's 29 s: past it the
+    # request ends with a 503 instead of hanging on a frozen database until the gateway gives up.
+    with deadline.budget(get_settings().db_request_deadline_s):
+        result: Response = guarded(request, lambda: get_response(request))
     return result
 
 
@@ -131,8 +150,13 @@ def _install_method_fallbacks(app: Chalice, allowed_origins: frozenset[str]) -> 
 
 
 def _not_allowed_view(app: Chalice, allow: str) -> Callable[..., Response]:
+    return _problem_view(app, lambda: errors.MethodNotAllowed(f"allowed methods: {allow}", headers={"Allow": allow}))
+
+
+def _problem_view(app: Chalice, error: Callable[[], errors.AppError]) -> Callable[..., Response]:
+    """A view that answers every call with `error()` as a problem (through the same guard as routes)."""
     def fail() -> Response:
-        raise errors.MethodNotAllowed(f"allowed methods: {allow}", headers={"Allow": allow})
+        raise error()
 
     def view(**_params: Any) -> Response:
         result: Response = guarded(app.current_request, fail)
@@ -157,6 +181,15 @@ def _preflight_view(app: Chalice, allow: str, allowed_origins: frozenset[str]) -
     return view
 
 
+def _install_not_found(app: Chalice) -> None:
+    """The root and every unknown path answer every method with a 404 problem (see NOT_FOUND_PATHS)."""
+    view = _problem_view(app, lambda: errors.NotFound("no such path"))
+    for index, path in enumerate(NOT_FOUND_PATHS):
+        if path not in app.routes:
+            app.route(path, methods=[*ROUTABLE_METHODS, "HEAD", "OPTIONS"], content_types=["*/*"],
+                      name=f"not_found_{index}")(view)
+
+
 def is_fallback_view(view_name: str) -> bool:
-    """True for the generated 405/preflight routes (left out of the OpenAPI document)."""
-    return view_name.startswith(("method_not_allowed_", "preflight_"))
+    """True for the generated 405/preflight/404 routes (left out of the OpenAPI document)."""
+    return view_name.startswith(("method_not_allowed_", "preflight_", "not_found_"))

@@ -106,3 +106,18 @@ class ServiceUnavailable(AppError):
 
     def __init__(self, detail: str | None = None, *, retry_after: int = 5) -> None:
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot serve this request now: down, refusing sign-in, out of connection slots,
+    restarting, frozen past the request's deadline. Transient by nature; chalicelib.http answers it with
+    503 and Retry-After.
+
+    `kind` names the failure for the log line: an SQLSTATE ("57P01", "53300") or a fixed word
+    ("connection", "connect-timeout", "pool-timeout", "deadline"), never a message from the driver,
+    which may quote a host, a user or a row value.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"database unavailable ({kind})")
+        self.kind = kind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from chalicelib import errors
+from chalicelib.db.faults import unavailable_kind
 from chalicelib.observability import capture_exception
 
 M = TypeVar("M", bound=BaseModel)
@@ -23,6 +25,15 @@ log = logging.getLogger("crm.http")
 PROBLEM_JSON = "application/problem+json"
 JSON_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9-]{8,64}$")
+# Arrays and objects nest at most this deep in a JSON body. The parser recurses once per level, and
+# about a thousand levels (a few KB of brackets) exhaust Python's stack: a 500 on every JSON route,
+# sign-in included, for anyone. No document of this API comes near 64 levels.
+MAX_JSON_DEPTH = 64
+_JSON_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+# Seconds a client should wait before retrying when the database is unavailable.
+DB_RETRY_AFTER_S = 5
 
 
 def request_id_of(request: Request | None) -> str:
@@ -66,6 +77,36 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
                     headers={"Content-Type": "application/json", **(headers or {})})
 
 
+def _media_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+def is_json_media(request: Request) -> bool:
+    """Whether the request says its body is JSON (application/json or a +json type)."""
+    media = _media_type(request)
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def check_json_depth(raw: bytes) -> None:
+    """400 when the JSON text nests arrays and objects deeper than MAX_JSON_DEPTH, before any parser sees it.
+
+    Linear, at C speed: escapes are dropped (so \\" neither hides nor fakes a quote), the text inside
+    strings is cut out (its brackets are text), the brackets left are summed as +1/-1, and the running
+    maximum is the depth. A body with few brackets skips all of it. No backtracking regex: a body
+    crafted against one (unterminated strings full of escapes) would take quadratic time. A NUL byte
+    is refused too: UTF-8 JSON never holds one, UTF-16 and UTF-32 text (which json.loads would decode)
+    always does, and its bytes would fool the scan.
+    """
+    if b"\x00" in raw:
+        raise errors.BadRequest("the body is not valid UTF-8 JSON")
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    outside_strings = b"".join(_JSON_ESCAPE.sub(b"", raw).split(b'"')[::2])
+    brackets = outside_strings.translate(None, _NOT_A_BRACKET)
+    if brackets and max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > MAX_JSON_DEPTH:
+        raise errors.BadRequest(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels")
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(body)"
 
@@ -78,9 +119,9 @@ def parse_body(request: Request, model: type[M]) -> M:
     raw = request.raw_body or b""
     if isinstance(raw, str):
         raw = raw.encode()
-    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type != "application/json":
+    if _media_type(request) != "application/json":
         raise errors.UnsupportedMediaType("send the body as application/json")
+    check_json_depth(raw)
     try:
         document = json.loads(raw.decode("utf-8"))
     except ValueError:
@@ -207,15 +248,31 @@ def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
 
 
 def guarded(request: Request | None, call: Callable[[], Any]) -> Any:
-    """Run a view: domain errors become problems, anything else a generic 500 with a request id."""
+    """Run a view: domain errors become problems, an unavailable database a 503, anything else a
+    generic 500 with a request id."""
     try:
         return call()
     except errors.AppError as exc:
         return problem_response(exc, request_id_of(request))
+    except errors.DatabaseUnavailable as exc:
+        return _unavailable(exc, exc.kind, request)
     except Exception as exc:
+        kind = unavailable_kind(exc)  # a driver error that never went through Database.connection()
+        if kind is not None:
+            return _unavailable(exc, kind, request)
         # The traceback and message stay out of the response; the log line and Sentry get a
         # scrubbed version (logsafe) so no SQL, row value or secret leaves the process.
         log.error("unhandled error", exc_info=exc,
                   extra={"fields": {"request_id": request_id_of(request)}})
         capture_exception(exc)
         return problem_response(errors.AppError("an internal error occurred"), request_id_of(request))
+
+
+def _unavailable(exc: Exception, kind: str, request: Request | None) -> Response:
+    # Expected during an outage, a restart or a failover: a warning without traceback (nothing in this
+    # process to debug) and an answer that tells the client to retry. Sentry still hears of it (through
+    # the same scrubber as every event): an outage is something to be told about.
+    log.warning("database unavailable", extra={"fields": {"kind": kind, "request_id": request_id_of(request)}})
+    capture_exception(exc)
+    return problem_response(errors.ServiceUnavailable("the database is unavailable; retry shortly",
+                                                      retry_after=DB_RETRY_AFTER_S), request_id_of(request))

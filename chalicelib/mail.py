@@ -16,9 +16,17 @@ from chalicelib.settings import Settings, get_settings
 log = logging.getLogger("crm.mail")
 
 
-def build_message(*, sender: str, to: str, subject: str, text: str,
-                  headers: dict[str, str] | None = None) -> EmailMessage:
-    """An RFC 5322 message; the stdlib refuses header injection (CR/LF in headers)."""
+def new_message_id(domain: str = "crm.localhost") -> str:
+    """A fresh, globally unique Message-ID without its angle brackets (the form the inbox stores and matches)."""
+    return make_msgid(domain=domain)[1:-1]
+
+
+def build_message(*, sender: str, to: str, subject: str, text: str, headers: dict[str, str] | None = None,
+                  message_id: str | None = None) -> EmailMessage:
+    """An RFC 5322 message; the stdlib refuses header injection (CR/LF in headers).
+
+    `message_id` (without angle brackets) is the id the caller already recorded; a new one otherwise.
+    """
     # Lines up to RFC 5322's 998 characters and no quoted-printable: the sign-in link stays one
     # readable, copyable line in the .eml file and in every mail client.
     message = EmailMessage(policy=policy.SMTP.clone(max_line_length=998))
@@ -26,7 +34,8 @@ def build_message(*, sender: str, to: str, subject: str, text: str,
     message["To"] = to
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(domain="crm.localhost")
+    # The id the caller stored, when it stored one: an answer quoting it (In-Reply-To) must find that record.
+    message["Message-ID"] = f"<{message_id or new_message_id()}>"
     for name, value in (headers or {}).items():
         message[name] = value
     message.set_content(text, cte="7bit" if text.isascii() else "8bit")
@@ -34,13 +43,29 @@ def build_message(*, sender: str, to: str, subject: str, text: str,
 
 
 def send_email(*, to: str, subject: str, text: str, settings: Settings | None = None, sender: str | None = None,
-               headers: dict[str, str] | None = None) -> str:
+               headers: dict[str, str] | None = None, message_id: str | None = None) -> str:
     """Send one message; returns its outbox file name or SES message id (never logs the body)."""
     settings = settings or get_settings()
-    message = build_message(sender=sender or settings.mail_from, to=to, subject=subject, text=text, headers=headers)
+    message = build_message(sender=sender or settings.mail_from, to=to, subject=subject, text=text, headers=headers,
+                            message_id=message_id)
     if settings.mail_backend == "ses":
         return _send_ses(message)
     return _write_outbox(message, settings.data_dir / "outbox")
+
+
+def delivered_message_id(sent: str, message_id: str, settings: Settings | None = None) -> str:
+    """The Message-ID recipients see (without angle brackets), given what send_email returned.
+
+    The outbox keeps ours. SES replaces any Message-ID with one made of its own message id and its
+    regional domain, so that one is what an answer's In-Reply-To will quote.
+    """
+    settings = settings or get_settings()
+    if settings.mail_backend != "ses":
+        return message_id
+    import boto3  # lazily: cold start
+
+    region = boto3.session.Session().region_name or "us-east-1"
+    return f"{sent}@{'email' if region == 'us-east-1' else region}.amazonses.com"
 
 
 def _write_outbox(message: EmailMessage, outbox: Path) -> str:

@@ -46,9 +46,16 @@ class Settings(BaseSettings):
     db_admin_sslrootcert_url: str | None = None
     db_pool_size: int = Field(default=1, ge=1, le=64)
     db_pool_timeout: float = Field(default=5.0, gt=0, le=25)  # well under API Gateway's 29 s
+    # Seconds a new connection may take to open (psycopg enforces at least 2).
+    db_connect_timeout_s: int = Field(default=5, ge=2, le=20)
+    # Client-side budget of one API request's database waits: past it the query is cancelled, then its
+    # socket shut down, and the request answers 503. Under API Gateway's 29 s, above the app role's
+    # statement_timeout (15 s), so a merely slow statement is stopped by the server first.
+    db_request_deadline_s: float = Field(default=20.0, gt=0, le=25)
     # psycopg auto-prepare; "none" disables it (required behind RDS Proxy / PgBouncer).
     db_prepare_threshold: int | None = Field(default=None, ge=0)
-    public_base_url: str = "http://127.0.0.1:8000"
+    # Unset: http://HOST:PORT in the local stage (where `make run` serves); required (https) in prod.
+    public_base_url: str = ""
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sentry_dsn: SecretStr | None = None
     log_level: LogLevel = "INFO"
@@ -68,6 +75,8 @@ class Settings(BaseSettings):
     mail_from: str = "CRM <no-reply@crm.localhost>"
     blob_backend: Literal["local", "s3"] = "local"
     blob_bucket: str | None = None
+    # Lifetime of a download link (S3 presigned GET, or the local store's signed /downloads link): a few minutes.
+    download_url_ttl_s: int = Field(default=300, ge=30, le=900)
     # Soft-deleted workspaces are hard-deleted after this many days (the policy promises < 7).
     workspace_purge_grace_days: int = Field(default=3, ge=0, le=6)
     audit_retention_days: int = Field(default=365, ge=1)
@@ -104,9 +113,22 @@ class Settings(BaseSettings):
     @field_validator("public_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        if not value:
+            return value  # derived from HOST and PORT below (local stage only)
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _derive_public_base_url(self) -> Settings:
+        if self.public_base_url or self.stage == "prod":
+            # Links in emails and the allowed Origin come from it: prod never guesses them from a bind
+            # address, and refuses to start without it (below: "PUBLIC_BASE_URL must be https in prod").
+            return self
+        # Locally the API is where `make run` serves it, so links and the accepted Origin follow PORT.
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host  # noqa: S104 - a wildcard bind
+        self.public_base_url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+        return self
 
     @model_validator(mode="after")
     def _prod_refuses_local_defaults(self) -> Settings:

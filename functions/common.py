@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,35 +112,8 @@ def parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def progress_printer(total: int | None = None) -> Any:
-    """A progress callback writing one updating line to stderr when it is a terminal (else silent)."""
-    if not sys.stderr.isatty():
-        return None
-
-    def show(label: str, done: int) -> None:
-        suffix = f"/{total}" if total else ""
-        sys.stderr.write(f"\r{label}: {done}{suffix}   ")
-        sys.stderr.flush()
-
-    return show
-
-
 def claimed_result(outcome: Outcome | None) -> dict[str, Any]:
     """A claimed scheduled run's Lambda result (claimed False: another invocation had the slot)."""
     if outcome is None:
         return {"claimed": False}
     return {"claimed": True, "counts": outcome.counts, "failed": outcome.failed}
-
-
-def claimed_main(prog: str, doc: str | None, run: Callable[[Database, datetime], Outcome | None],
-                 argv: list[str] | None) -> int:
-    """The command line of a claimed scheduled job: `--now`; exit code 1 when a workspace failed."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc)
-    parser.add_argument("--now", type=parse_time, default=None, help="pretend it is this time (UTC)")
-    args = parser.parse_args(argv)
-    outcome = run(start(), args.now or event_time(None))
-    if outcome is None:
-        print("already run for this time")
-        return 0
-    print(outcome.counts, "failed:", len(outcome.failed))
-    return 1 if outcome.failed else 0

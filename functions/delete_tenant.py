@@ -7,14 +7,16 @@ receipt. Idempotent: a second run succeeds and deletes nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import uuid
 from typing import Any
 
 from chalicelib.blobs import get_blobs
+from chalicelib.db.pool import Database
 from chalicelib.jobs.delete import delete_workspace
+from functions import cli
+from functions.bars import progress_bars
 from functions.common import EventError, event_text, event_workspace_id, start
 
 
@@ -29,15 +31,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line for privacy staff."""
-    parser = argparse.ArgumentParser(prog="python -m functions.delete_tenant", description=__doc__)
+    """Command line for privacy staff: the receipt (JSON) on stdout."""
+    parser = cli.parser("python -m functions.delete_tenant", __doc__, reads=cli.BLOB_SETTINGS)
     parser.add_argument("workspace_id", type=uuid.UUID)
     parser.add_argument("--yes", action="store_true", help="really delete (nothing happens without it)")
     args = parser.parse_args(argv)
     if not args.yes:
         print("refusing to delete without --yes", file=sys.stderr)
         return 2
-    receipt = delete_workspace(start(), args.workspace_id, get_blobs())
+    return cli.run_command(lambda db: _delete(db, args.workspace_id))
+
+
+def _delete(db: Database, tenant: uuid.UUID) -> int:
+    with progress_bars() as progress:
+        receipt = delete_workspace(db, tenant, get_blobs(), progress=progress)
     print(json.dumps(receipt.as_dict(), indent=2))
     return 0
 

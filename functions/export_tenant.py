@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.blobs import get_blobs
+from chalicelib.db.pool import Database
 from chalicelib.jobs.export import WorkspaceNotFound, export_workspace
 from chalicelib.observability import log_event
-from functions.common import event_flag, event_workspace_id, progress_printer, start
+from functions import cli
+from functions.bars import progress_bars
+from functions.common import event_flag, event_workspace_id, start
 
 log = logging.getLogger("crm.jobs.export")
 
@@ -40,16 +43,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line for privacy staff."""
-    parser = argparse.ArgumentParser(prog="python -m functions.export_tenant", description=__doc__)
+    """Command line for privacy staff: the export file, then its JSON summary on stdout."""
+    parser = cli.parser("python -m functions.export_tenant", __doc__, reads=cli.BLOB_SETTINGS)
     parser.add_argument("workspace_id", type=uuid.UUID)
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON file")
     parser.add_argument("--with-blobs", action="store_true", help="include attachment bytes (base64)")
     args = parser.parse_args(argv)
-    db = start()
+    return cli.run_command(lambda db: _export(db, args))
+
+
+def _export(db: Database, args: argparse.Namespace) -> int:
     try:
-        manifest = export_workspace(db, args.workspace_id, args.out, blobs=get_blobs() if args.with_blobs else None,
-                                    progress=progress_printer())
+        with progress_bars() as progress:
+            manifest = export_workspace(db, args.workspace_id, args.out,
+                                        blobs=get_blobs() if args.with_blobs else None, progress=progress)
     except WorkspaceNotFound:
         print(f"no workspace {args.workspace_id}", file=sys.stderr)
         return 1

@@ -32,11 +32,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from chalicelib.db.migrate import Migration, bootstrap, load_migrations, migrate, role_conninfo
 from chalicelib.observability import log_event
 from chalicelib.settings import Settings, get_settings
+from functions.cli import settings_epilog
 from functions.common import init_observability
 
 log = logging.getLogger("crm.migrate")
 DEFAULT_DBNAME = "crm"
 _SECRET_KEYS = ("username", "password")
+MIGRATE_SETTINGS = ("MIGRATE_DATABASE_URL", "DB_ADMIN_SECRET_ARN", "DB_ADMIN_HOST", "DB_NAME", "DB_ADMIN_SSLROOTCERT",
+                    "DB_ADMIN_SSLROOTCERT_URL", "STAGE", "LOG_LEVEL", "SENTRY_DSN")
 
 
 class MigrateConfigError(RuntimeError):
@@ -137,6 +140,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line: print the result; exit code 1 when the cluster cannot be reached or a migration fails."""
     argparse.ArgumentParser(prog="python -m functions.migrate", description=__doc__,
+                            epilog=settings_epilog(MIGRATE_SETTINGS),
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     try:
         result = handler({}, None)

@@ -15,7 +15,8 @@ from typing import Any
 from chalicelib.db.pool import Database
 from chalicelib.jobs.common import Outcome
 from chalicelib.jobs.purge import AUDIT_JOB, purge_audit_log, run_claimed
-from functions.common import claimed_main, claimed_result, event_time, start
+from functions.cli import claimed_main
+from functions.common import claimed_result, event_time, start
 
 NAME = AUDIT_JOB
 
@@ -32,7 +33,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: exit code 1 when a workspace or a table failed."""
-    return claimed_main("python -m functions.purge_audit_log", __doc__, run, argv)
+    return claimed_main("python -m functions.purge_audit_log", __doc__, run, argv, reads=("AUDIT_RETENTION_DAYS",))
 
 
 if __name__ == "__main__":

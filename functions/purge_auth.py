@@ -15,7 +15,8 @@ from typing import Any
 from chalicelib.db.pool import Database
 from chalicelib.jobs.common import Outcome
 from chalicelib.jobs.purge import AUTH_JOB, purge_auth, run_claimed
-from functions.common import claimed_main, claimed_result, event_time, start
+from functions.cli import claimed_main
+from functions.common import claimed_result, event_time, start
 
 NAME = AUTH_JOB
 
@@ -32,7 +33,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: exit code 1 when a workspace or a table failed."""
-    return claimed_main("python -m functions.purge_auth", __doc__, run, argv)
+    return claimed_main("python -m functions.purge_auth", __doc__, run, argv, reads=("SESSION_IDLE_TIMEOUT_S",))
 
 
 if __name__ == "__main__":

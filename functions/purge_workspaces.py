@@ -6,17 +6,18 @@ Through the same code as delete_tenant, so a deleted workspace is gone from the 
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib.blobs import get_blobs
 from chalicelib.db.pool import Database
-from chalicelib.jobs.common import Outcome, each_workspace, workspaces
+from chalicelib.jobs.common import Outcome, each_workspace, log_finished, workspaces
 from chalicelib.jobs.delete import delete_workspace
 from chalicelib.settings import get_settings
-from functions.common import event_time, parse_time, start
+from functions import cli
+from functions.common import event_time, start
 
 NAME = "purge_workspaces"
 
@@ -31,7 +32,9 @@ def run(db: Database, now: datetime) -> Outcome:
         receipt = delete_workspace(db, tenant, blobs)
         return {"workspaces": int(receipt.found), "rows": sum(receipt.rows.values()), "blobs": receipt.blobs}
 
-    return each_workspace(NAME, due, purge)
+    outcome = each_workspace(NAME, due, purge)
+    log_finished(NAME, outcome)
+    return outcome
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -41,13 +44,18 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: exit code 1 when a workspace failed."""
-    parser = argparse.ArgumentParser(prog="python -m functions.purge_workspaces", description=__doc__)
-    parser.add_argument("--now", type=parse_time, default=None, help="pretend it is this time (UTC)")
+    """Command line: the run's JSON result on stdout; exit code 1 when a workspace failed."""
+    parser = cli.parser("python -m functions.purge_workspaces", __doc__,
+                        reads=("WORKSPACE_PURGE_GRACE_DAYS", *cli.BLOB_SETTINGS))
+    cli.add_now_option(parser)
     args = parser.parse_args(argv)
-    outcome = run(start(), args.now or event_time(None))
-    print(outcome.counts, "failed:", len(outcome.failed))
-    return 1 if outcome.failed else 0
+
+    def body(db: Database) -> int:
+        outcome = run(db, args.now or event_time(None))
+        print(json.dumps({"counts": outcome.counts, "failed": outcome.failed}))
+        return 1 if outcome.failed else 0
+
+    return cli.run_command(body)
 
 
 if __name__ == "__main__":

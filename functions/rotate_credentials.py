@@ -22,7 +22,6 @@ log line (logger crm.jobs.rotate) carries counts only, never contents.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import uuid
@@ -35,6 +34,7 @@ from chalicelib.db.pool import Database, get_database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.vault.envelope import Vault
 from chalicelib.vault.store import rotate_tenant
+from functions import cli
 from functions.common import event_flag, event_strings, event_workspace_ids, init_observability
 
 log = logging.getLogger("crm.jobs.rotate")
@@ -110,8 +110,8 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line for privacy staff; exit status 1 when anything failed."""
-    parser = argparse.ArgumentParser(prog="python -m functions.rotate_credentials",
-                                     description="Re-encrypt stored integration credentials under the current key.")
+    parser = cli.parser("python -m functions.rotate_credentials",
+                        "Re-encrypt stored integration credentials under the current key.", reads=cli.KEY_SETTINGS)
     parser.add_argument("--dry-run", action="store_true", help="decrypt and count, write nothing")
     parser.add_argument("--tenant", action="append", type=uuid.UUID, metavar="ID",
                         help="only this workspace id (repeatable)")
@@ -121,24 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="old local key file that may still unwrap (repeatable)")
     args = parser.parse_args(argv)
 
-    from chalicelib.db.embedded import prepare_database
-    from chalicelib.observability import configure_logging
-    from chalicelib.settings import get_settings
-
-    settings = get_settings()
-    configure_logging(settings.log_level)
-    local = prepare_database(settings) if settings.uses_embedded_db else None
-    db = Database(local.jobs_url, name="jobs") if local is not None and local.jobs_url else get_database("jobs")
-    try:
+    def body(db: Database) -> int:
         result = rotate(db=db, vault=_vault(args.previous_kms_key_arn, args.previous_key_file), tenant_ids=args.tenant,
                         dry_run=args.dry_run, progress=sys.stderr)
-    finally:
-        db.close()
-        if local is not None:
-            local.stop()
-    print(f"tenants {result.tenants}, rotated {result.rotated}, skipped {result.skipped}, failed {result.failed},"
-          f" failed tenants {result.failed_tenants}{' (dry run)' if args.dry_run else ''}")
-    return 1 if result.failed or result.failed_tenants else 0
+        print(f"tenants {result.tenants}, rotated {result.rotated}, skipped {result.skipped}, failed {result.failed},"
+              f" failed tenants {result.failed_tenants}{' (dry run)' if args.dry_run else ''}")
+        return 1 if result.failed or result.failed_tenants else 0
+
+    return cli.run_command(body)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Settings are read at import of app.py: give the test process its own local defaults.
 os.environ.setdefault("STAGE", "local")
 os.environ.setdefault("DATA_DIR", str(ROOT / ".data" / "test"))
+SUITE_DATA_DIR = Path(os.environ["DATA_DIR"])  # as the session starts; tests may point DATA_DIR elsewhere
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("SENTRY_DSN", None)
 
@@ -87,9 +88,9 @@ def password_pg() -> Iterator[str]:
     For tests of cluster-wide state, such as creating the crm_* roles as Aurora's master user would,
     which must not touch the roles every other test uses, and of what a connection sends as password.
     """
-    # Under DATA_DIR, not pytest's basetemp: concurrent pytest runs prune each other's older basetemps,
-    # which would delete a running cluster's data directory under it.
-    pgdata = Path(os.environ["DATA_DIR"]) / f"password-pg-{os.getpid()}" / "pgdata"
+    # Under the suite's own data directory, not pytest's basetemp (concurrent pytest runs prune each
+    # other's older basetemps, deleting a running cluster's files) nor a test's DATA_DIR of the moment.
+    pgdata = SUITE_DATA_DIR / f"password-pg-{os.getpid()}" / "pgdata"
     shutil.rmtree(pgdata.parent, ignore_errors=True)
     server, _ = start_embedded(pgdata)
     superuser = conninfo_to_dict(str(server.get_uri()))["user"]

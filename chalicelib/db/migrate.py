@@ -18,6 +18,16 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 OWNER_ROLE = "crm_owner"
 APP_ROLE = "crm_app"
 JOBS_ROLE = "crm_jobs"
+# Server-side bounds of each runtime role, set on the role so they hold however it connects (RDS Proxy
+# passes no startup options). The API's are short: statement_timeout stays under the request deadline
+# (DB_REQUEST_DEADLINE_S, 20 s), so a slow statement is stopped by the server and the connection kept;
+# a Lambda frozen or killed inside a transaction releases its locks after 30 s. The jobs work in bulk
+# (purges, backups) and get longer ones; a job that needs more lifts them for its own transaction
+# (jobs.common.allow_long_statements).
+ROLE_TIMEOUTS: dict[str, dict[str, str]] = {
+    APP_ROLE: {"statement_timeout": "15s", "lock_timeout": "5s", "idle_in_transaction_session_timeout": "30s"},
+    JOBS_ROLE: {"statement_timeout": "5min", "lock_timeout": "30s", "idle_in_transaction_session_timeout": "5min"},
+}
 # Arbitrary constants naming our advisory locks (pg_advisory_lock takes a bigint).
 _MIGRATION_LOCK = 7_301_552_001
 _BOOTSTRAP_LOCK = 7_301_552_002
@@ -86,8 +96,7 @@ def _ensure_roles(cur: Cursor, password: str | None) -> None:
     for role in (APP_ROLE, JOBS_ROLE):
         _create_role(cur, role, runtime, password)
         # Runaway statements and abandoned transactions die on the server, not in app code.
-        for setting, value in (("statement_timeout", "15s"), ("lock_timeout", "5s"),
-                               ("idle_in_transaction_session_timeout", "30s")):
+        for setting, value in ROLE_TIMEOUTS[role].items():
             cur.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(
                 sql.Identifier(role), sql.Identifier(setting), sql.Literal(value)))
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'")

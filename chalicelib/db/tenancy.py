@@ -6,7 +6,8 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 
-from psycopg import Connection
+import psycopg
+from psycopg import Connection, Pipeline
 from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
@@ -57,17 +58,23 @@ def bind_user(conn: Connection[TupleRow], user_id: uuid.UUID) -> None:
 def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | None,
                  pipeline: bool) -> Iterator[Connection[TupleRow]]:
     database = db if db is not None else get_database("app")
-    with database.pool.connection() as conn:
+    with database.connection() as conn:
         try:
             if pipeline:
                 # BEGIN/COMMIT are queued as plain statements: psycopg's transaction() waits for
                 # BEGIN's result in pipeline mode, which would cost a round trip of its own.
-                with conn.pipeline():
+                with conn.pipeline() as queued:
                     conn.execute("BEGIN")
                     if scope_sql is not None:
                         conn.execute(scope_sql, params)
-                    yield conn
-                    conn.execute("COMMIT")
+                    try:
+                        yield conn
+                        # Inside the try: sending COMMIT also reads whatever results have arrived, so a
+                        # refusal may surface here rather than in the block.
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        _settle(queued)
+                        raise
             else:
                 with conn.transaction():
                     if scope_sql is not None:
@@ -76,6 +83,26 @@ def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | 
         except BaseException:
             _rollback(conn)
             raise
+
+
+def _settle(queued: Pipeline) -> None:
+    """Collect what is still queued after the block failed, so the pipeline ends without a new error.
+
+    A refused authorization is expected (a 401/403/404): the statements queued behind it come back as
+    skipped, and leaving them to the pipeline's exit would make psycopg log a WARNING for every refused
+    request (with a server message that may quote a value). Their errors only repeat the block's own,
+    which is the one that propagates.
+    """
+    # A sync raises the first error among the results it processed, and may stop before the last of
+    # them has arrived: repeat until one completes with nothing left queued (bounded: each round sends
+    # a Sync and reads up to it).
+    for _ in range(len(queued.result_queue) + 3):
+        try:
+            queued.sync()
+        except psycopg.Error:
+            continue
+        if not queued.result_queue:
+            return
 
 
 def _rollback(conn: Connection[TupleRow]) -> None:

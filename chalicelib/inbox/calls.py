@@ -77,7 +77,7 @@ class CallOut(BaseModel):
 
 
 class RecordingOut(BaseModel):
-    """The stored recording's metadata (the bytes are at GET /attachments/{id})."""
+    """The stored recording's metadata (GET /attachments/{id} gives a download link)."""
 
     id: uuid.UUID
     filename: str | None

@@ -57,12 +57,13 @@ class ConversationPatch(BaseModel):
 
 
 class AttachmentOut(BaseModel):
-    """An attachment's metadata (the bytes are at GET /attachments/{id})."""
+    """An attachment's metadata, with the SHA-256 of its bytes (GET /attachments/{id} gives a download link)."""
 
     id: uuid.UUID
     filename: str | None
     content_type: str
     size: int
+    sha256: str
 
 
 class MessageOut(BaseModel):
@@ -96,14 +97,15 @@ def messages_pending(conn: Conn, conversation_id: uuid.UUID) -> Callable[[], Mes
         "SELECT id, direction, body, sent_at, status, error FROM messages WHERE conversation_id = %s"
         " ORDER BY sent_at, created_at, id", (conversation_id,))
     attachment_rows = conn.execute(
-        "SELECT a.message_id, a.id, a.filename, a.content_type, a.size_bytes FROM attachments a"
+        "SELECT a.message_id, a.id, a.filename, a.content_type, a.size_bytes, a.sha256 FROM attachments a"
         " JOIN messages m ON m.tenant_id = a.tenant_id AND m.id = a.message_id WHERE m.conversation_id = %s"
         " ORDER BY a.created_at, a.id", (conversation_id,))
 
     def result() -> MessageList:
         files: dict[Any, list[AttachmentOut]] = {}
         for a in attachment_rows.fetchall():
-            files.setdefault(a[0], []).append(AttachmentOut(id=a[1], filename=a[2], content_type=a[3], size=a[4]))
+            files.setdefault(a[0], []).append(AttachmentOut(id=a[1], filename=a[2], content_type=a[3], size=a[4],
+                                                            sha256=a[5]))
         return MessageList(data=[MessageOut(id=r[0], direction=r[1], body=r[2], sent_at=r[3], status=r[4],
                                             error=r[5], attachments=files.get(r[0], []))
                                  for r in message_rows.fetchall()])

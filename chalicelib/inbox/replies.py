@@ -10,13 +10,12 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import make_msgid
 
 from chalicelib import errors
 from chalicelib.auth.crypto import keyed_token
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.inbox import channels
-from chalicelib.mail import send_email
+from chalicelib.mail import delivered_message_id, new_message_id, send_email
 from chalicelib.outbound import OutboundRefused, request
 from chalicelib.settings import get_settings
 
@@ -72,7 +71,9 @@ def record(tenant: uuid.UUID, conversation_id: uuid.UUID, body: str, author: uui
         references = [str(r[0]) for r in conn.execute(
             "SELECT email_message_id FROM messages WHERE conversation_id = %s AND email_message_id IS NOT NULL"
             " ORDER BY sent_at, created_at", (conversation_id,))]
-        email_id = make_msgid(domain="crm.localhost")[1:-1] if channel.type == "email" else None
+        # The one id of this reply: stored here and sent as its Message-ID, so an answer that quotes it
+        # (In-Reply-To/References) finds this conversation.
+        email_id = new_message_id(_mail_domain(channel)) if channel.type == "email" else None
         message = uuid.uuid4()
         conn.execute("INSERT INTO messages (tenant_id, id, conversation_id, direction, kind, body, status, sent_at,"
                      " email_message_id) VALUES (%s, %s, %s, 'out', 'text', %s, 'queued', %s, %s)",
@@ -89,6 +90,7 @@ def send(tenant: uuid.UUID, conversation_id: uuid.UUID, pending: Pending, body: 
     """Call the provider; record sent (with its id) or failed (with why). Returns (status, error)."""
     settings = get_settings()
     provider_id: str | None = None
+    email_id = pending.email_message_id
     try:
         if pending.to is None:
             raise OutboundRefused("the conversation has no address to answer")
@@ -96,22 +98,30 @@ def send(tenant: uuid.UUID, conversation_id: uuid.UUID, pending: Pending, body: 
             allow = frozenset(settings.outbound_allow_hosts)
             provider_id = _send_whatsapp(pending, body, settings.graph_base_url, allow)
         else:
-            domain = (pending.channel.address or "crm.localhost").split("@")[-1]
-            headers = {"Reply-To": reply_address(conversation_id, domain)}
+            assert email_id is not None  # record() gives every email reply its id
+            headers = {"Reply-To": reply_address(conversation_id, _mail_domain(pending.channel))}
             if pending.references:
                 headers["In-Reply-To"] = f"<{pending.references[-1]}>"
                 headers["References"] = " ".join(f"<{r}>" for r in pending.references[-20:])
-            send_email(to=pending.to, subject="Re: " + (pending.subject or "your message"), text=body,
-                       sender=pending.channel.address or settings.mail_from, headers=headers, settings=settings)
+            sent = send_email(to=pending.to, subject="Re: " + (pending.subject or "your message"), text=body,
+                              sender=pending.channel.address or settings.mail_from, headers=headers,
+                              settings=settings, message_id=email_id)
+            email_id = delivered_message_id(sent, email_id, settings)
         status, error = "sent", None
     except OutboundRefused as exc:
         status, error = "failed", str(exc)[:200]
     except Exception as exc:  # noqa: BLE001 - recorded on the message, whatever the provider did
         status, error = "failed", type(exc).__name__
     with tenant_tx(tenant) as conn:
-        conn.execute("UPDATE messages SET status = %s, status_rank = %s, error = %s, provider_message_id = %s"
-                     " WHERE id = %s", (status, 1 if status == "sent" else 4, error, provider_id, pending.message_id))
+        conn.execute("UPDATE messages SET status = %s, status_rank = %s, error = %s, provider_message_id = %s,"
+                     " email_message_id = %s WHERE id = %s",
+                     (status, 1 if status == "sent" else 4, error, provider_id, email_id, pending.message_id))
     return status, error
+
+
+def _mail_domain(channel: channels.ChannelOut) -> str:
+    """The domain of the channel's address: our Message-IDs and signed reply addresses live under it."""
+    return (channel.address or "crm.localhost").split("@")[-1]
 
 
 def _send_whatsapp(pending: Pending, body: str, graph: str, allow: frozenset[str]) -> str:

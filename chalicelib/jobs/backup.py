@@ -8,8 +8,6 @@ Encryption SDK message under that data key (committing suite, framed, streamed f
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import secrets
 import tempfile
@@ -17,28 +15,18 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
-
-from psycopg import sql
+from typing import Any
 
 from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.jobs import gfs
-from chalicelib.jobs.common import (
-    EXCLUDED_COLUMNS,
-    EXCLUDED_TABLES,
-    Conn,
-    TenantTable,
-    allow_long_statements,
-    tenant_tables,
-)
-from chalicelib.jobs.export import FORMAT, FORMAT_VERSION, WorkspaceNotFound
+from chalicelib.jobs.dump import dump_workspace
+from chalicelib.jobs.progress import Progress
 from chalicelib.observability import log_event
 from chalicelib.vault.envelope import Vault
 
 log = logging.getLogger("crm.jobs.backup")
-KIND = "backup"
 STAMP = "%Y%m%dT%H%M%SZ"
 SUFFIX = ".json.enc"
 DATA_KEY_BYTES = 32
@@ -163,104 +151,10 @@ def encrypt_file(source: Path, target: Path, *, tenant_id: uuid.UUID, key: bytes
             sink.write(chunk)
 
 
-# --- the dump ------------------------------------------------------------------------------------
-
-def backup_tables(conn: Conn) -> list[TenantTable]:
-    """Tenant tables as a backup carries them: every stored column, none generated, no backup tables."""
-    tables = []
-    for table in tenant_tables(conn):
-        if table.name in EXCLUDED_TABLES:
-            continue
-        # Unlike the export handed to a customer, a backup must restore the workspace exactly, so the
-        # columns the export leaves out (credential ciphertexts, API key HMACs: never plaintext) stay in;
-        # the whole file is encrypted under the workspace's key. Generated columns are recomputed.
-        columns = (*table.columns, *sorted(EXCLUDED_COLUMNS.get(table.name, ())))
-        tables.append(TenantTable(table.name, table.key, tuple(c for c in columns if c not in table.generated),
-                                  table.generated))
-    return tables
-
-
-def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, taken_at: datetime) -> int:
-    """Write the workspace in the export format, one row per line, from ONE snapshot; returns rows."""
-    with open(destination, "wb") as out, tenant_tx(tenant_id, db=db, pipeline=False) as conn:
-        allow_long_statements(conn)
-        workspace = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
-                                 " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
-        if workspace is None:
-            raise WorkspaceNotFound(str(tenant_id))
-        tables = backup_tables(conn)
-        head = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": KIND,
-                "exported_at": gfs.utc(taken_at).isoformat()}
-        out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + str(workspace[0]).encode()
-                  + b', "tables": {\n')
-        manifest = _Writer(out, [t.name for t in tables])
-        # One statement, so one snapshot even at READ COMMITTED: a row added between two tables' reads
-        # could otherwise point at a parent the backup does not hold, and the restore would fail.
-        # Without parallel workers the UNION ALL branches come out in order (and _Writer checks it).
-        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-        branches = [sql.SQL("SELECT {}, row_to_json(x)::text FROM (SELECT {} FROM {} WHERE {} = {}) x").format(
-            sql.Literal(n), sql.SQL(", ").join(map(sql.Identifier, t.columns)), sql.Identifier(t.name),
-            sql.Identifier(t.key), sql.Literal(str(tenant_id))) for n, t in enumerate(tables)]
-        pending = b""
-        with conn.cursor() as cur, cur.copy(sql.SQL("COPY ({}) TO STDOUT").format(
-                sql.SQL(" UNION ALL ").join(branches))) as copy:
-            for block in copy:
-                data = pending + bytes(block)
-                cut = data.rfind(b"\n") + 1
-                complete, pending = data[:cut], data[cut:]
-                # COPY's text format escapes only backslashes here (JSON leaves no raw control characters).
-                for line in complete.replace(b"\\\\", b"\\").split(b"\n")[:-1]:
-                    index, row = line.split(b"\t", 1)
-                    manifest.row(int(index), row)
-        manifest.finish()
-        out.write(b'}, "manifest": ' + json.dumps(manifest.tables).encode() + b"}\n")
-    return manifest.total
-
-
-class _Writer:
-    """Writes tables as `"name": [` / row lines / `]`, counting and hashing rows as the export does."""
-
-    def __init__(self, out: IO[bytes], names: list[str]) -> None:
-        self.out, self.names, self.current = out, names, -1
-        self.tables: dict[str, dict[str, Any]] = {}
-        self.total = 0
-        self._digest: Any = None
-
-    def _advance(self, index: int) -> None:
-        if index < self.current:
-            raise BackupError("the dump's tables came out of order")
-        while self.current < index:
-            if self.current >= 0:
-                self._close()
-            self.current += 1
-            if self.current < len(self.names):
-                self._digest = hashlib.sha256()
-                self.tables[self.names[self.current]] = {"rows": 0, "sha256": ""}
-                self.out.write((b", " if self.current else b"") + json.dumps(self.names[self.current]).encode()
-                               + b": [\n")
-
-    def _close(self) -> None:
-        self.tables[self.names[self.current]]["sha256"] = self._digest.hexdigest()
-        self.out.write(b"]\n")
-
-    def row(self, index: int, row: bytes) -> None:
-        """One row's JSON text of table number `index`."""
-        self._advance(index)
-        entry = self.tables[self.names[index]]
-        separator = b"," if entry["rows"] else b""
-        self._digest.update(separator + row)  # the same digest as the export: rows joined by commas
-        self.out.write(separator + row + b"\n")
-        entry["rows"] += 1
-        self.total += 1
-
-    def finish(self) -> None:
-        """Close the last table and write the empty ones after it."""
-        self._advance(len(self.names))
-
-
 # --- backup and retention ------------------------------------------------------------------------
 
-def backup_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault: Vault, now: datetime) -> BackupInfo:
+def backup_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault: Vault, now: datetime, *,
+                     progress: Progress | None = None, label: str = "backup") -> BackupInfo:
     """Back the workspace up now: dump, encrypt under its data key, store, index."""
     taken = gfs.utc(now)
     key = blob_key(tenant_id, taken)
@@ -269,7 +163,7 @@ def backup_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault
     # it is encrypted; the directory is removed whatever happens.
     with tempfile.TemporaryDirectory(prefix="crm-backup-") as tmp:
         plain, sealed = Path(tmp) / "backup.json", Path(tmp) / "backup.json.enc"
-        rows = dump_workspace(db, tenant_id, plain, taken_at=taken)
+        rows = dump_workspace(db, tenant_id, plain, taken_at=taken, progress=progress, label=label)
         encrypt_file(plain, sealed, tenant_id=tenant_id, key=secret)
         plain.unlink()
         size = sealed.stat().st_size

@@ -14,6 +14,7 @@ from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.jobs.common import DERIVED_TABLES, dependency_order, tenant_tables
+from chalicelib.jobs.progress import Progress, count_rows
 from chalicelib.observability import log_event
 
 log = logging.getLogger("crm.jobs.delete")
@@ -40,7 +41,8 @@ class Receipt:
                 "seconds": round(self.seconds, 3)}
 
 
-def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore) -> Receipt:
+def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, *,
+                     progress: Progress | None = None) -> Receipt:
     """Delete the workspace now (idempotent: a second run finds nothing and succeeds)."""
     started = time.perf_counter()
     receipt = Receipt(str(tenant_id), found=False)
@@ -54,15 +56,18 @@ def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore) -> Re
         receipt.found = conn.execute("SELECT 1 FROM workspaces WHERE id = %s", (tenant_id,)).fetchone() is not None
         keys = {t.name: t.key for t in tenant_tables(conn)}
         # Derived tables first: their rows are then counted here, not removed unseen by their sources' triggers.
-        order = list(reversed(dependency_order(conn, list(keys))))
-        for name in sorted(order, key=lambda n: n not in DERIVED_TABLES):
-            if name == FORENSIC_TABLE:
-                continue
+        children_first = [n for n in reversed(dependency_order(conn, list(keys))) if n != FORENSIC_TABLE]
+        order = sorted(children_first, key=lambda n: n not in DERIVED_TABLES)
+        if progress is not None:
+            progress.begin("delete", count_rows(conn, [(name, keys[name]) for name in order], tenant_id))
+        for name in order:
             # RLS scopes the statement; the explicit key is a second guard (the jobs role can list workspaces).
             cur = conn.execute(sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(name),
                                                                               sql.Identifier(keys[name])), (tenant_id,))
             if cur.rowcount:
                 receipt.rows[name] = cur.rowcount
+            if progress is not None:
+                progress.advance(name, max(cur.rowcount, 0))
         cur = conn.execute("UPDATE audit_log SET details = '{}', user_agent = NULL, target_type = NULL,"
                            " target_id = NULL WHERE tenant_id = %s"
                            " AND (details <> '{}' OR user_agent IS NOT NULL OR target_id IS NOT NULL)", (tenant_id,))

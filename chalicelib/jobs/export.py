@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,10 +23,10 @@ from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.jobs.common import EXCLUDED_TABLES, Conn, TenantTable, allow_long_statements, tenant_tables
+from chalicelib.jobs.progress import Progress, count_rows
 
 FORMAT = "tenant-crm-export"
 FORMAT_VERSION = 1
-Progress = Callable[[str, int], None]
 CHUNK_ROWS = 1024
 BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 ROW_OF_ONE_FIELD = b"\x00\x01"
@@ -36,6 +35,15 @@ BINARY_TRAILER = b"\xff\xff"
 
 class WorkspaceNotFound(LookupError):
     """No workspace with this id (as the jobs role sees it)."""
+
+
+def workspace_json(conn: Conn, tenant_id: uuid.UUID) -> tuple[Any, ...]:
+    """The workspace's own row as JSON text (the head of an export or a backup), or WorkspaceNotFound."""
+    row = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
+                       " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
+    if row is None:
+        raise WorkspaceNotFound(str(tenant_id))
+    return tuple(row)
 
 
 @dataclass
@@ -76,7 +84,7 @@ def _copy_rows(conn: Conn, table: TenantTable, tenant_id: uuid.UUID, out: IO[byt
         digest.update(chunk)
         rows += len(values)
         if progress is not None:
-            progress(table.name, rows)
+            progress.advance(table.name, rows)
 
     with conn.cursor() as cur, cur.copy(query) as copy:
         # COPY sends one message per row: rows are written in chunks, not one by one (B5).
@@ -99,6 +107,8 @@ def _copy_rows(conn: Conn, table: TenantTable, tenant_id: uuid.UUID, out: IO[byt
                 write(values)
                 values.clear()
         write(values)
+    if progress is not None and not rows:
+        progress.advance(table.name, 0)  # an empty table is done too
     return {"rows": rows, "sha256": digest.hexdigest()}
 
 
@@ -118,14 +128,13 @@ def export_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, b
     try:
         with open(temporary, "wb") as out, tenant_tx(tenant_id, db=db, pipeline=False) as conn:
             allow_long_statements(conn)
-            workspace = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
-                                     " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
-            if workspace is None:
-                raise WorkspaceNotFound(str(tenant_id))
+            workspace = workspace_json(conn, tenant_id)
             head = {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": datetime.now(UTC).isoformat()}
             out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + str(workspace[0]).encode()
                       + b', "tables": {')
             tables = [t for t in tenant_tables(conn) if t.name not in EXCLUDED_TABLES]
+            if progress is not None:
+                progress.begin("export", count_rows(conn, [(t.name, t.key) for t in tables], tenant_id))
             for index, table in enumerate(tables):
                 out.write((", " if index else "").encode() + json.dumps(table.name).encode() + b": [")
                 manifest.tables[table.name] = _copy_rows(conn, table, tenant_id, out, progress)

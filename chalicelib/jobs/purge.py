@@ -20,7 +20,7 @@ from psycopg import sql
 
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx, user_tx
-from chalicelib.jobs.common import Conn, Outcome, claim, each_workspace, finish, workspaces
+from chalicelib.jobs.common import Conn, Outcome, claim, each_workspace, finish, log_finished, workspaces
 from chalicelib.observability import log_event
 from chalicelib.settings import Settings, get_settings
 
@@ -209,5 +209,5 @@ def run_claimed(db: Database, job: str, scheduled_for: datetime, body: Callable[
                          (job, scheduled_for))
         raise
     finish(db, job, scheduled_for, {**outcome.counts, "failed": len(outcome.failed)})
-    log_event(log, "job run finished", job=job, failed=len(outcome.failed), **outcome.counts)
+    log_finished(job, outcome)
     return outcome

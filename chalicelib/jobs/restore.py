@@ -27,17 +27,11 @@ from psycopg import sql
 from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.backup import (
-    CHUNK_BYTES,
-    KIND,
-    BackupError,
-    backup_context,
-    backup_tables,
-    data_key,
-    esdk,
-)
+from chalicelib.jobs.backup import CHUNK_BYTES, BackupError, backup_context, data_key, esdk
 from chalicelib.jobs.common import Conn, TenantTable, dependency_order
+from chalicelib.jobs.dump import KIND, backup_tables
 from chalicelib.jobs.export import FORMAT, FORMAT_VERSION
+from chalicelib.jobs.progress import Progress
 from chalicelib.observability import log_event
 from chalicelib.vault.envelope import Vault
 
@@ -189,7 +183,7 @@ def _expressions(table: TenantTable, columns: list[str], as_new: bool) -> sql.Co
 
 
 def _load_table(conn: Conn, table: TenantTable, batches: Iterator[list[bytes]], target: uuid.UUID, as_new: bool,
-                exists: bool) -> None:
+                exists: bool, progress: Progress | None) -> None:
     head = next(batches)
     first = json.loads(head[0])
     unknown = sorted(set(first) - set(table.columns))
@@ -198,6 +192,7 @@ def _load_table(conn: Conn, table: TenantTable, batches: Iterator[list[bytes]], 
     columns = [c for c in table.columns if c in first]  # columns added since the backup take their default
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
     source = sql.Identifier("public", table.name)
+    done = 0
     for batch in itertools.chain([head], batches):
         params = {"rows": (b"[" + b",".join(batch) + b"]").decode(), "tenant": target}
         if exists:  # the workspace row itself, kept in place (its backup key hangs off it)
@@ -208,6 +203,9 @@ def _load_table(conn: Conn, table: TenantTable, batches: Iterator[list[bytes]], 
             conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM jsonb_populate_recordset(NULL::{},"
                                  " %(rows)s::jsonb)").format(
                 source, names, _expressions(table, columns, as_new), source), params)
+        done += len(batch)
+        if progress is not None:
+            progress.advance(table.name, done)
 
 
 def _occupied(conn: Conn, tables: list[TenantTable], tenant_id: uuid.UUID) -> list[str]:
@@ -219,7 +217,8 @@ def _occupied(conn: Conn, tables: list[TenantTable], tenant_id: uuid.UUID) -> li
     return found
 
 
-def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool) -> tuple[dict[str, int], dict[str, int]]:
+def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool,
+         progress: Progress | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """Insert a decrypted backup's rows under `target`; returns (rows per table, skipped per table)."""
     sections = _index(plain)
     tables = {t.name: t for t in backup_tables(conn)}
@@ -232,19 +231,20 @@ def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool) -> tu
                            " or restore with --as-new")
     rows: dict[str, int] = {}
     skipped: dict[str, int] = {}
-    for name in dependency_order(conn, list(tables)):
-        section = sections.get(name)
-        if section is None or section.rows == 0:
-            continue
-        if as_new and name == "integration_credentials":
-            # Their ciphertexts are bound to the original workspace id (encryption context), and a copy
-            # would duplicate third-party secrets into a second workspace: they are re-entered instead.
-            skipped[name] = section.rows
-            continue
+    order = [n for n in dependency_order(conn, list(tables)) if n in sections and sections[n].rows]
+    if as_new and "integration_credentials" in order:
+        # Their ciphertexts are bound to the original workspace id (encryption context), and a copy
+        # would duplicate third-party secrets into a second workspace: they are re-entered instead.
+        order.remove("integration_credentials")
+        skipped["integration_credentials"] = sections["integration_credentials"].rows
+    if progress is not None:
+        progress.begin("restore", {name: sections[name].rows for name in order})
+    for name in order:
+        section = sections[name]
         exists = name == "workspaces" and conn.execute("SELECT 1 FROM workspaces WHERE id = %s",
                                                        (target,)).fetchone() is not None
         try:
-            _load_table(conn, tables[name], _batches(plain, section), target, as_new, exists)
+            _load_table(conn, tables[name], _batches(plain, section), target, as_new, exists, progress)
         except psycopg.errors.ForeignKeyViolation as exc:
             constraint = exc.diag.constraint_name or "a foreign key"
             raise RestoreError(f"{name}: a row refers to a row that no longer exists ({constraint})") from None
@@ -253,7 +253,8 @@ def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool) -> tu
 
 
 def restore_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault: Vault, *,
-                      backup: str | None = None, as_new: bool = False) -> RestoreReceipt:
+                      backup: str | None = None, as_new: bool = False,
+                      progress: Progress | None = None) -> RestoreReceipt:
     """Restore the workspace from `backup` (default: its newest), in place or under a new id."""
     key, taken_at, size = choose_backup(db, tenant_id, backup)
     secret = data_key(db, tenant_id, vault)
@@ -268,7 +269,7 @@ def restore_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vaul
         decrypt_file(sealed, plain, tenant_id=tenant_id, key=secret)
         sealed.unlink()
         with open(plain, "rb") as source, tenant_tx(target, db=db, pipeline=False) as conn:
-            receipt.rows, receipt.skipped = load(conn, source, target, as_new=as_new)
+            receipt.rows, receipt.skipped = load(conn, source, target, as_new=as_new, progress=progress)
     log_event(log, "workspace restored", workspace_id=str(target), source_workspace_id=str(tenant_id),
               as_new=as_new, rows=sum(receipt.rows.values()), skipped=sum(receipt.skipped.values()))
     return receipt

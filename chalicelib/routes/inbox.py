@@ -14,7 +14,7 @@ from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.errors import NotFound
 from chalicelib.http import endpoint, json_response, parse_body, query_params
-from chalicelib.inbox import channels, conversations, replies
+from chalicelib.inbox import attachments, channels, conversations, replies
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)
@@ -111,23 +111,22 @@ def list_messages(workspace_id: str, conversation_id: str) -> Response:
     return json_response(result())
 
 
-@endpoint(bp, WS + "/attachments/{attachment_id}", "GET", summary="Download an attachment (members of its workspace)",
-          errors_=(401, 404), tags=TAGS)
+@endpoint(bp, WS + "/attachments/{attachment_id}", "GET",
+          summary="A short-lived download link to an attachment or a call recording (members of its workspace)",
+          description="200 with the file's `sha256`, `size`, `content_type` and `filename`, and a `url` that fetches "
+                      "it without other credentials until `expires_at` (DOWNLOAD_URL_TTL_S): an S3 presigned GET in "
+                      "production, a signed `GET /downloads` link locally. The file always comes as a download.",
+          response_model=attachments.DownloadOut, errors_=(401, 404), tags=TAGS)
 def download_attachment(workspace_id: str, attachment_id: str) -> Response:
-    """The bytes, always as a download (never rendered inline: an HTML attachment must not run here)."""
-    record = parse_id(attachment_id)
+    """A link, not the bytes: a file may exceed what a Lambda response carries (6 MB)."""
+    tenant = parse_id(workspace_id)
     with workspace_read(bp.current_request, workspace_id) as conn:
-        found = conn.execute("SELECT filename, blob_key, sha256 FROM attachments WHERE id = %s", (record,)).fetchone
-    # Read (and the blob fetched) only after the block, once the caller's authorization has arrived.
-    row = found()
-    if row is None:
+        found = attachments.stored_pending(conn, attachment_id=parse_id(attachment_id))
+    # Read only after the block, once the caller's authorization has arrived: a refused caller gets no link.
+    stored = found()
+    if stored is None:
         raise NotFound("no such attachment")
-    with get_blobs().open(str(row[1])) as handle:
-        data = handle.read()
-    filename = "".join(ch for ch in str(row[0] or "attachment") if ch.isalnum() or ch in "._- ")[:100] or "attachment"
-    return Response(body=data, status_code=200, headers={
-        "Content-Type": "application/octet-stream", "Content-Disposition": f'attachment; filename="{filename}"',
-        "X-Content-Type-Options": "nosniff", "Digest": f"sha-256={row[2]}"})
+    return json_response(attachments.download(get_blobs(), tenant_id=tenant, stored=stored))
 
 
 class ReplyIn(BaseModel):

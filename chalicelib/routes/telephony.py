@@ -68,7 +68,7 @@ def list_calls(workspace_id: str) -> Response:
 @endpoint(bp, WS + "/calls/{call_id}", "GET", summary="A call with its recording and transcript (when stored)",
           response_model=calls.CallDetail, errors_=(401, 404), tags=TAGS)
 def get_call(workspace_id: str, call_id: str) -> Response:
-    """Recording metadata only: the audio is at GET /attachments/{id}."""
+    """Recording metadata only (with its sha256 and size): GET /attachments/{id} gives a link to the audio."""
     with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
         row = store.require(conn, calls.TABLE, parse_id(call_id))
         found = calls.detail(conn, row)

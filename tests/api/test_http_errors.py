@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import uuid
@@ -13,10 +15,12 @@ from chalice import Blueprint, Response
 from chalice.test import Client
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib.api import create_app
-from chalicelib.errors import NotFound
-from chalicelib.http import endpoint, json_response, parse_body
+import app as app_module
+from chalicelib.api import NOT_FOUND_PATHS, create_app
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.http import MAX_JSON_DEPTH, check_json_depth, endpoint, json_response, parse_body
 from chalicelib.observability import configure_logging
+from tests.api.auth_helpers import ORIGIN, Outbox, body_of, call, create_workspace, fresh_address, sign_in
 
 CANARY = f"CANARY-email-{uuid.uuid4()}@example.com"
 bp = Blueprint("errors_probe")
@@ -172,3 +176,122 @@ def test_cors_allows_only_listed_origins_with_credentials(client: Client) -> Non
     preflight = client.http.request("OPTIONS", "/things", headers={"Origin": "https://app.example"})
     assert preflight.status_code == 204
     assert preflight.headers["Access-Control-Allow-Methods"] == "POST"
+
+
+# ---- JSON nesting: bounded before any parser runs ----
+
+DEPTHS = (100, 1000, 100_000)
+
+
+def _nested(depth: int, key: str = "email", inner: bytes = b"") -> bytes:
+    return f'{{"{key}": '.encode() + b"[" * depth + inner + b"]" * depth + b"}"
+
+
+def _depth_refused(response: object) -> None:
+    body = _problem(response, 400)
+    assert f"deeper than {MAX_JSON_DEPTH} levels" in str(body["detail"])
+
+
+def test_body_nested_just_within_the_limit_is_parsed(client: Client) -> None:
+    # One object around 63 arrays: 64 levels, parsed and then refused as a wrong field (422, not 400).
+    _problem(_post(client, _nested(MAX_JSON_DEPTH - 1, "name")), 422)
+
+
+def test_body_nested_one_level_deeper_than_the_limit_is_400(client: Client) -> None:
+    _depth_refused(_post(client, _nested(MAX_JSON_DEPTH, "name")))
+    _depth_refused(_post(client, _nested(100, "name")))
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    check_json_depth(b'{"name": "' + b"[{" * 500 + b'", "size": 1}')
+    # An escaped quote does not end the string, an escaped backslash before a quote does.
+    check_json_depth(b'{"name": "\\"' + b"[" * 500 + b'", "size": 1}')
+    with pytest.raises(BadRequest):
+        check_json_depth(b'{"name": "\\\\", "x": ' + b"[" * 500 + b"]" * 500 + b"}")
+
+
+def test_depth_scan_of_a_crafted_unterminated_string_is_linear() -> None:
+    # Quadratic for a backtracking string regex; this scan takes milliseconds (no timing asserted: it
+    # returns, and refuses the brackets that follow the unterminated string as nesting).
+    with pytest.raises(BadRequest):
+        check_json_depth(b"[" * 100 + b'"' + b'\\"' * 400_000)
+
+
+def test_utf16_json_is_refused_before_the_depth_scan() -> None:
+    with pytest.raises(BadRequest, match="UTF-8"):
+        check_json_depth(("[" * 100 + "]" * 100).encode("utf-16-le"))
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_deeply_nested_sign_in_body_is_400_not_500(api: Client, depth: int) -> None:
+    _depth_refused(api.http.post("/auth/magic-link", body=_nested(depth),
+                                 headers={"Content-Type": "application/json"}))
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_deeply_nested_body_of_a_signed_in_write_is_400(api: Client, outbox: Outbox, depth: int) -> None:
+    owner = sign_in(api, fresh_address("owner"), outbox)
+    response = api.http.post("/workspaces", body=_nested(depth, "name"), headers={
+        "Content-Type": "application/json", "Cookie": owner.cookie, "X-CSRF-Token": owner.csrf, "Origin": ORIGIN})
+    _depth_refused(response)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_deeply_nested_webhook_with_a_valid_signature_is_400_not_500(
+        api: Client, outbox: Outbox, depth: int) -> None:
+    owner = sign_in(api, fresh_address("owner"), outbox)
+    workspace = create_workspace(api, owner)["id"]
+    secret = "app-secret-" + uuid.uuid4().hex
+    channel = call(api, "POST", f"/workspaces/{workspace}/channels", owner, {
+        "type": "whatsapp", "phone_number_id": "106540352242922", "access_token": "EAAG" + "x" * 20,
+        "app_secret": secret, "verify_token": "verify-me-please"})
+    assert channel.status_code == 201, channel.body
+    raw = b'{"object": "whatsapp_business_account", "entry": ' + b"[" * depth + b"]" * depth + b"}"
+    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    _depth_refused(api.http.post(f"/webhooks/whatsapp/{body_of(channel)['id']}", body=raw, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": signature}))
+
+
+# ---- unknown paths: a 404 problem, never the gateway's 403 ----
+
+UNKNOWN = ("/", "/favicon.ico", "/nope")
+EVERY_METHOD = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@pytest.mark.parametrize("path", UNKNOWN)
+def test_unknown_path_is_404_problem_for_every_method(client: Client, path: str) -> None:
+    for method in EVERY_METHOD:
+        _problem(client.http.request(method, path, body=b"{}", headers={"Content-Type": "application/json"}), 404)
+    head = client.http.request("HEAD", path)
+    assert head.status_code == 404
+
+
+@pytest.mark.parametrize("path", UNKNOWN)
+def test_unknown_path_of_the_real_app_is_404_problem(path: str) -> None:
+    with Client(app_module.app) as real:
+        for method in EVERY_METHOD:
+            _problem(real.http.request(method, path), 404)
+
+
+def test_deep_unknown_path_behind_api_gateway_is_404_problem() -> None:
+    # API Gateway's greedy /{proxy+} takes any depth (chalice local's matcher, one segment only): the
+    # event it sends for /workspaces/x/nothing/here names that resource.
+    from chalice.local import LambdaContext, LambdaEventConverter, RouteMatcher
+
+    app = app_module.app
+    event = LambdaEventConverter(RouteMatcher(list(app.routes)), app.api.binary_types).create_lambda_event(
+        method="GET", path="/nope", headers={"Accept": "application/json"})
+    event["requestContext"].update({"path": "/workspaces/x/nothing/here", "requestId": str(uuid.uuid4())})
+    event["pathParameters"] = {"proxy": "workspaces/x/nothing/here"}
+    answer = app(event, LambdaContext("api_handler", 1024))
+    assert answer["statusCode"] == 404
+    assert answer["headers"]["Content-Type"] == "application/problem+json"
+    assert json.loads(answer["body"])["status"] == 404
+
+
+def test_catch_all_routes_stay_out_of_the_openapi_document() -> None:
+    from chalicelib.openapi import build_openapi, documented_routes
+
+    paths = {path for path, _method in documented_routes(app_module.app)}
+    assert not paths & set(NOT_FOUND_PATHS)
+    assert not set(build_openapi(app_module.app)["paths"]) & set(NOT_FOUND_PATHS)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,10 +17,13 @@ from chalice.test import Client
 
 from chalicelib.inbox.queue import LocalQueue
 from tests.api.auth_helpers import Browser, Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
+from tests.api.download_helpers import follow, link_for
 from tests.conftest import TestDatabase
 
 KEY = "key-" + uuid.uuid4().hex
 TEXT = f"CANARY-mail-{uuid.uuid4().hex}"
+# A Mailgun forward() delivery with two files; @TIMESTAMP@, @TOKEN@ and @SIGNATURE@ are signed per test.
+MAILGUN_FORWARD = Path(__file__).resolve().parents[1] / "fixtures" / "mailgun_forward.multipart"
 
 
 def _setup(api: Client, outbox: Outbox) -> tuple[Browser, str, str]:
@@ -95,7 +101,9 @@ def test_multipart_attachments_are_stored_and_downloadable_only_in_the_workspace
     (thread,) = _messages(api, owner, workspace)
     (attachment,) = thread[0]["attachments"]
     assert attachment["filename"] == "offer.pdf" and attachment["size"] == len(data)
+    assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
     assert thread[0]["body"] == TEXT
+    assert follow(api, link_for(api, owner, workspace, attachment["id"])["url"]).body == data
 
 
 def test_body_mime_form_is_understood(api: Client, outbox: Outbox, worker: LocalQueue) -> None:
@@ -128,19 +136,67 @@ def test_attachments_download_for_members_only(api: Client, outbox: Outbox, work
     message["From"] = "pat@customer.example"
     message["Message-Id"] = "<dl1@customer.example>"
     message.set_content("see attached")
-    message.add_attachment(b"<script>alert(1)</script>", maintype="text", subtype="html", filename="x.html")
+    html = b"<script>alert(1)</script>"
+    message.add_attachment(html, maintype="text", subtype="html", filename='x".html')
     _post_form(api, channel, _signed({"recipient": "sales@acme.example", "body-mime": message.as_string()}))
     worker.drain()
     (thread,) = _messages(api, owner, workspace)
     attachment = thread[0]["attachments"][0]["id"]
-    path = f"/workspaces/{workspace}/attachments/{attachment}"
-    response = call(api, "GET", path, owner, headers={"Accept": "*/*"})
+    # No Accept header: the answer is JSON (a binary body would need one, and could exceed 6 MB).
+    download = link_for(api, owner, workspace, attachment)
+    assert {k: v for k, v in download.items() if k not in ("url", "expires_at")} == {
+        "sha256": hashlib.sha256(html).hexdigest(), "size": len(html), "content_type": "text/html",
+        "filename": 'x".html'}
+    expires = datetime.fromisoformat(download["expires_at"])
+    assert timedelta(seconds=290) < expires - datetime.now(UTC) <= timedelta(seconds=300)
+    response = follow(api, download["url"])
     assert response.status_code == 200
-    assert response.body == b"<script>alert(1)</script>"
+    assert response.body == html
     assert response.headers["Content-Type"] == "application/octet-stream"
-    assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert response.headers["Content-Disposition"] == \
+        """attachment; filename="x_.html"; filename*=UTF-8''x%22.html"""
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "sandbox" in response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     other = sign_in(api, fresh_address("other"), outbox)
     other_workspace = create_workspace(api, other, "B")["id"]
-    problem(call(api, "GET", path, other, headers={"Accept": "*/*"}), 404)
-    problem(call(api, "GET", f"/workspaces/{other_workspace}/attachments/{attachment}", other,
-                 headers={"Accept": "*/*"}), 404)
+    path = f"/workspaces/{workspace}/attachments/{attachment}"
+    problem(call(api, "GET", path, other), 404)
+    problem(call(api, "GET", f"/workspaces/{other_workspace}/attachments/{attachment}", other), 404)
+
+
+def _fixture_files(raw: bytes) -> dict[str, tuple[str, bytes]]:
+    """{filename: (content type, bytes)} of the fixture's file parts, cut out by hand (not by the parser)."""
+    boundary = raw.split(b"\r\n", 1)[0]
+    files = {}
+    for part in raw.split(boundary)[1:-1]:
+        head, _, data = part.partition(b"\r\n\r\n")
+        match = re.search(rb'filename="([^"]+)"\r\nContent-Type: (\S+)', head)
+        if match:
+            files[match.group(1).decode()] = (match.group(2).decode(), data.removesuffix(b"\r\n"))
+    return files
+
+
+def test_mailgun_forward_with_two_files_stores_exactly_those_two(
+        api: Client, outbox: Outbox, worker: LocalQueue) -> None:
+    """A real-shaped "store and notify / forward" multipart: attachment-count and content-id-map are fields."""
+    owner, workspace, channel = _setup(api, outbox)
+    raw = MAILGUN_FORWARD.read_bytes()
+    signed = _signed({})
+    for name in ("timestamp", "token", "signature"):
+        raw = raw.replace(f"@{name.upper()}@".encode(), signed[name].encode())
+    boundary = raw.split(b"\r\n", 1)[0].removeprefix(b"--").decode()
+    response = api.http.post(f"/webhooks/email/{channel}", body=raw,
+                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 200, response.body
+    worker.drain()
+    (thread,) = _messages(api, owner, workspace)
+    (message,) = thread
+    expected = _fixture_files(MAILGUN_FORWARD.read_bytes())
+    assert set(expected) == {"signed-quote.pdf", "logo.png"}
+    assert sorted((a["filename"], a["content_type"], a["size"], a["sha256"]) for a in message["attachments"]) == sorted(
+        (name, kind, len(data), hashlib.sha256(data).hexdigest()) for name, (kind, data) in expected.items())
+    for attachment in message["attachments"]:
+        fetched = follow(api, link_for(api, owner, workspace, attachment["id"])["url"])
+        assert fetched.body == expected[attachment["filename"]][1]
+    assert message["body"].startswith("Hi Sam,")

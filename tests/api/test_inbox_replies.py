@@ -13,10 +13,12 @@ import pytest
 from chalice.test import Client
 
 from tests.api.auth_helpers import Outbox, body_of, call, problem
+from tests.api.download_helpers import follow, link_for
 from tests.api.test_inbox_email import _post_form, _setup, _signed
 from tests.api.test_inbox_whatsapp import _delivery, _text
 from tests.api.test_inbox_whatsapp import _post as post_whatsapp
 from tests.api.test_inbox_whatsapp import _setup as setup_whatsapp
+from tests.conftest import TestDatabase
 
 MEDIA = b"\xff\xd8\xff" + bytes(range(200))
 
@@ -102,17 +104,24 @@ def test_a_failed_send_is_recorded_not_lost(api: Client, outbox: Outbox, worker:
     assert [m["body"] for m in messages["data"]][-1] == "will fail"
 
 
-def test_email_reply_threads_and_comes_back_to_the_conversation(api: Client, outbox: Outbox, worker: Any) -> None:
-    owner, workspace, channel = _setup(api, outbox)
-    fields = {"sender": "Pat <pat@customer.example>", "recipient": "sales@acme.example", "subject": "Quote",
-              "body-plain": "hello", "Message-Id": "<first@customer.example>"}
-    _post_form(api, channel, _signed(fields))
+def _email_and_reply(api: Client, outbox: Outbox, worker: Any, *, owner: Any, workspace: str, channel: str,
+                     sender: str, message_id: str) -> Any:
+    """A customer's email "Quote" ("hello") arrives; the owner replies "Here is the quote" (sent)."""
+    _post_form(api, channel, _signed({"sender": sender, "recipient": "sales@acme.example", "subject": "Quote",
+                                      "body-plain": "hello", "Message-Id": message_id}))
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
     outbox.clear()
     response = call(api, "POST", f"/workspaces/{workspace}/conversations/{conversation}/messages", owner,
                     {"body": "Here is the quote"})
     assert body_of(response)["status"] == "sent"
+    return response
+
+
+def test_email_reply_threads_and_comes_back_to_the_conversation(api: Client, outbox: Outbox, worker: Any) -> None:
+    owner, workspace, channel = _setup(api, outbox)
+    _email_and_reply(api, outbox, worker, owner=owner, workspace=workspace, channel=channel,
+                     sender="Pat <pat@customer.example>", message_id="<first@customer.example>")
     mail = outbox.newest(to="pat@customer.example")
     raw = mail.raw.decode()
     assert "In-Reply-To: <first@customer.example>" in raw
@@ -123,6 +132,29 @@ def test_email_reply_threads_and_comes_back_to_the_conversation(api: Client, out
     worker.drain()
     conversations = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
     assert len(conversations) == 1
+
+
+def test_an_answer_quoting_only_our_message_id_joins_the_conversation(
+        api: Client, outbox: Outbox, worker: Any, fresh_db: TestDatabase) -> None:
+    owner, workspace, channel = _setup(api, outbox)
+    response = _email_and_reply(api, outbox, worker, owner=owner, workspace=workspace, channel=channel,
+                                sender="pat@customer.example", message_id="<q1@customer.example>")
+    sent = outbox.newest(to="pat@customer.example").message
+    message_id = str(sent["Message-ID"])
+    assert message_id.startswith("<") and message_id.endswith("@acme.example>")
+    with fresh_db.admin() as conn:
+        stored = conn.execute("SELECT email_message_id FROM messages WHERE id = %s", (body_of(response)["id"],))
+        assert stored.fetchone() == (message_id.strip("<>"),)
+    # The customer's client answers the plain channel address (not the signed Reply-To), quoting our id only.
+    assert "sales@acme.example" not in str(sent["Reply-To"])
+    _post_form(api, channel, _signed({"sender": "pat@customer.example", "recipient": "sales@acme.example",
+                                      "subject": "Re: Quote", "body-plain": "accepted",
+                                      "Message-Id": "<q2@customer.example>", "In-Reply-To": message_id,
+                                      "References": f"<q1@customer.example> {message_id}"}))
+    worker.drain()
+    (only,) = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
+    messages = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{only['id']}/messages", owner))
+    assert [m["body"] for m in messages["data"]] == ["hello", "Here is the quote", "accepted"]
 
 
 def test_reply_to_another_workspaces_conversation_is_404(api: Client, outbox: Outbox, worker: Any) -> None:
@@ -148,9 +180,8 @@ def test_whatsapp_media_is_fetched_into_the_blob_store(api: Client, outbox: Outb
                               owner))["data"]
     (attachment,) = message["attachments"]
     assert attachment["size"] == len(MEDIA) and attachment["content_type"] == "image/jpeg"
-    download = call(api, "GET", f"/workspaces/{workspace}/attachments/{attachment['id']}", owner,
-                    headers={"Accept": "*/*"})
-    assert download.body == MEDIA
+    assert attachment["sha256"] == hashlib.sha256(MEDIA).hexdigest()
+    assert follow(api, link_for(api, owner, workspace, attachment["id"])["url"]).body == MEDIA
 
 
 def test_media_on_a_non_meta_or_private_host_is_not_fetched(api: Client, outbox: Outbox, worker: Any) -> None:

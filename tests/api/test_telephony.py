@@ -44,6 +44,7 @@ from tests.api.auth_helpers import (
     problem,
     sign_in,
 )
+from tests.api.download_helpers import follow, link_for
 from tests.conftest import TestDatabase
 
 FORM = "application/x-www-form-urlencoded"
@@ -422,6 +423,11 @@ def test_recording_is_fetched_into_the_blob_store_when_on_before_the_call(
     assert (recording["content_type"], recording["size"], recording["sha256"]) == (
         "audio/mpeg", len(fake_twilio.media), hashlib.sha256(fake_twilio.media).hexdigest())
     assert _rows(fresh_db, "SELECT call_id::text, blob_key FROM attachments") == [(call_id, key)]
+    # The audio itself: a short-lived link for members, then the bytes from the link alone.
+    download = link_for(api, owner, workspace, recording["id"])
+    assert (download["sha256"], download["size"], download["filename"]) == (
+        recording["sha256"], recording["size"], f"{recording_sid}.mp3")
+    assert follow(api, download["url"]).body == fake_twilio.media
 
 
 def test_turning_recording_on_after_the_call_started_stores_nothing_for_that_call(

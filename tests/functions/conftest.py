@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from chalicelib.db.pool import use_database
 from chalicelib.settings import get_settings
+from tests.conftest import TestDatabase
 
 AWS_REGION = "eu-west-1"
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
@@ -40,3 +43,13 @@ def function_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SetEnv]:
     get_settings.cache_clear()
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+def staff_env(fresh_db: TestDatabase, function_env: SetEnv, tmp_path: Path) -> Iterator[Path]:
+    """What a staff member's shell gives a command line: this test's database as JOBS_DATABASE_URL and a
+    DATA_DIR of its own (key file, blobs), which is returned. The jobs pool the command opens is closed after."""
+    data_dir = tmp_path / "data"
+    function_env(JOBS_DATABASE_URL=fresh_db.jobs_url, DATA_DIR=data_dir)
+    yield data_dir
+    use_database(None, "jobs")

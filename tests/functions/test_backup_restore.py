@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,14 +15,13 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from chalicelib.blobs import LocalBlobs
-from chalicelib.db.pool import Database, use_database
+from chalicelib.db.pool import Database
 from chalicelib.jobs import gfs
 from chalicelib.jobs.backup import BackupError, BackupKeyMissing, apply_retention, backup_workspace, blob_key, data_key
 from chalicelib.jobs.common import EXCLUDED_TABLES, dependency_order, tenant_tables
 from chalicelib.jobs.delete import delete_workspace
 from chalicelib.jobs.export import read_export
 from chalicelib.jobs.restore import RestoreError, decrypt_file, restore_workspace
-from chalicelib.settings import get_settings
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault
 from functions import backup_tenants, restore_tenant
 from tests.conftest import TestDatabase, make_tenant
@@ -352,20 +351,9 @@ def test_dry_run_lists_what_would_expire_and_changes_nothing(fresh_db: TestDatab
 
 
 @pytest.fixture
-def cli(fresh_db: TestDatabase, jobs_db: Database, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
-    """Run a function's main() with DATA_DIR (key file, blobs) of this test and this test's database."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    use_database(jobs_db, "jobs")
-    yield lambda module, *argv: module.main(list(argv))
-    use_database(None, "jobs")
-    monkeypatch.undo()
-    get_settings.cache_clear()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+def cli(staff_env: Path) -> Callable[..., Any]:
+    """Run a function's main() as from a shell: DATA_DIR (key file, blobs) of this test, its database."""
+    return lambda module, *argv: module.main(list(argv))
 
 
 def test_one_failing_workspace_does_not_stop_the_others_and_the_exit_code_says_so(
@@ -383,13 +371,15 @@ def test_one_failing_workspace_does_not_stop_the_others_and_the_exit_code_says_s
     with fresh_db.admin() as conn:
         counts = {r[0]: r[1] for r in conn.execute("SELECT tenant_id, count(*) FROM backups GROUP BY 1")}
     assert counts == {a: 2, b: 1, c: 2}
-    assert "failed: 1" in output.out and str(b) in output.out + output.err
+    summary = json.loads(output.out)
+    assert (summary["failed"], summary["counts"]["backups"]) == ([str(b)], 2)
     assert not any(canary in output.out + output.err for canary in canaries)  # counts, never contents
     with pytest.raises(CredentialIntegrityError):
         data_key(jobs_db, b, Vault.local(tmp_path / "data" / "master.key"))
     # The same slot again: claimed already, nothing done.
     assert cli(backup_tenants, "--now", NOW.isoformat()) == 0
-    assert "nothing done" in capsys.readouterr().out
+    output = capsys.readouterr()
+    assert json.loads(output.out) == {"claimed": False} and "nothing done" in output.err
 
 
 def test_restore_tenant_command_line(fresh_db: TestDatabase, cli: Callable[..., Any],
@@ -401,8 +391,9 @@ def test_restore_tenant_command_line(fresh_db: TestDatabase, cli: Callable[..., 
     assert cli(restore_tenant, str(a)) == 1
     assert "still has rows" in capsys.readouterr().err
     assert cli(restore_tenant, str(a), "--as-new") == 0
-    printed = capsys.readouterr().out
-    copy = uuid.UUID(printed.split("restored as new workspace ", 1)[1].split()[0])
+    output = capsys.readouterr()
+    copy = uuid.UUID(json.loads(output.out)["workspace_id"])
+    assert f"restored as new workspace {copy}" in output.err
     assert len(rows_of(fresh_db, copy)["leads"]) == 1
     wipe_content(fresh_db, a)
     assert cli(restore_tenant, str(a), "--backup", f"backups/{a}/20250601T020000Z.json.enc") == 0

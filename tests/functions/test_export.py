@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,20 +172,28 @@ def test_text_needing_escapes_survives_the_export_exactly(
     assert tables["notes"][0]["body"] == tricky and tables["companies"][0]["custom"] == {"k": tricky}
 
 
+class Crash:
+    """A progress watcher that kills the export at its `after`-th report (a crash mid-file)."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after
+
+    def begin(self, label: str, totals: Mapping[str, int]) -> None:
+        pass
+
+    def advance(self, table: str, done: int) -> None:
+        self.after -= 1
+        if not self.after:
+            raise RuntimeError("killed mid-export")
+
+
 def test_a_crash_mid_export_leaves_no_file_and_a_rerun_succeeds(
         fresh_db: TestDatabase, jobs_db: Database, two_workspaces: tuple[uuid.UUID, str, uuid.UUID, str],
         tmp_path: Path) -> None:
     a = two_workspaces[0]
     destination = tmp_path / "out" / "a.json"
-    calls: list[str] = []
-
-    def crash(table: str, rows: int) -> None:
-        calls.append(table)
-        if len(calls) == 5:
-            raise RuntimeError("killed mid-export")
-
     with pytest.raises(RuntimeError):
-        export_workspace(jobs_db, a, destination, progress=crash)
+        export_workspace(jobs_db, a, destination, progress=Crash(after=5))
     assert list(destination.parent.iterdir()) == []  # neither the file nor a .partial leftover
     manifest = export_workspace(jobs_db, a, destination)
     assert read_export(destination)["manifest"] == manifest.tables
@@ -199,13 +207,10 @@ def test_a_crash_never_replaces_an_earlier_complete_export(
     export_workspace(jobs_db, a, destination)
     before = destination.read_bytes()
 
-    def crash(table: str, rows: int) -> None:
-        raise RuntimeError("killed mid-export")
-
     with fresh_db.admin() as conn:
         conn.execute("INSERT INTO companies (tenant_id, name) VALUES (%s, 'new')", (a,))
     with pytest.raises(RuntimeError):
-        export_workspace(jobs_db, a, destination, progress=crash)
+        export_workspace(jobs_db, a, destination, progress=Crash(after=1))
     assert destination.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
@@ -236,5 +241,6 @@ def test_cli_exports_end_to_end_with_blobs(
     assert printed["rows"] == sum(len(rows) for rows in export["tables"].values()) > 20
     assert printed["tables"]["contacts"] == 2
     assert export["blobs"] == {f"tenants/{a}/attachments/contract.pdf": base64.b64encode(attachments[a]).decode()}
-    log_lines = [json.loads(line) for line in done.stdout.splitlines()[:-1]]
+    assert done.stdout.count("\n") == 1  # the summary alone: logs go to stderr
+    log_lines = [json.loads(line) for line in done.stderr.splitlines()]
     assert any(line.get("msg") == "export written" and line.get("count") == printed["rows"] for line in log_lines)

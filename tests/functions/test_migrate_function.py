@@ -20,13 +20,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.db.guard import find_violations
-from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, OWNER_ROLE, Migration, load_migrations
+from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, OWNER_ROLE, ROLE_TIMEOUTS, Migration, load_migrations
 from functions import migrate as migrate_function
 from tests.functions.conftest import SetEnv
 
 MASTER = "aurora_master"
 MASTER_PASSWORD = f"MASTER-PW-CANARY-{uuid.uuid4().hex}"
-TIMEOUTS = {"statement_timeout=15s", "lock_timeout=5s", "idle_in_transaction_session_timeout=30s"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,8 @@ def test_deploy_as_auroras_master_creates_iam_roles_and_applies_every_migration_
             assert conn.execute("SELECT pg_has_role(%s, 'rds_iam', 'member')", (role,)).fetchone() == (True,)
             settings = conn.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = %s::regrole"
                                     " AND setdatabase = 0", (role,)).fetchone()
-            assert settings is not None and set(settings[0]) == TIMEOUTS  # type: ignore[arg-type]
+            timeouts = {f"{name}={value}" for name, value in ROLE_TIMEOUTS[role].items()}
+            assert settings is not None and set(settings[0]) == timeouts  # type: ignore[arg-type]
         assert conn.execute("SELECT pg_has_role(%s, 'rds_iam', 'member')", (OWNER_ROLE,)).fetchone() == (False,)
         assert conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
                             (cluster.dbname,)).fetchone() == (OWNER_ROLE,)

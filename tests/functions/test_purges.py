@@ -195,8 +195,7 @@ def test_one_workspace_failing_does_not_stop_the_rest() -> None:
     assert (done, outcome.failed, outcome.counts) == ([ids[0], ids[2]], [str(ids[1])], {"rows": 4})
 
 
-def test_cli_exits_1_when_a_workspace_fails_and_purges_the_others(
-        fresh_db: TestDatabase, installed_jobs_db: Database) -> None:
+def test_cli_exits_1_when_a_workspace_fails_and_purges_the_others(fresh_db: TestDatabase, staff_env: Path) -> None:
     broken, fine = make_tenant(fresh_db, "broken"), make_tenant(fresh_db, "fine")
     for tenant in (broken, fine):
         add_audit(fresh_db, tenant, timedelta(days=400), timedelta(days=3))
@@ -267,8 +266,8 @@ def test_handler_uses_the_event_time_and_logs_counts_only(
     assert audit_times(fresh_db, tenant) == []
     text = capsys.readouterr().out  # start() sends the JSON log to stdout, as on Lambda
     assert canary not in text
-    finished = [json.loads(line) for line in text.splitlines() if "job run finished" in line]
-    assert [(line["job"], line["audit_rows"]) for line in finished] == [("purge_audit_log", 1)]
+    finished = [json.loads(line) for line in text.splitlines() if "job finished" in line]
+    assert [(line["job"], line["counts"]["audit_rows"]) for line in finished] == [("purge_audit_log", 1)]
 
 
 # --- purge_auth ---------------------------------------------------------------------------------------
@@ -344,7 +343,8 @@ def test_purge_auth_removes_exactly_the_spent_rows_and_keeps_live_ones(fresh_db:
     assert outcome.counts == {"idempotency_keys": 2, "login_tokens": 2, "sessions": 3, "rate_limits": 1}
 
 
-def test_purge_auth_handler_claims_its_hourly_slot(fresh_db: TestDatabase, installed_jobs_db: Database) -> None:
+def test_purge_auth_handler_claims_its_hourly_slot(fresh_db: TestDatabase, installed_jobs_db: Database,
+                                                   staff_env: Path) -> None:
     tenants = [make_tenant(fresh_db)]
     _gone, kept = seed_auth(fresh_db, tenants)
     event = {"time": NOW.isoformat()}
@@ -364,3 +364,17 @@ def test_the_local_scheduler_runs_both_purges_through_their_handlers(
     ran = {s.name: run_once(s, NOW) for s in SCHEDULES if s.name in ("purge_audit_log", "purge_auth")}
     assert ran["purge_audit_log"]["counts"]["audit_rows"] == 1 and ran["purge_auth"]["claimed"] is True
     assert audit_times(fresh_db, tenant) == []
+
+
+def test_purge_auth_logs_its_counts_visibly_and_its_finished_line_after_its_tables(
+        fresh_db: TestDatabase, installed_jobs_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_auth(fresh_db, [make_tenant(fresh_db)])
+    capsys.readouterr()
+    result = auth_function.handler({"time": NOW.isoformat()}, None)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    purge = [line for line in lines if line.get("job") == "purge_auth"]
+    assert [line["msg"] for line in purge] == ["purge finished"] * 3 + ["job finished"]
+    assert [(line["table"], line["rows"]) for line in purge[:3]] == [("login_tokens", 2), ("sessions", 3),
+                                                                    ("rate_limits", 1)]
+    assert purge[-1]["counts"] == result["counts"] == {"idempotency_keys": 1, "login_tokens": 2, "sessions": 3,
+                                                       "rate_limits": 1}

@@ -159,6 +159,23 @@ def test_exceptions_inside_structures_are_described_by_scrub_exception() -> None
     assert scrub({"error": ValueError(f"unknown {email}")}) == {"error": f"ValueError: unknown {REDACTED}"}
 
 
+def test_counts_under_counts_are_visible_even_keyed_by_sensitive_table_names() -> None:
+    counts = {"login_tokens": 2, "sessions": 3, "rate_limits": 1, "failed": False}
+    assert scrub({"job": "purge_auth", "counts": counts}) == {"job": "purge_auth", "counts": counts}
+
+
+def test_a_string_under_a_sensitive_key_of_counts_is_still_redacted() -> None:
+    token, other = plain_canary("session"), plain_canary("note")
+    out = scrub({"counts": {"sessions": token, "login_tokens": [token], "rows": other, "n": 1}})
+    assert out == {"counts": {"sessions": REDACTED, "login_tokens": REDACTED, "rows": other, "n": 1}}
+
+
+def test_a_count_outside_counts_under_a_sensitive_key_is_still_redacted() -> None:
+    # Only `counts` vouches for numbers: elsewhere a number under "code" or "pin" may be the secret itself.
+    assert scrub({"sessions": 3, "code": 123456, "nested": {"counts": {"sessions": 3}}}) == {
+        "sessions": REDACTED, "code": REDACTED, "nested": {"counts": {"sessions": 3}}}
+
+
 # --- scrub_text(): value patterns ---------------------------------------------------------------------------
 
 def _hex(n: int) -> str:

@@ -1,5 +1,8 @@
 """Mailgun inbound deliveries: form fields (urlencoded or multipart with attachment-N files) or body-mime.
 
+In a multipart delivery only file parts (those with a filename) are attachments: Mailgun's own fields
+beside them, such as attachment-count and content-id-map, are plain form fields.
+
 Parsing uses the standard library's `email` package (multipart/form-data and RFC 5322 MIME alike);
 only the fields Mailgun signs are needed before the signature check.
 """
@@ -87,7 +90,8 @@ def _multipart(raw: bytes, content_type: str) -> Delivery:
         filename = part.get_filename()
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
-        if filename is not None or name.startswith("attachment-"):
+        # A file part, whatever its field name: "attachment-count" is a field, never a 1-byte text file.
+        if filename is not None:
             files.append(File(filename, part.get_content_type(), data))
         else:
             fields[name] = data.decode(part.get_content_charset() or "utf-8", errors="replace")

@@ -233,10 +233,19 @@ class S3Blobs:
     def download_url(self, key: str, *, tenant_id: uuid.UUID, filename: str | None,
                      content_type: str) -> SignedUrl:
         """A presigned GET of one object of the workspace, answered as a download of its stored type."""
+        return self._presigned_get(tenant_key(tenant_id, key), filename, content_type)
+
+    def export_url(self, key: str, *, tenant_id: uuid.UUID) -> SignedUrl:
+        """A presigned GET of one of the workspace's exports, for the privacy staff who ran it."""
+        # Only exports/<workspace>/...: the export function's link can never name a backup or a file.
+        if not check_key(key).startswith(f"exports/{tenant_id}/"):
+            raise ValueError("blob key outside the workspace's exports")
+        return self._presigned_get(key, key.rsplit("/", 1)[-1], "application/json")
+
+    def _presigned_get(self, key: str, filename: str | None, content_type: str) -> SignedUrl:
         settings = self._settings or get_settings()
         # The response headers are part of the signature: the link cannot be changed to render inline.
-        params = {"Bucket": self.bucket, "Key": tenant_key(tenant_id, key),
-                  "ResponseContentDisposition": attachment_disposition(filename),
+        params = {"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": attachment_disposition(filename),
                   "ResponseContentType": safe_content_type(content_type)}
         expires = _expiry(settings)
         url = self.client.generate_presigned_url(  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chalicelib.blobs import get_blobs
+from chalicelib.blobs import S3Blobs, get_blobs
 from chalicelib.db.pool import Database
 from chalicelib.jobs.export import WorkspaceNotFound, export_workspace
 from chalicelib.observability import log_event
@@ -28,7 +28,8 @@ log = logging.getLogger("crm.jobs.export")
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda (direct invoke): {"workspace_id": ..., "with_blobs": bool?} -> {"key": blob key, "rows": n}."""
+    """Lambda (direct invoke): {"workspace_id": ..., "with_blobs": bool?} -> {"key", "rows"} (+ "url" and
+    "expires_at", a presigned GET of the file, when blobs are in S3)."""
     tenant, with_blobs = event_workspace_id(event), event_flag(event, "with_blobs")
     db = start()
     blobs = get_blobs()
@@ -39,7 +40,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         manifest = export_workspace(db, tenant, path, blobs=blobs if with_blobs else None)
         blobs.put_file(key, path)
     log_event(log, "export written", workspace_id=str(tenant), count=manifest.total_rows)
-    return {"key": key, "rows": manifest.total_rows}
+    result: dict[str, Any] = {"key": key, "rows": manifest.total_rows}
+    if isinstance(blobs, S3Blobs):
+        # Staff fetch the file with a short-lived link instead of needing read access to the bucket.
+        link = blobs.export_url(key, tenant_id=tenant)
+        result |= {"url": link.url, "expires_at": link.expires_at.isoformat()}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,8 @@ JOBS: tuple[Job, ...] = (
     Job("purge_workspaces", objects=dict.fromkeys(TENANT_PREFIXES, DELETE), listing=TENANT_PREFIXES),
     Job("backup_tenants", objects={"backups/": READ + WRITE + DELETE}, listing=["backups/"],
         encrypt=True, decrypt=True),
-    Job("export_tenant", objects={"exports/": WRITE, "tenants/": READ}, listing=["tenants/"], encrypt=True,
+    # It reads its own export back only through the presigned link it hands staff (signed by this role).
+    Job("export_tenant", objects={"exports/": WRITE + READ, "tenants/": READ}, listing=["tenants/"], encrypt=True,
         decrypt=True),
     Job("delete_tenant", objects=dict.fromkeys(TENANT_PREFIXES, DELETE), listing=TENANT_PREFIXES),
     Job("restore_tenant", objects={"backups/": READ}, listing=["backups/"],

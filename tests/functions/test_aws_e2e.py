@@ -5,6 +5,8 @@ KMS vault, SES mail and the SQS queue, and the handlers get the events Lambda wo
 
 from __future__ import annotations
 
+import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from chalicelib.inbox.queue import SqsQueue
 from chalicelib.mail import send_email
 from chalicelib.settings import get_settings
 from chalicelib.vault.envelope import Vault, credential_context
-from functions import process_inbound, purge_workspaces
+from functions import export_tenant, process_inbound, purge_workspaces
 from tests.conftest import TestDatabase, make_tenant
 from tests.functions.conftest import AWS_REGION, SetEnv
 
@@ -192,3 +194,28 @@ def test_a_scheduler_event_purges_a_deleted_workspace_and_its_s3_blobs(
     with fresh_db.admin() as conn:
         assert conn.execute("SELECT id FROM workspaces").fetchall() == [(kept,)]
 
+
+
+def test_a_direct_invoke_exports_to_s3_and_hands_staff_a_short_lived_link(aws: Aws, fresh_db: TestDatabase) -> None:
+    tenant, other = make_tenant(fresh_db, "exported"), make_tenant(fresh_db, "other")
+    jobs = Database(fresh_db.jobs_url, size=1, name="jobs")
+    use_database(jobs, "jobs")
+    try:
+        result = export_tenant.handler({"workspace_id": str(tenant)}, None)
+    finally:
+        use_database(None, "jobs")
+    assert result["key"].startswith(f"exports/{tenant}/") and result["rows"] >= 1
+    # The link needs no credentials, downloads (never renders), and expires with DOWNLOAD_URL_TTL_S.
+    with urllib.request.urlopen(result["url"], timeout=10) as response:
+        body = json.loads(response.read())
+        assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert body["workspace"]["id"] == str(tenant)
+    assert str(other) not in json.dumps(body)
+    assert datetime.fromisoformat(result["expires_at"]) <= datetime.now(UTC) + timedelta(
+        seconds=get_settings().download_url_ttl_s + 5)
+    blobs = get_blobs()
+    assert isinstance(blobs, S3Blobs)
+    with pytest.raises(ValueError, match="outside"):
+        blobs.export_url(result["key"], tenant_id=other)  # another workspace's id cannot name this export
+    with pytest.raises(ValueError, match="outside"):
+        blobs.export_url(f"backups/{tenant}/x.json.enc", tenant_id=tenant)

@@ -154,6 +154,14 @@ def test_the_proxy_signs_in_to_the_cluster_as_the_two_runtime_users_only(templat
     assert f'"{cluster_id}", "DBClusterResourceId"' in text  # dbuser:<cluster resource id>/<user>
 
 
+def test_the_export_function_may_sign_a_link_to_its_exports_only(template: dict[str, Any]) -> None:
+    role = function_role(template, function_id(template, "export_tenant"))
+    readable = [json.dumps(statement["Resource"]) for policy_id, statement in statements(template)
+                if role in roles_of_policies(template, policy_id) and "s3:GetObject" in as_list(statement["Action"])]
+    assert any("/exports/*" in r for r in readable)
+    assert not any("/backups/" in r for r in readable)
+
+
 def test_jobs_may_list_exactly_the_prefixes_their_code_lists(template: dict[str, Any]) -> None:
     expected = {"export_tenant": {"tenants/*"}, "backup_tenants": {"backups/*"}, "restore_tenant": {"backups/*"},
                 "delete_tenant": {"tenants/*", "exports/*", "backups/*"},

@@ -63,16 +63,34 @@ def pg_admin_url() -> Iterator[str]:
         yield external
         return
     server, started = start_embedded(ROOT / ".data" / "test-postgres")
+    # Every process using the server (xdist workers, concurrent runs) leaves a marker; the last one out
+    # stops it if a test run started it. The starter may finish first while another worker still runs.
+    _SERVER_USERS.mkdir(parents=True, exist_ok=True)
+    me = _SERVER_USERS / str(os.getpid())
+    me.touch()
+    if started:
+        (_SERVER_USERS / "started").touch()
     try:
         yield str(server.get_uri())
     finally:
-        if started and not _shared_with_others(str(server.get_uri())):
+        me.unlink(missing_ok=True)
+        users = [p for p in _SERVER_USERS.iterdir() if p.name.isdigit() and _alive(int(p.name))]
+        flag = _SERVER_USERS / "started"
+        if not users and flag.exists() and not _shared_with_others(str(server.get_uri())):
+            flag.unlink(missing_ok=True)
             stop_embedded(server)
 
 
+_SERVER_USERS = ROOT / ".data" / "test-postgres.users"
+
+
 def _shared_with_others(admin_url: str) -> bool:
-    """Whether another test run (a live process) still uses the server we started."""
-    with psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True) as conn:
+    """Whether another test run (a live process) still uses the server (True when it is already gone)."""
+    try:
+        conn = psycopg.connect(role_conninfo(admin_url, dbname="postgres"), autocommit=True)
+    except psycopg.OperationalError:
+        return True  # another process stopped it first: nothing left to stop
+    with conn:
         names = [str(r[0]) for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'crm\\_t\\_%%'")]
         others = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
                               " AND backend_type = 'client backend'").fetchone()

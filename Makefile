@@ -75,6 +75,7 @@ bench: $(STAMP_DEV)
 # Writes infra/cdk.out/ (CloudFormation, assets) and prints resources by type and the package sizes.
 synth: $(STAMP_INFRA)
 	find chalicelib functions -name __pycache__ -prune -exec rm -rf {} +
+	rm -rf infra/cdk.out infra/chalice.out  # one assembly, one API package, nothing left from the last synth
 	cd infra && $(INFRA_ENV) ../$(INFRA_PY) app.py
 	$(INFRA_PY) infra/summary.py infra/cdk.out infra/build
 

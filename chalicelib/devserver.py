@@ -67,10 +67,10 @@ def main() -> int:
     if prepared.jobs_url:
         env["JOBS_DATABASE_URL"] = prepared.jobs_url
     scheduler = _start_scheduler(env)
-    chalice = Path(sys.executable).parent / "chalice"
-    command = [str(chalice), "local", "--host", settings.host, "--port", str(settings.port),
-               "--stage", "local", "--no-autoreload"]
-    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env,  # noqa: S603 - our own venv's chalice
+    # chalice local, with API Gateway's greedy catch-all matching (chalicelib.localserver).
+    command = [sys.executable, "-m", "chalicelib.localserver", "local", "--host", settings.host,
+               "--port", str(settings.port), "--stage", "local", "--no-autoreload"]
+    child = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env,  # noqa: S603 - our own venv's Python
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     threading.Thread(target=_relay, args=(child,), daemon=True).start()
 

@@ -48,7 +48,7 @@ def _problem(answer: tuple[int, dict[str, str], bytes], status: int) -> dict[str
 
 def test_unknown_paths_and_deep_json_get_problems_over_the_wire(data_dir: Path, fresh_db: TestDatabase) -> None:
     with devserver(data_dir, DATABASE_URL=fresh_db.app_url) as (base, _):
-        for path in ("/", "/favicon.ico", "/nope"):
+        for path in ("/", "/favicon.ico", "/nope", "/a/b/c", "/workspaces/x/nope/deeper"):
             for method in ("GET", "POST", "DELETE"):
                 _problem(_send(method, base + path, b"{}" if method == "POST" else None), 404)
         deep = b'{"email": ' + b"[" * 1000 + b"]" * 1000 + b"}"

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import Connection
@@ -67,3 +69,18 @@ def record_account(conn: Connection[TupleRow], *, action: str, actor: Actor = SY
         (user_id or actor.user_id, subject_hash, action, clean_ip(actor.ip), _agent(actor.user_agent),
          Jsonb(scrub(details or {}))),
     )
+
+
+def entries_pending(conn: Connection[TupleRow], *, limit: int, before: tuple[datetime, str] | None = None
+                    ) -> Callable[[], list[tuple[Any, ...]]]:
+    """Queue one page of the workspace's audit entries, newest first (`limit` + 1 rows, to tell whether
+    another page follows), strictly before the (occurred_at, id) of `before`; the result is read later,
+    so the read travels with the authorization."""
+    where, params = "", dict[str, object](limit=limit + 1)
+    if before is not None:
+        where = " WHERE (occurred_at, id) < (%(at)s, %(id)s)"
+        params.update({"at": before[0], "id": before[1]})
+    return conn.execute(
+        "SELECT id, occurred_at, action, actor_user_id, actor_api_key_id, target_type, target_id, host(ip),"
+        " user_agent, details FROM audit_log" + where + " ORDER BY occurred_at DESC, id DESC LIMIT %(limit)s",
+        params).fetchall

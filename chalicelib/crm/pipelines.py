@@ -13,7 +13,8 @@ from psycopg import Connection, sql
 from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib import errors
+from chalicelib import audit, errors
+from chalicelib.audit import Actor
 from chalicelib.crm import store
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import ListQuery, ListSpec, text_sort, time_sort
@@ -338,3 +339,26 @@ def stage_values(body: StagePatch) -> dict[str, Any]:
     values = patch_values(body, required=("name", "kind", "position"))
     values.pop("position", None)
     return values
+
+
+def delete(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, if_match: str | None,
+           actor: Callable[[], Actor]) -> None:
+    """Delete a pipeline that is not the default and holds no leads (Conflict otherwise), audited.
+
+    `actor` is called after the reads, so a deferred authorization shares their round trip.
+    """
+    existing = store.require_for_update(conn, TABLE, pipeline_id)
+    store.check_if_match(if_match, existing, TABLE)
+    if existing[TABLE.index("is_default")]:
+        raise errors.Conflict("the default pipeline cannot be deleted; make another one the default first")
+    if conn.execute("SELECT 1 FROM leads WHERE pipeline_id = %s LIMIT 1", (pipeline_id,)).fetchone():
+        raise errors.Conflict("the pipeline holds leads; move or delete them first")
+    store.delete(conn, TABLE, pipeline_id)
+    audit.record(conn, tenant_id=tenant_id, action="pipeline.deleted", actor=actor(), target_type="pipeline",
+                 target_id=pipeline_id)
+
+
+def set_stage_kind_of_leads(conn: Conn, *, stage_id: uuid.UUID, kind: str, now: datetime) -> None:
+    """Give the stage's leads the status of its new kind (and a new updated_at: their ETags change too)."""
+    conn.execute("UPDATE leads SET status = %s, updated_at = %s WHERE stage_id = %s AND status <> %s RETURNING 1",
+                 (kind, now, stage_id, kind)).fetchall()

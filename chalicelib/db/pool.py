@@ -193,6 +193,11 @@ class Database:
         # Just opened, so just proven alive: its first checkout needs no ping of its own.
         _checked_out_at[conn] = (time.monotonic(), time.time())
 
+    def ping(self) -> None:
+        """One round trip through the pool (readiness); a database that cannot answer raises DatabaseUnavailable."""
+        with self.connection() as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         """Close the pool and its connections (idempotent)."""
         with self._lock:

@@ -83,16 +83,12 @@ def audit_log(workspace_id: str) -> Response:
         raise errors.BadRequest(f"unknown query parameter {name}")
     limit = pagination.parse_limit(query.get("limit"))
     binding = f"audit|{parse_id(workspace_id)}"
-    where, params = "", dict[str, object](limit=limit + 1)
+    before = None
     if query.get("cursor"):
         at, last_id = pagination.decode(query["cursor"], binding=binding)
-        where = " WHERE (occurred_at, id) < (%(at)s, %(id)s)"
-        params.update({"at": datetime.fromisoformat(str(at)), "id": str(last_id)})
+        before = (datetime.fromisoformat(str(at)), str(last_id))
     with workspace_read(request, workspace_id, min_role="admin") as conn:
-        found = conn.execute(
-            "SELECT id, occurred_at, action, actor_user_id, actor_api_key_id, target_type, target_id, host(ip),"
-            " user_agent, details FROM audit_log" + where + " ORDER BY occurred_at DESC, id DESC LIMIT %(limit)s",
-            params).fetchall
+        found = audit.entries_pending(conn, limit=limit, before=before)
     rows = found()
     page = rows[:limit]
     data = [AuditEntry(id=r[0], occurred_at=r[1], action=r[2], actor_user_id=r[3],

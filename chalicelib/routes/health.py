@@ -45,8 +45,8 @@ def ready() -> Response:
         database = get_database("app")
     except DatabaseNotConfigured:
         raise DatabaseUnavailable("not-configured") from None
-    with deadline.budget(READY_TIMEOUT_S), database.connection() as conn:
-        conn.execute("SELECT 1").fetchone()
+    with deadline.budget(READY_TIMEOUT_S):
+        database.ping()
     return json_response(Readiness(status="ready"))
 
 

@@ -140,15 +140,8 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     request = bp.current_request
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        existing = store.require_for_update(conn, TABLE, record)
-        store.check_if_match(request.headers.get("if-match"), existing, TABLE)
-        if existing[TABLE.index("is_default")]:
-            raise errors.Conflict("the default pipeline cannot be deleted; make another one the default first")
-        if conn.execute("SELECT 1 FROM leads WHERE pipeline_id = %s LIMIT 1", (record,)).fetchone():
-            raise errors.Conflict("the pipeline holds leads; move or delete them first")
-        store.delete(conn, TABLE, record)
-        audit.record(conn, tenant_id=parse_id(workspace_id), action="pipeline.deleted", actor=caller().actor,
-                     target_type="pipeline", target_id=record)
+        pipelines.delete(conn, tenant_id=parse_id(workspace_id), pipeline_id=record,
+                         if_match=request.headers.get("if-match"), actor=lambda: caller().actor)
     return Response(body="", status_code=204)
 
 
@@ -195,9 +188,7 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
         if values:
             store.update(conn, STAGES, stage, values, ctx.now)
         if "kind" in values:
-            # updated_at too: the leads' representation changed, so must their ETags.
-            conn.execute("UPDATE leads SET status = %s, updated_at = %s WHERE stage_id = %s AND status <> %s"
-                         " RETURNING 1", (values["kind"], ctx.now, stage, values["kind"])).fetchall()
+            pipelines.set_stage_kind_of_leads(conn, stage_id=stage, kind=values["kind"], now=ctx.now)
         if body.position is not None:
             pipelines.reorder(conn, record, stage, body.position)
         audit.record(conn, tenant_id=ctx.tenant, action="stage.updated", actor=ctx.principal.actor, target_type="stage",

@@ -72,10 +72,11 @@ def check_key(key: str) -> str:
     return key
 
 
-def tenant_key(tenant_id: uuid.UUID, key: str) -> str:
-    """`key` when it is a well-formed key under the workspace's own prefix tenants/<id>/, else ValueError."""
-    # A link is for a workspace's own files only: never another workspace's, a backup or an export.
-    if not check_key(key).startswith(f"tenants/{tenant_id}/"):
+def tenant_key(tenant_id: uuid.UUID, key: str, *, root: str = "tenants") -> str:
+    """`key` when it is a well-formed key under the workspace's own prefix <root>/<id>/, else ValueError."""
+    # A link is for a workspace's own files only (tenants/), or staff's export of it (exports/): never
+    # another workspace's, and never a backup.
+    if not check_key(key).startswith(f"{root}/{tenant_id}/"):
         raise ValueError("blob key outside the workspace")
     return key
 
@@ -237,9 +238,7 @@ class S3Blobs:
 
     def export_url(self, key: str, *, tenant_id: uuid.UUID) -> SignedUrl:
         """A presigned GET of one of the workspace's exports, for the privacy staff who ran it."""
-        # Only exports/<workspace>/...: the export function's link can never name a backup or a file.
-        if not check_key(key).startswith(f"exports/{tenant_id}/"):
-            raise ValueError("blob key outside the workspace's exports")
+        key = tenant_key(tenant_id, key, root="exports")
         return self._presigned_get(key, key.rsplit("/", 1)[-1], "application/json")
 
     def _presigned_get(self, key: str, filename: str | None, content_type: str) -> SignedUrl:

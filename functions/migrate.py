@@ -29,7 +29,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from chalicelib.db.migrate import Migration, bootstrap, load_migrations, migrate, role_conninfo
+from chalicelib.db.migrate import Migration, MigrationError, bootstrap, load_migrations, migrate, role_conninfo
 from chalicelib.observability import log_event
 from chalicelib.settings import Settings, get_settings
 from functions.cli import settings_epilog
@@ -54,11 +54,8 @@ def admin_conninfo_from_secret(secret: dict[str, Any], *, host: str | None = Non
     if missing:
         # Key names only: the secret's values never reach an error message or a log.
         raise MigrateConfigError(f"the admin secret lacks {', '.join(missing)}")
-    if sslrootcert is None:
-        import certifi  # lazily: cold start
-
-        sslrootcert = certifi.where()
-    # verify-full: the master password goes only to a server whose certificate and name are verified.
+    # verify-full: the master password goes only to a server whose certificate and name are verified (with
+    # no bundle given, bootstrap and migrate add certifi's through chalicelib.db.iam.with_default_sslrootcert).
     return make_conninfo(host=str(host), port=str(secret.get("port") or 5432),
                          dbname=str(dbname or secret.get("dbname") or DEFAULT_DBNAME), user=str(secret["username"]),
                          password=str(secret["password"]), sslmode="verify-full", sslrootcert=sslrootcert)
@@ -144,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                             formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     try:
         result = handler({}, None)
+    except (MigrateConfigError, MigrationError) as exc:
+        print(f"migration failed: {exc}", file=sys.stderr)  # our own messages: key names and versions only
+        return 1
     except Exception as exc:  # noqa: BLE001 - the command line reports it and exits 1
-        print(f"migration failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        # Only the type, as the other staff commands do: a driver's message may quote host and user.
+        print(f"migration failed: {type(exc).__name__} (see the log for the SQLSTATE)", file=sys.stderr)
         return 1
     print(json.dumps(result))
     return 0

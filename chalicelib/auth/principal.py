@@ -86,15 +86,16 @@ def bearer_key(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def check_origin(request: Request, settings: Settings) -> None:
-    """Cookie-authenticated writes must come from an allowed origin (Origin, else Referer)."""
+def check_origin(request: Request, settings: Settings, *, detail: str = "cross-site request refused") -> None:
+    """Cookie-authenticated writes must come from an allowed origin (Origin, else Referer); `detail` is the
+    refusal's text (it never echoes the refused origin)."""
     allowed = {settings.public_origin, *settings.cors_origins}
     origin = request.headers.get("origin")
     if not origin:
         referer = urlsplit(request.headers.get("referer") or "")
         origin = f"{referer.scheme}://{referer.netloc}" if referer.scheme and referer.netloc else None
     if origin not in allowed:
-        raise errors.Forbidden("cross-site request refused")
+        raise errors.Forbidden(detail)
 
 
 def _check_csrf(request: Request, token: str, settings: Settings) -> None:

@@ -67,13 +67,22 @@ def _peek_workspace(request_body: SessionRequest, settings: Settings) -> uuid.UU
     return value if isinstance(value, uuid.UUID) else None
 
 
+def _from_the_confirm_page(request: Request, settings: Settings) -> None:
+    # Login CSRF: a browser on another site must not sign you in. The two loopback names stay two
+    # origins (the cookie would belong to the other one, and localhost may resolve to an address another
+    # program listens on); the detail names only the configured URL, so whoever opened the link under
+    # another name knows where to open it.
+    if request.headers.get("origin"):
+        check_origin(request, settings, detail=f"cross-site request refused: open this page at "
+                     f"{settings.public_base_url}/auth/confirm (the link in the email)")
+
+
 def sign_in(request: Request, body: SessionRequest) -> tuple[Me, str]:
     """Consume a token or code, create a session; returns the response body and its Set-Cookie."""
     settings, now, actor = get_settings(), clock.now(), anonymous_actor(request)
     if not body.token and not (body.email and body.code):
         raise errors.ValidationFailed("send either token, or email and code")
-    if request.headers.get("origin"):
-        check_origin(request, settings)  # login CSRF: a browser on another site cannot sign you in
+    _from_the_confirm_page(request, settings)
     workspace = _peek_workspace(body, settings)
     scope = tenant_tx(workspace) if workspace is not None else user_tx()
     old_cookie = session_cookie(request, settings)
@@ -171,8 +180,7 @@ def send_email_change(pending: PendingEmailChange) -> None:
 def confirm_email_change(request: Request, body: TokenBody) -> UserOut:
     """Apply a confirmed email change; every other session of the account is revoked."""
     settings, now, actor = get_settings(), clock.now(), anonymous_actor(request)
-    if request.headers.get("origin"):
-        check_origin(request, settings)
+    _from_the_confirm_page(request, settings)
     current = session_cookie(request, settings)
     with user_tx() as conn:
         grant = links.consume_token(conn, token=body.token, purposes=("email_change",), now=now, settings=settings)

@@ -57,7 +57,7 @@ def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, tak
         tables = backup_tables(conn)
         head = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": KIND,
                 "exported_at": gfs.utc(taken_at).isoformat()}
-        out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + str(workspace[0]).encode()
+        out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + workspace.encode()
                   + b', "tables": {\n')
         if progress is not None:
             # Counted in a statement of its own, for the watcher only: the rows themselves still come from

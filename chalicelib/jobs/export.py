@@ -37,13 +37,13 @@ class WorkspaceNotFound(LookupError):
     """No workspace with this id (as the jobs role sees it)."""
 
 
-def workspace_json(conn: Conn, tenant_id: uuid.UUID) -> tuple[Any, ...]:
+def workspace_json(conn: Conn, tenant_id: uuid.UUID) -> str:
     """The workspace's own row as JSON text (the head of an export or a backup), or WorkspaceNotFound."""
     row = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
                        " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
     if row is None:
         raise WorkspaceNotFound(str(tenant_id))
-    return tuple(row)
+    return str(row[0])
 
 
 @dataclass
@@ -130,7 +130,7 @@ def export_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, b
             allow_long_statements(conn)
             workspace = workspace_json(conn, tenant_id)
             head = {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": datetime.now(UTC).isoformat()}
-            out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + str(workspace[0]).encode()
+            out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + workspace.encode()
                       + b', "tables": {')
             tables = [t for t in tenant_tables(conn) if t.name not in EXCLUDED_TABLES]
             if progress is not None:

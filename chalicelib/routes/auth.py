@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chalice.app import Blueprint, Request, Response
+from chalice.app import Blueprint, Response
 
 from chalicelib import clock, errors
 from chalicelib.accounts import users
@@ -20,7 +20,7 @@ from chalicelib.accounts.models import (
 )
 from chalicelib.auth import sessions as auth_sessions
 from chalicelib.auth import signin
-from chalicelib.auth.principal import account_scope, check_origin, parse_id
+from chalicelib.auth.principal import account_scope, parse_id
 from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.settings import get_settings
 from chalicelib.web.pages import confirm_page
@@ -50,7 +50,6 @@ def confirm() -> Response:
 def create_session() -> Response:
     """Consume the token or code once and set a new session cookie."""
     request = bp.current_request
-    _from_the_confirm_page(request)
     me, cookie = signin.sign_in(request, parse_body(request, SessionRequest))
     return json_response(me, 200, headers={"Set-Cookie": cookie})
 
@@ -137,21 +136,5 @@ def request_email_change() -> Response:
 def confirm_email_change() -> Response:
     """Change the address and revoke every other session of the account."""
     request = bp.current_request
-    _from_the_confirm_page(request)
     return json_response(signin.confirm_email_change(request, parse_body(request, TokenBody)))
 
-
-def _from_the_confirm_page(request: Request) -> None:
-    """Refuse a sign-in POST sent from another origin, saying where the confirm page must be opened."""
-    if not request.headers.get("origin"):
-        return
-    settings = get_settings()
-    try:
-        check_origin(request, settings)
-    except errors.Forbidden:
-        # Still a refusal (login CSRF: another site must not sign a browser in), and the two loopback names
-        # stay two origins: the session cookie would belong to the other one, and localhost may resolve to
-        # an address another local program listens on. The detail names only the configured public URL,
-        # never echoes the refused origin, so whoever opened the link under another name knows what to do.
-        raise errors.Forbidden(f"cross-site request refused: open this page at {settings.public_base_url}"
-                               "/auth/confirm (the link in the email)") from None

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from chalice.app import Blueprint, Response
+from chalice.app import Blueprint, Chalice, Response
 from pydantic import BaseModel
 
 from chalicelib.db import deadline
 from chalicelib.db.pool import DatabaseNotConfigured, get_database
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.http import endpoint, json_response
+from chalicelib.settings import Settings, get_settings
 
 bp = Blueprint(__name__)
 # The whole answer, checkout and query included: a load balancer or an operator asking "is it up?"
@@ -53,7 +54,18 @@ def ready() -> Response:
 @endpoint(bp, "/openapi.json", "GET", summary="This API's OpenAPI 3.1 document", tags=("meta",))
 def openapi() -> Response:
     """Generated from the route table and the pydantic models."""
-    from chalicelib.openapi import build_openapi
-
-    return Response(body=json.dumps(build_openapi(bp.current_app)),
+    return Response(body=_openapi_body(bp.current_app, get_settings()),
                     headers={"Content-Type": "application/json", "Cache-Control": "public, max-age=300"})
+
+
+_built: dict[int, tuple[Chalice, Settings, str]] = {}
+
+
+def _openapi_body(app: Chalice, settings: Settings) -> str:
+    """The document, built once per app and settings (both fixed for a process; /docs fetches it per load)."""
+    cached = _built.get(id(app))
+    if cached is None or cached[0] is not app or cached[1] is not settings:
+        from chalicelib.openapi import build_openapi
+
+        cached = _built[id(app)] = (app, settings, json.dumps(build_openapi(app, settings=settings)))
+    return cached[2]

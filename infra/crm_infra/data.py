@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -107,8 +106,3 @@ class Data(Construct):
     def grant_connect(self, role: iam.IRole, user: str) -> None:
         """rds-db:connect through the proxy as exactly one database user (never a wildcard user)."""
         self.proxy.grant_connect(role, user)
-
-
-def security_group_ids(groups: list[ec2.ISecurityGroup]) -> list[str]:
-    """Ids of security groups (for Chalice's stage config)."""
-    return [group.security_group_id for group in groups]

@@ -71,8 +71,6 @@ JOBS: tuple[Job, ...] = (
         encrypt=True, decrypt=True),
     Job("rotate_credentials", encrypt=True, decrypt=True, concurrency=1),
 )
-# Staff-invoked, never scheduled: the privacy functions.
-PRIVACY = ("export_tenant", "delete_tenant", "restore_tenant", "rotate_credentials")
 
 
 class Functions(Construct):

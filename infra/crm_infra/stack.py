@@ -12,7 +12,7 @@ from constructs import Construct
 from crm_infra.alarms import Alarms
 from crm_infra.api import Api
 from crm_infra.data import APP_USER, Data
-from crm_infra.functions import CONSUMER_TIMEOUT_S, PRIVACY, Functions
+from crm_infra.functions import CONSUMER_TIMEOUT_S, Functions
 from crm_infra.keys import Keys
 from crm_infra.mail import Mail
 from crm_infra.migrations import Migrations
@@ -82,7 +82,6 @@ class ProdStack(Stack):
         CfnOutput(self, "AlarmTopic", value=alarms.topic.topic_arn)
         self.api = api
         self.functions = functions
-        self.privacy_functions = {name: functions.functions[name] for name in PRIVACY}
 
     def _grant_api(self, role: iam.Role, *, data: Data, keys: Keys, storage: Storage, queues: Queues,
                    mail: Mail) -> None:

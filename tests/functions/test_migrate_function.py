@@ -20,10 +20,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from chalicelib.db.guard import find_violations
-from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, OWNER_ROLE, ROLE_TIMEOUTS, Migration, load_migrations
+from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, OWNER_ROLE, Migration, load_migrations
 from functions import migrate as migrate_function
+from tests.db.test_pool_faults import EXPECTED_TIMEOUTS
 from tests.functions.conftest import SetEnv
 
+ROOT = Path(__file__).resolve().parents[2]
 MASTER = "aurora_master"
 MASTER_PASSWORD = f"MASTER-PW-CANARY-{uuid.uuid4().hex}"
 
@@ -92,7 +94,10 @@ def master_secret(default_database: Cluster, function_env: SetEnv) -> Iterator[s
 
 
 def _versions() -> list[str]:
-    return [m.version for m in load_migrations()]
+    # From the files themselves (not the loader the function uses), and never none.
+    found = sorted(p.name[:4] for p in (ROOT / "chalicelib" / "db" / "migrations").glob("*.sql"))
+    assert len(found) >= 15 and found[0] == "0001"
+    return found
 
 
 def test_deploy_as_auroras_master_creates_iam_roles_and_applies_every_migration_once(
@@ -111,7 +116,7 @@ def test_deploy_as_auroras_master_creates_iam_roles_and_applies_every_migration_
             assert conn.execute("SELECT pg_has_role(%s, 'rds_iam', 'member')", (role,)).fetchone() == (True,)
             settings = conn.execute("SELECT setconfig FROM pg_db_role_setting WHERE setrole = %s::regrole"
                                     " AND setdatabase = 0", (role,)).fetchone()
-            timeouts = {f"{name}={value}" for name, value in ROLE_TIMEOUTS[role].items()}
+            timeouts = {f"{name}={value}" for name, value in EXPECTED_TIMEOUTS[role].items()}
             assert settings is not None and set(settings[0]) == timeouts  # type: ignore[arg-type]
         assert conn.execute("SELECT pg_has_role(%s, 'rds_iam', 'member')", (OWNER_ROLE,)).fetchone() == (False,)
         assert conn.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s",
@@ -161,6 +166,23 @@ def test_a_wrong_master_password_fails_the_deploy_without_echoing_it(
     assert "CANARY" not in str(info.value)
 
 
+def test_the_command_line_reports_a_refused_master_in_one_line_naming_nothing_of_the_cluster(
+        default_database: Cluster, function_env: SetEnv, capsys: pytest.CaptureFixture[str]) -> None:
+    from moto import mock_aws
+
+    secret = {**default_database.master_secret(), "password": "WRONG-PW-CANARY"}
+    with mock_aws():
+        import boto3
+
+        arn = boto3.client("secretsmanager").create_secret(Name="crm/master", SecretString=json.dumps(secret))["ARN"]
+        function_env(db_admin_secret_arn=arn)
+        assert migrate_function.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("migration failed: OperationalError")
+    for leaked in ("CANARY", str(secret["host"]), str(secret["username"])):
+        assert leaked not in err
+
+
 def test_migrate_database_url_replaces_the_secret_and_a_missing_database_is_created(
         aurora: Cluster, function_env: SetEnv, capsys: pytest.CaptureFixture[str]) -> None:
     function_env(migrate_database_url=aurora.master_url())
@@ -207,7 +229,11 @@ def test_a_secret_that_is_not_json_is_refused(function_env: SetEnv) -> None:
 def test_the_cluster_connection_verifies_tls_with_certifi_or_the_configured_bundle(aurora: Cluster) -> None:
     import certifi
 
-    default = conninfo_to_dict(migrate_function.admin_conninfo_from_secret(aurora.master_secret()))
+    from chalicelib.db.iam import with_default_sslrootcert
+
+    # What bootstrap and migrate connect with: the secret's conninfo, certifi's roots added.
+    default = conninfo_to_dict(with_default_sslrootcert(migrate_function.admin_conninfo_from_secret(
+        aurora.master_secret())))
     assert (default["sslmode"], default["sslrootcert"]) == ("verify-full", certifi.where())
     rds = conninfo_to_dict(migrate_function.admin_conninfo_from_secret(aurora.master_secret(),
                                                                        sslrootcert="/opt/rds-global-bundle.pem"))

@@ -182,22 +182,29 @@ def test_no_iam_statement_allows_every_action_on_every_resource(template: dict[s
         assert not (wide and "*" in as_list(statement.get("Resource"))), (logical_id, statement)
 
 
-def test_the_key_rotates_and_its_policy_names_what_each_role_uses(template: dict[str, Any]) -> None:
-    from crm_infra.functions import JOBS
+# Written out, not read from the stack's table: who may use the key. The vault (credentials) and S3/SQS
+# objects under SSE-KMS need it; the purges and the deletion touch neither.
+KEY_USERS = {"Api": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "processinbound": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "backuptenants": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "exporttenant": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "restoretenant": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "rotatecredentials": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "Scheduler": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"}}
 
+
+def test_the_key_rotates_and_its_policy_names_what_each_role_uses(template: dict[str, Any]) -> None:
     (key,) = props(template, "AWS::KMS::Key")
     assert key["EnableKeyRotation"] is True
     by_sid = {s.get("Sid"): s for s in key["KeyPolicy"]["Statement"]}
-    # The account's administrators manage the key but cannot use it.
-    assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"} & set(by_sid["Administration"]["Action"])
-    assert not any(a in ("kms:*", "*") for s in by_sid.values() for a in as_list(s["Action"]))
-    assert {"kms:Decrypt", "kms:GenerateDataKey"} <= set(by_sid["Api"]["Action"])
-    for job in JOBS:
-        sid = job.module.replace("_", "")
-        if job.encrypt or job.decrypt:
-            assert ("kms:Decrypt" in by_sid[sid]["Action"]) is job.decrypt, job.module
-        else:
-            assert sid not in by_sid, job.module  # a job that needs no key gets no use of it
+    # The account's administrators manage the key but cannot use it, nor grant its use.
+    assert not {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:CreateGrant"} & set(
+        by_sid["Administration"]["Action"])
+    assert not any(a in ("kms:*", "*") or a.startswith("kms:Create*") for s in by_sid.values()
+                   for a in as_list(s["Action"]))
+    users = {sid: set(as_list(s["Action"])) - {"kms:DescribeKey"} for sid, s in by_sid.items()
+             if sid not in ("Administration", "AuroraStorage", "AlarmsToSns")}
+    assert users == KEY_USERS
 
 
 def test_the_bucket_is_private_sse_kms_and_refuses_plain_http(assertions: Template, template: dict[str, Any]
@@ -263,6 +270,11 @@ def test_one_lambda_per_handler_module_sharing_one_code_asset(template: dict[str
 def test_one_schedule_per_entry_of_schedules_with_its_expression(template: dict[str, Any]) -> None:
     from functions.schedules import SCHEDULES
 
+    # The promises behind them (hourly auth purge, daily backups, the 365-day audit purge, the 7-day
+    # workspace purge), written out: dropping an entry from SCHEDULES must fail here too.
+    assert {(e.module, e.expression) for e in SCHEDULES} == {
+        ("functions.purge_auth", "rate(1 hour)"), ("functions.backup_tenants", "cron(0 2 * * ? *)"),
+        ("functions.purge_audit_log", "cron(30 3 * * ? *)"), ("functions.purge_workspaces", "cron(0 4 * * ? *)")}
     schedules = props(template, "AWS::Scheduler::Schedule")
     assert len(schedules) == len(SCHEDULES)
     functions = resources(template, "AWS::Lambda::Function")

@@ -62,9 +62,8 @@ def delivered_message_id(sent: str, message_id: str, settings: Settings | None =
     settings = settings or get_settings()
     if settings.mail_backend != "ses":
         return message_id
-    import boto3  # lazily: cold start
-
-    region = boto3.session.Session().region_name or "us-east-1"
+    # The region boto3 sends through (a Lambda always sets AWS_REGION): no session built per email.
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     return f"{sent}@{'email' if region == 'us-east-1' else region}.amazonses.com"
 
 

@@ -12,18 +12,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from chalicelib.db.pool import Database, get_database, use_database
+from chalicelib.errors import DatabaseUnavailable
 from chalicelib.jobs.common import Outcome
 from chalicelib.logsafe import scrub_exception
-from chalicelib.observability import configure_logging, init_sentry
 from chalicelib.settings import Settings, SettingsError, get_settings
-from functions.common import claimed_result, parse_time
+from functions.common import claimed_result, init_observability, parse_time
 
 # Read by every command: which database, where local state lives, logging and error reporting.
 COMMON_SETTINGS = ("STAGE", "DATA_DIR", "DATABASE_URL", "JOBS_DATABASE_URL", "DB_IAM_AUTH", "DB_POOL_SIZE",
@@ -75,11 +74,9 @@ def claimed_main(prog: str, doc: str | None, run: Callable[[Database, datetime],
 def run_command(body: Callable[[Database], int]) -> int:
     """Run a command's body with the jobs role's database; a settings problem is one line and exit code 2."""
     try:
-        settings = get_settings()
         # stdout carries the command's result only (a JSON summary), so a pipe or a file gets just that.
-        configure_logging(settings.log_level, stream=sys.stderr)
-        init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, environment=settings.stage)
-        with jobs_database(settings) as db:
+        init_observability(stream=sys.stderr)
+        with jobs_database(get_settings()) as db:
             return body(db)
     except (SettingsError, SettingProblem) as exc:
         print(exc, file=sys.stderr)
@@ -129,22 +126,14 @@ def _probed(source: str, make: Callable[[], Database]) -> Database:
     """The database `make` builds, after one connection: a malformed or unreachable URL is a settings problem
     reported up front, not a traceback in the middle of a job."""
     import psycopg
-    from psycopg_pool import PoolTimeout
 
-    pool_log = logging.getLogger("psycopg.pool")
-    level = pool_log.level
-    # The pool logs each failed attempt with libpq's message; the one line below says it instead.
-    pool_log.setLevel(logging.CRITICAL)
     db: Database | None = None
     try:
         db = make()
-        with db.pool.connection() as conn:
-            conn.execute("SELECT 1")
-    except (psycopg.Error, PoolTimeout) as exc:
+        db.ping()  # opened in this thread: a refusal raises here, with no background retries to log
+    except (psycopg.Error, DatabaseUnavailable) as exc:
         if db is not None:
-            db.close()  # else its pool keeps retrying (and logging) in the background
+            db.close()
         # The type only: libpq's messages quote the connection string (host, user, even a password).
         raise SettingProblem(f"{source}: cannot connect as the jobs role ({type(exc).__name__})") from None
-    finally:
-        pool_log.setLevel(level)
     return db

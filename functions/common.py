@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from chalicelib.db.pool import Database
 from chalicelib.jobs.common import Outcome, jobs_database
@@ -16,10 +16,10 @@ class EventError(ValueError):
     """The Lambda event does not have the shape the function documents (the message says what is wrong)."""
 
 
-def init_observability() -> None:
-    """Logging and Sentry as in the API."""
+def init_observability(stream: IO[str] | None = None) -> None:
+    """Logging (to `stream`, else stdout) and Sentry as in the API."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, stream=stream)
     init_sentry(settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None, environment=settings.stage)
 
 

@@ -30,12 +30,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from chalicelib.db.pool import Database, get_database
+from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.vault.envelope import Vault
 from chalicelib.vault.store import rotate_tenant
 from functions import cli
-from functions.common import event_flag, event_strings, event_workspace_ids, init_observability
+from functions.common import event_flag, event_strings, event_workspace_ids, start
 
 log = logging.getLogger("crm.jobs.rotate")
 _PAGE = 1000
@@ -103,8 +103,7 @@ def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     """Lambda (direct invoke): {"tenant_ids": [...]?, "dry_run": bool?, "previous_kms_key_arns": [...]?}."""
     tenant_ids, dry_run = event_workspace_ids(event, "tenant_ids"), event_flag(event, "dry_run")
     previous = event_strings(event, "previous_kms_key_arns")
-    init_observability()
-    result = rotate(db=get_database("jobs"), vault=_vault(previous, []), tenant_ids=tenant_ids, dry_run=dry_run)
+    result = rotate(db=start(), vault=_vault(previous, []), tenant_ids=tenant_ids, dry_run=dry_run)
     return asdict(result)
 
 

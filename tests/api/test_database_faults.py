@@ -64,7 +64,12 @@ def _unavailable(response: Any, logs: io.StringIO) -> dict[str, Any]:
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]
     assert not [line for line in lines if line["level"] in ("ERROR", "CRITICAL")]
     assert "Traceback" not in logs.getvalue()
-    assert any(line["msg"] == "database unavailable" and line["request_id"] == body["request_id"] for line in lines)
+    (line,) = [x for x in lines if x["msg"] == "database unavailable" and x["request_id"] == body["request_id"]]
+    # One WARNING with what an operator needs (the kind and the request), nothing of the connection.
+    assert line["level"] == "WARNING" and set(line) <= {"ts", "level", "logger", "msg", "kind", "sqlstate",
+                                                          "request_id"}
+    for leak in ("127.0.0.1", "crm_app", "password", ".s.PGSQL", "host="):
+        assert leak not in logs.getvalue(), leak
     return body
 
 

@@ -196,7 +196,8 @@ def test_a_scheduler_event_purges_a_deleted_workspace_and_its_s3_blobs(
 
 
 
-def test_a_direct_invoke_exports_to_s3_and_hands_staff_a_short_lived_link(aws: Aws, fresh_db: TestDatabase) -> None:
+def test_a_direct_invoke_exports_to_s3_and_hands_staff_a_short_lived_link(
+        aws: Aws, fresh_db: TestDatabase, capfd: pytest.CaptureFixture[str]) -> None:
     tenant, other = make_tenant(fresh_db, "exported"), make_tenant(fresh_db, "other")
     jobs = Database(fresh_db.jobs_url, size=1, name="jobs")
     use_database(jobs, "jobs")
@@ -204,6 +205,10 @@ def test_a_direct_invoke_exports_to_s3_and_hands_staff_a_short_lived_link(aws: A
         result = export_tenant.handler({"workspace_id": str(tenant)}, None)
     finally:
         use_database(None, "jobs")
+    # The link is a bearer credential for its lifetime: it goes to the invoker only, never to a log line.
+    logged = "".join(capfd.readouterr())
+    assert "export written" in logged
+    assert "X-Amz-Signature" not in logged and result["url"].split("?")[0] not in logged
     assert result["key"].startswith(f"exports/{tenant}/") and result["rows"] >= 1
     # The link needs no credentials, downloads (never renders), and expires with DOWNLOAD_URL_TTL_S.
     with urllib.request.urlopen(result["url"], timeout=10) as response:

@@ -214,7 +214,7 @@ def _paths(app_url: str, admin_url: str, workspace: uuid.UUID, cookie: str,
             return response
 
         def database(statement: Any = statement, params: dict[str, Any] = params) -> object:
-            # As the handler does: the page is read after the block, so it travels with the COMMIT.
+            # As the handler does: the page is read after the block, so it travels with the commit.
             with tenant_tx(workspace, db=db) as conn:
                 cursor = conn.execute(statement, params)
             return cursor.fetchall()
@@ -292,7 +292,7 @@ def run() -> dict[str, float]:
                     s_alone = server[f"{name}: RLS statement"] / server[f"{name}: bypass floor"]
                     results[f"B2 {name} RLS statement alone ratio (server)"] = s_alone
                     share = f"{s_alone:5.2f}x server time, "
-                print(f"  {name:7s} the RLS statement alone (tenant from session start, no BEGIN/set_config/COMMIT):"
+                print(f"  {name:7s} the RLS statement alone (tenant from session start, no set_config):"
                       f" {share}{alone:5.2f}x client wall time (informational; the framing is what B1 measures)")
                 print(f"  {name:7s} whole handler {whole:5.2f}x (target <= 2.00) {'PASS' if whole <= 2.0 else 'FAIL'}")
         finally:

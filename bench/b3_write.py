@@ -2,8 +2,8 @@
 
 Paths, same run, interleaved (unix socket, pool size 1, crm_app under RLS everywhere):
   - floor: a single autocommit `INSERT INTO leads ...` (the tenant fixed at connection start, as in B1);
-  - write transaction: exactly the handler's writes, pipelined through tenant_tx (BEGIN, set_config,
-    INSERT lead RETURNING, INSERT stage history, INSERT audit, COMMIT);
+  - write transaction: exactly the handler's writes, pipelined through tenant_tx (set_config,
+    INSERT lead RETURNING, INSERT stage history, INSERT audit, and the Sync that commits them);
   - handler: `POST /workspaces/{id}/leads` through the app's Lambda entry point with the API Gateway
     event (cookie + CSRF + Origin, middleware, authorization, validation, the writes).
 Target: <= 1.5x the floor, and one round trip for the writes after validation. Round trips are counted
@@ -124,17 +124,21 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
 
 
 def _trace_batches(db: Any, action: Callable[[], object]) -> list[list[str]]:
-    """The statements of each client->server batch libpq sent while `action` ran, up to COMMIT's answer."""
+    """The statements of each client->server batch libpq sent while `action` ran (a Sync shows as "COMMIT":
+    it ends the transaction), up to the last transaction's end."""
     from tests.pgtrace import round_trips, trace_lines
 
     lines = trace_lines(db, action)
-    end = next((i for i, line in enumerate(lines) if line.startswith("B") and "CommandComplete" in line
-                and '"COMMIT"' in line), len(lines))
-    return [[_statement(line) for line in batch if "\tParse\t" in line or "\tQuery\t" in line]
+    end = max((i for i, line in enumerate(lines) if line.startswith("B") and "ReadyForQuery" in line),
+              default=len(lines))
+    return [[_statement(line) for line in batch
+             if "\tParse\t" in line or "\tQuery\t" in line or line.endswith("\tSync")]
             for batch in round_trips(lines[:end])]
 
 
 def _statement(line: str) -> str:
+    if line.endswith("\tSync"):
+        return "COMMIT (Sync)"
     # An empty statement (or simple Query) is the pool's full checkout check (after a long idle, or input).
     if "\tParse\t" not in line:
         return "(the pool's full checkout check)"

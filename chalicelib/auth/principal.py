@@ -199,8 +199,8 @@ def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "membe
                  ) -> Iterator[tuple[Connection[TupleRow], Callable[[], Principal]]]:
     """A tenant transaction whose authorization travels with the route's first statements.
 
-    Yields the connection and `caller()`, which gives the Principal when first called. BEGIN, set_config
-    and the authorization are queued and not awaited: what the route queues before it first reads a
+    Yields the connection and `caller()`, which gives the Principal when first called. set_config and the
+    authorization are queued and not awaited: what the route queues before it first reads a
     result (its reads, even its writes) shares their round trip. A refused caller's statements never
     run: the failed authorization aborts the transaction and the server skips everything behind it, and
     the block raises 401/403/404. Origin and CSRF are checked before the database is touched.
@@ -229,7 +229,7 @@ def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "membe
 def workspace_read(request: Request, workspace_id: str, *, min_role: Role = "member"
                    ) -> Iterator[Connection[TupleRow]]:
     """workspace_tx for GET routes that only queue reads and read their results after the block: the
-    authorization, the reads and the COMMIT travel in one round trip."""
+    authorization, the reads and the Sync that ends the transaction travel in one round trip."""
     with workspace_tx(request, workspace_id, min_role=min_role) as (conn, _caller):
         yield conn
 

@@ -114,7 +114,7 @@ def register(bp: Blueprint, resource: Resource) -> None:
         with workspace_read(request, workspace_id) as conn:
             page = store.list_pending(conn, resource.table, query)
             fields = custom_fields.definitions_pending(conn, resource.singular) if custom else None
-        # Read after the block: the authorization, the page and the COMMIT travelled in one round trip.
+        # Read after the block: the authorization, the page and the commit travelled in one round trip.
         if fields is not None:
             custom_fields.check_filters(params, fields())
         rows, cursor = page()
@@ -130,7 +130,7 @@ def register(bp: Blueprint, resource: Resource) -> None:
             with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
                 ctx = Context(conn, tenant, caller, request)
                 if key is not None:
-                    # The stored response needs the row before COMMIT: one more round trip.
+                    # The stored response needs the row before the transaction ends: one more round trip.
                     return idempotency.run(conn, tenant_id=tenant, key=key, route=f"POST {resource.path}",
                                            body=raw_body(request),
                                            produce=lambda: _create(ctx, resource, body, workspace_id)())
@@ -198,9 +198,9 @@ def _create(ctx: Context, resource: Resource, body: Any, workspace_id: str) -> C
     """Validate and queue the writes; the result builds the 201 once the row has arrived.
 
     Queued, not awaited: the row, its follow-ups, the audit entry and (when the caller calls the result
-    after the transaction block) the COMMIT travel in one round trip. In pipeline mode the INSERT's
-    error (a duplicate, a missing reference) may surface on any later statement of the batch or at
-    COMMIT, so callers map database errors around the whole transaction too.
+    after the transaction block) the Sync that commits travel in one round trip. In pipeline mode the
+    INSERT's error (a duplicate, a missing reference) may surface on any later statement of the batch or
+    at the commit, so callers map database errors around the whole transaction too.
     """
     values = resource.prepare_create(ctx, body)
     record = values.setdefault("id", uuid.uuid4())

@@ -190,7 +190,7 @@ def list_pending(conn: Connection[TupleRow], table: Table, query: ListQuery
                  ) -> Callable[[], tuple[list[Row], str | None]]:
     """Queue the SELECT of one page (pipeline mode: nothing is awaited); call the result for the page.
 
-    Called after the tenant transaction's block, the result arrives with the COMMIT: one round trip.
+    Called after the tenant transaction's block, the result arrives with the commit: one round trip.
     """
     statement, params = list_statement(table, query)
     cursor = conn.execute(statement, params)

@@ -29,9 +29,10 @@ def tenant_tx(tenant_id: uuid.UUID | str, *, db: Database | None = None,
               pipeline: bool = True) -> Iterator[Connection[TupleRow]]:
     """Yield a pooled connection inside a transaction scoped to one tenant by RLS.
 
-    With ``pipeline`` (the default) BEGIN, set_config and the first statement reach the server in
-    one round trip, and COMMIT shares the final one; a result read after the block costs no extra
-    round trip. Use ``pipeline=False`` for COPY. Any exception rolls the transaction back.
+    With ``pipeline`` (the default) set_config and the first statement reach the server in one round
+    trip, and the block's statements form one transaction that the pipeline's closing Sync commits; a
+    result read after the block costs no extra round trip. Use ``pipeline=False`` for COPY. Any
+    exception rolls the transaction back.
     """
     with _transaction(_SET_TENANT, (_tenant_str(tenant_id),), db, pipeline) as conn:
         yield conn
@@ -61,19 +62,20 @@ def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | 
     with database.connection() as conn:
         try:
             if pipeline:
-                # BEGIN/COMMIT are queued as plain statements: psycopg's transaction() waits for
-                # BEGIN's result in pipeline mode, which would cost a round trip of its own.
+                # No BEGIN and no COMMIT: in the extended protocol everything from the first statement
+                # to the next Sync is one transaction, which the Sync commits (or rolls back after an
+                # error, skipping whatever was queued behind it). The pipeline sends its only Sync when
+                # the block ends, so the block is one transaction and the transaction-local tenant lives
+                # exactly as long. That saves two statements per request over BEGIN ... COMMIT (bench
+                # B2). Nothing in the block may Sync early (a nested conn.transaction(), commit() or
+                # pipeline()): a source rule in tests/security/test_banned_patterns.py keeps them here.
                 with conn.pipeline() as queued:
-                    conn.execute("BEGIN")
                     if scope_sql is not None:
                         conn.execute(scope_sql, params)
                     try:
                         yield conn
-                        # Inside the try: sending COMMIT also reads whatever results have arrived, so a
-                        # refusal may surface here rather than in the block.
-                        conn.execute("COMMIT")
                     except BaseException:
-                        _settle(queued)
+                        _abandon(conn, queued)
                         raise
             else:
                 with conn.transaction():
@@ -83,6 +85,22 @@ def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | 
         except BaseException:
             _rollback(conn)
             raise
+
+
+def _abandon(conn: Connection[TupleRow], queued: Pipeline) -> None:
+    """Roll back what the block queued or ran, then settle the pipeline (the block raised).
+
+    The closing Sync would commit the block's transaction, so it must not be the next thing the
+    server sees. BEGIN turns the running transaction into an explicit block, statements already run
+    included, without a warning; ROLLBACK then discards all of it. After a server error both are
+    skipped, and the Sync ends the failed transaction with a rollback of its own.
+    """
+    for statement in ("BEGIN", "ROLLBACK"):
+        # Each is queued even when sending it reports an earlier statement's error (then both are
+        # skipped by the server, whose Sync rolls back).
+        with contextlib.suppress(psycopg.Error):
+            conn.execute(statement)
+    _settle(queued)
 
 
 def _settle(queued: Pipeline) -> None:

@@ -62,7 +62,7 @@ def list_pipelines(workspace_id: str) -> Response:
     with workspace_read(request, workspace_id) as conn:
         page = store.list_pending(conn, TABLE, query)
         stages = pipelines.page_stages_pending(conn, query)
-    # Read after the block: the authorization, the page, its stages and the COMMIT in one round trip.
+    # Read after the block: the authorization, the page, its stages and the commit in one round trip.
     rows, cursor = page()
     found = stages()
     missing = [r[0] for r in rows if not found.get(r[0])]

@@ -560,12 +560,11 @@ def test_failed_create_leaves_no_history_or_audit_row(ws: Workspace, fresh_db: T
 
 
 def _round_trips_after(app_db: Database, marker: str, action: Callable[[], None]) -> tuple[int, str]:
-    """How many client->server batches libpq sent from the one holding `marker` to the COMMIT's answer,
-    and the text of the first of them."""
+    """How many client->server batches libpq sent from the one holding `marker` to the answer of the Sync
+    that commits, and the text of the first of them."""
     lines = trace_lines(app_db, action)
     start = next(i for i, line in enumerate(lines) if line.startswith("F") and marker in line)
-    end = next(i for i in range(start, len(lines)) if lines[i].startswith("B") and "CommandComplete" in lines[i]
-               and "COMMIT" in lines[i])
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("B") and "ReadyForQuery" in lines[i])
     batches = round_trips(lines[start:end])
     return len(batches), "\n".join(batches[0])
 
@@ -575,9 +574,9 @@ def test_writes_after_validation_travel_in_one_round_trip(ws: Workspace, app_db:
         _lead(ws, value={"amount_minor": 5, "currency": "EUR"})
 
     batches, first = _round_trips_after(app_db, "INSERT INTO \"leads\"", create)
-    for needed in ("INSERT INTO \"leads\"", "INSERT INTO lead_stage_history", "INSERT INTO audit_log", "COMMIT"):
+    for needed in ("INSERT INTO \"leads\"", "INSERT INTO lead_stage_history", "INSERT INTO audit_log", "\tSync"):
         assert needed in first, f"{needed} was not sent with the lead's INSERT"
-    # ...and no other batch until the COMMIT is answered.
+    # ...and no other batch until the Sync that commits is answered.
     assert batches == 1, first
 
 
@@ -586,9 +585,9 @@ def test_create_takes_two_round_trips_authorization_with_validation_then_writes(
     def create() -> None:
         _lead(ws, custom={})
 
-    batches, first = _round_trips_after(app_db, "\tParse\t \"\" \"BEGIN\"", create)
-    # 1: BEGIN, tenant, the caller's authorization, the stage and the custom field definitions;
-    # 2: the writes and COMMIT.
+    batches, first = _round_trips_after(app_db, "set_config('app.tenant_id'", create)
+    # 1: the tenant, the caller's authorization, the stage and the custom field definitions;
+    # 2: the writes and the Sync that commits them.
     for needed in ("set_config", "app.authorize_session", "FROM stages", "FROM custom_fields"):
         assert needed in first, (needed, first)
     assert batches == 2, batches

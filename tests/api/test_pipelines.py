@@ -406,7 +406,7 @@ def test_board_is_one_query_whatever_the_number_of_stages(ws: Workspace, app_db:
         crm = [p for p in parsed if " stages" in p or " leads" in p]
         assert len(crm) == 1, crm  # one statement reads stages and leads together
         counts[pipeline["name"]] = len(parsed)
-    # BEGIN, the tenant, the session, the board, COMMIT: the same count for 5 and 12 stages.
+    # The tenant, the session, the board: the same count for 5 and 12 stages.
     assert counts["Sales"] == counts["Wide"]
 
 

@@ -197,7 +197,7 @@ def test_checkout_after_a_long_idle_runs_the_full_check(fresh_db: TestDatabase) 
         db.close()
 
 
-def test_begin_set_config_and_first_statement_share_one_round_trip(
+def test_set_config_first_statement_and_sync_share_one_round_trip(
         fresh_db: TestDatabase, app_db: Database) -> None:
     a = make_tenant(fresh_db)
     result: list[object] = []
@@ -209,13 +209,40 @@ def test_begin_set_config_and_first_statement_share_one_round_trip(
 
     lines = trace_lines(app_db, read)
     assert result[0] is not None
-    # From BEGIN on (a checkout check, if any, comes before it), every frontend message up to
-    # the first backend answer is one round trip: it must hold BEGIN, set_config, SELECT and COMMIT.
-    start = next(i for i, line in enumerate(lines) if "Parse" in line and "BEGIN" in line)
+    # From set_config on (a checkout check, if any, comes before it), every frontend message up to the
+    # first backend answer is one round trip: set_config, the SELECT and the Sync that commits them.
+    start = next(i for i, line in enumerate(lines) if "Parse" in line and "set_config" in line)
     first_answer = next(i for i in range(start, len(lines)) if lines[i].startswith("B"))
-    batch = "\n".join(lines[start:first_answer])
-    for needed in ("BEGIN", "set_config", "SELECT name FROM workspaces", "COMMIT"):
-        assert needed in batch, f"{needed} was not in the first round trip"
+    batch = lines[start:first_answer]
+    assert any("SELECT name FROM workspaces" in line for line in batch), batch
+    assert any(line.endswith("\tSync") for line in batch), batch
+    # The extended protocol's own transaction (first statement to Sync) frames it: no BEGIN, no COMMIT.
+    assert not [line for line in lines if '"BEGIN"' in line or '"COMMIT"' in line], lines
+
+
+def test_the_block_is_one_transaction(fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db)
+    with tenant_tx(a, db=app_db) as conn:
+        first = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        conn.execute("UPDATE workspaces SET name = 'one' RETURNING id").fetchall()
+        second = conn.execute("SELECT pg_current_xact_id()::text, current_setting('app.tenant_id')").fetchone()
+    assert first is not None and second == (first[0], str(a))
+
+
+def test_exception_after_a_write_ran_rolls_it_back_without_a_warning(
+        fresh_db: TestDatabase, app_db: Database) -> None:
+    a = make_tenant(fresh_db, "kept")
+    notices: list[str] = []
+    with app_db.pool.connection() as conn:
+        conn.add_notice_handler(lambda diag: notices.append(f"{diag.severity}: {diag.message_primary}"))
+    with pytest.raises(RuntimeError), tenant_tx(a, db=app_db) as conn:
+        # The UPDATE has run (its result was read) when the block fails: the closing Sync must not
+        # commit it. A bare ROLLBACK would, besides, draw "there is no transaction in progress".
+        assert conn.execute("UPDATE workspaces SET name = 'lost' RETURNING id").fetchall() == [(a,)]
+        raise RuntimeError("boom")
+    assert _visible_names(app_db, a) == ["kept"]
+    assert notices == []
+    assert _leftover_tenant(app_db) in ("", None)
 
 
 def test_jobs_role_lists_workspaces_but_reads_tenant_rows_only_per_tenant(fresh_db: TestDatabase) -> None:

@@ -20,16 +20,17 @@ RULES = {
     "%-formatted SQL": re.compile(r"\.execute\([^)]*[\"']\s*%\s*[(\w]"),
     ".format()-built SQL": re.compile(r"\.execute\(\s*[\"'][^\"']*[\"']\.format\("),
     "Chalice debug mode": re.compile(r"debug\s*=\s*True"),
-    # Inside tenant_tx the transaction is pipelined: psycopg cannot tell it is in one and would COMMIT it
-    # early (the rest then runs without a tenant). Only tenancy.py and the migrator open transactions.
-    "nested conn.transaction()": re.compile(r"\.transaction\(\)"),
+    # Inside tenant_tx the block is the extended protocol's own transaction, which the next Sync commits:
+    # a nested transaction(), pipeline(), sync(), commit() or rollback() would Sync (or COMMIT) early and
+    # the rest would run without a tenant. Only tenancy.py and the migrator control transactions.
+    "transaction control outside tenancy": re.compile(r"\.(transaction|pipeline|sync|commit|rollback)\(\)"),
     # workspace_tx / workspace_read let a route run before its caller's authorization has arrived: fine for
     # database work (a refusal makes PostgreSQL skip it), never for mail, storage or a provider's API. Each
     # module that uses them was reviewed for that; a new one must be too, and then be added here.
     "authorization deferred": re.compile(r"\bworkspace_(tx|read)\("),
 }
 ALLOWED = {
-    "nested conn.transaction()": {"chalicelib/db/tenancy.py", "chalicelib/db/migrate.py"},
+    "transaction control outside tenancy": {"chalicelib/db/tenancy.py", "chalicelib/db/migrate.py"},
     "authorization deferred": {"chalicelib/auth/principal.py", "chalicelib/crm/api.py", "chalicelib/routes/inbox.py",
                                "chalicelib/routes/telephony.py", "chalicelib/routes/pipelines.py",
                                "chalicelib/routes/api_keys.py", "chalicelib/routes/workspaces.py",
@@ -54,12 +55,14 @@ def test_the_rules_catch_what_they_are_meant_to() -> None:
         "%-formatted SQL": 'conn.execute("SELECT %s" % x)',
         ".format()-built SQL": 'conn.execute("SELECT {}".format(x))',
         "Chalice debug mode": "app.debug = True",
-        "nested conn.transaction()": "with conn.transaction():",
+        "transaction control outside tenancy": "with conn.transaction():",
         "authorization deferred": "with workspace_tx(request, workspace_id) as (conn, caller):",
     }
     for rule, line in bad.items():
         assert RULES[rule].search(line), rule
     assert not RULES["%-formatted SQL"].search('conn.execute("SELECT %s", (x,))')
+    for line in ("conn.commit()", "conn.rollback()", "with conn.pipeline():", "queued.sync()"):
+        assert RULES["transaction control outside tenancy"].search(line), line
 
 
 # Routes parse, authorize, call one domain function and shape the answer; SQL lives in the domain modules.

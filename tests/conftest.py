@@ -32,6 +32,8 @@ from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, bootstrap, load_migration
 from chalicelib.db.pool import Database, use_database  # noqa: E402
 
 TEST_DB_PREFIX = "crm_t_"
+# Shared fixtures and helpers, one module per area (import their helpers from there, never the fixtures).
+pytest_plugins = ["tests.fix_crm", "tests.fix_inbox", "tests.fix_aws"]
 
 
 @dataclass(frozen=True)

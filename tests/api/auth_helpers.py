@@ -9,24 +9,17 @@ script would send: JSON, the cookie, `Origin: PUBLIC_BASE_URL's origin` and `X-C
 from __future__ import annotations
 
 import email
-import io
 import json
-import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-import pytest
 from chalice.test import Client
 
-import app as app_module
-from chalicelib.db.pool import Database
-from chalicelib.observability import configure_logging
 from chalicelib.settings import get_settings
 
 ORIGIN = "http://127.0.0.1:8000"  # the origin of the default PUBLIC_BASE_URL
@@ -245,55 +238,3 @@ def problem(response: Any, status: int) -> dict[str, Any]:
 
 def fresh_address(label: str = "user") -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}@example.test"
-
-
-# ---- fixtures (imported by tests/api/conftest.py and tests/security/conftest.py) ----
-
-
-@pytest.fixture
-def outbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Outbox]:
-    """An empty outbox of this test's own: DATA_DIR points at a fresh directory while the test runs.
-
-    Its own directory, so a suite running at the same time in the same checkout cannot add or take
-    emails (the app's key file is then per test too, which nothing depends on).
-    """
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    get_settings.cache_clear()
-    box = Outbox(outbox_dir())
-    box.clear()
-    yield box
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def api(app_db: Database) -> Iterator[Client]:
-    """The real app, in process, on this test's fresh database."""
-    with Client(app_module.app) as client:
-        yield client
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
-    """Set settings variables for this test (get_settings is cached: cleared now and afterwards)."""
-
-    def apply(**values: Any) -> None:
-        for key, value in values.items():
-            monkeypatch.setenv(key.upper(), str(value))
-        get_settings.cache_clear()
-
-    yield apply
-    monkeypatch.undo()
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """Everything the app logs during the test, as JSON lines (restored to stdout afterwards)."""
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    configure_logging("DEBUG", stream=stream)
-    yield stream
-    configure_logging()
-    root.setLevel(level)

@@ -3,42 +3,28 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
 from chalice.test import Client
 
 from chalicelib.inbox.queue import LocalQueue
-from tests.api.auth_helpers import Browser, Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
+from tests.api.auth_helpers import Outbox, call, create_workspace, fresh_address, problem, sign_in
 from tests.api.download_helpers import follow, link_for
 from tests.conftest import TestDatabase
+from tests.fix_inbox import (
+    email_setup,
+    load_event,
+    mailgun_signed,
+    post_mailgun_form,
+    post_mailgun_multipart,
+    signed_mailgun_forward,
+    threads_of,
+)
 
-KEY = "key-" + uuid.uuid4().hex
 TEXT = f"CANARY-mail-{uuid.uuid4().hex}"
-# A Mailgun forward() delivery with two files; @TIMESTAMP@, @TOKEN@ and @SIGNATURE@ are signed per test.
-MAILGUN_FORWARD = Path(__file__).resolve().parents[1] / "fixtures" / "mailgun_forward.multipart"
-
-
-def _setup(api: Client, outbox: Outbox) -> tuple[Browser, str, str]:
-    owner = sign_in(api, fresh_address("owner"), outbox)
-    workspace = create_workspace(api, owner)["id"]
-    response = call(api, "POST", f"/workspaces/{workspace}/channels", owner,
-                    {"type": "email", "signing_key": KEY, "address": "sales@acme.example"})
-    assert response.status_code == 201, response.body
-    return owner, workspace, body_of(response)["id"]
-
-
-def _signed(fields: dict[str, str], *, key: str = KEY, age: int = 0) -> dict[str, str]:
-    timestamp, token = str(int(time.time()) - age), uuid.uuid4().hex + uuid.uuid4().hex
-    signature = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    return {**fields, "timestamp": timestamp, "token": token, "signature": signature}
 
 
 def _mail(message_id: str, *, reply_to: str | None = None, text: str = TEXT) -> dict[str, str]:
@@ -49,56 +35,43 @@ def _mail(message_id: str, *, reply_to: str | None = None, text: str = TEXT) -> 
     return fields
 
 
-def _post_form(api: Client, channel: str, fields: dict[str, str]) -> Any:
-    return api.http.post(f"/webhooks/email/{channel}", body=urlencode(fields).encode(),
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
-
-
-def _messages(api: Client, owner: Browser, workspace: str) -> list[list[dict[str, Any]]]:
-    conversations = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
-    return [body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{c['id']}/messages", owner))["data"]
-            for c in conversations]
-
-
 def test_signed_email_lands_in_a_conversation_and_replies_thread(
         api: Client, outbox: Outbox, worker: LocalQueue) -> None:
-    owner, workspace, channel = _setup(api, outbox)
-    assert _post_form(api, channel, _signed(_mail("m1@customer.example"))).status_code == 200
-    assert _post_form(api, channel, _signed(_mail("m2@customer.example", reply_to="m1@customer.example",
-                                                  text="second"))).status_code == 200
+    owner, workspace, channel = email_setup(api, outbox)
+    assert post_mailgun_form(api, channel, mailgun_signed(_mail("m1@customer.example"))).status_code == 200
+    reply = _mail("m2@customer.example", reply_to="m1@customer.example", text="second")
+    assert post_mailgun_form(api, channel, mailgun_signed(reply)).status_code == 200
     worker.drain()
-    threads = _messages(api, owner, workspace)
+    threads = threads_of(api, owner, workspace)
     assert [[m["body"] for m in thread] for thread in threads] == [[TEXT, "second"]]
 
 
 def test_replayed_token_stale_timestamp_and_bad_signature_are_401(
         api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
-    fields = _signed(_mail("r1@customer.example"))
-    assert _post_form(api, channel, fields).status_code == 200
-    problem(_post_form(api, channel, fields), 401)  # the same token again
-    problem(_post_form(api, channel, _signed(_mail("r2@customer.example"), age=301)), 401)
-    problem(_post_form(api, channel, _signed(_mail("r3@customer.example"), key="key-other")), 401)
+    _owner, _workspace, channel = email_setup(api, outbox)
+    fields = mailgun_signed(_mail("r1@customer.example"))
+    assert post_mailgun_form(api, channel, fields).status_code == 200
+    problem(post_mailgun_form(api, channel, fields), 401)  # the same token again
+    problem(post_mailgun_form(api, channel, mailgun_signed(_mail("r2@customer.example"), age=301)), 401)
+    problem(post_mailgun_form(api, channel, mailgun_signed(_mail("r3@customer.example"), key="key-other")), 401)
     with fresh_db.admin() as conn:
         assert conn.execute("SELECT count(*) FROM inbound_events").fetchone() == (1,)
 
 
 def test_multipart_attachments_are_stored_and_downloadable_only_in_the_workspace(
         api: Client, outbox: Outbox, worker: LocalQueue) -> None:
-    owner, workspace, channel = _setup(api, outbox)
-    fields = _signed(_mail("a1@customer.example"))
+    owner, workspace, channel = email_setup(api, outbox)
+    fields = mailgun_signed(_mail("a1@customer.example"))
     boundary = "----crmtest" + uuid.uuid4().hex
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
              for k, v in fields.items()]
     data = b"%PDF-1.4 fake " + bytes(range(256))
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="attachment-1"; filename="offer.pdf"\r\n'
                  f'Content-Type: application/pdf\r\n\r\n'.encode() + data + b"\r\n")
-    raw = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    response = api.http.post(f"/webhooks/email/{channel}", body=raw,
-                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    response = post_mailgun_multipart(api, channel, b"".join(parts) + f"--{boundary}--\r\n".encode())
     assert response.status_code == 200, response.body
     worker.drain()
-    (thread,) = _messages(api, owner, workspace)
+    (thread,) = threads_of(api, owner, workspace)
     (attachment,) = thread[0]["attachments"]
     assert attachment["filename"] == "offer.pdf" and attachment["size"] == len(data)
     assert attachment["sha256"] == hashlib.sha256(data).hexdigest()
@@ -107,7 +80,7 @@ def test_multipart_attachments_are_stored_and_downloadable_only_in_the_workspace
 
 
 def test_body_mime_form_is_understood(api: Client, outbox: Outbox, worker: LocalQueue) -> None:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = email_setup(api, outbox)
     message = EmailMessage()
     message["From"] = "Pat <pat@customer.example>"
     message["To"] = "sales@acme.example"
@@ -115,32 +88,33 @@ def test_body_mime_form_is_understood(api: Client, outbox: Outbox, worker: Local
     message["Message-Id"] = "<mime1@customer.example>"
     message.set_content("from mime ✓")
     message.add_attachment(b"hello", maintype="text", subtype="plain", filename="note.txt")
-    fields = _signed({"recipient": "sales@acme.example", "body-mime": message.as_string()})
-    assert _post_form(api, channel, fields).status_code == 200
+    fields = mailgun_signed({"recipient": "sales@acme.example", "body-mime": message.as_string()})
+    assert post_mailgun_form(api, channel, fields).status_code == 200
     worker.drain()
-    (thread,) = _messages(api, owner, workspace)
+    (thread,) = threads_of(api, owner, workspace)
     assert thread[0]["body"].strip() == "from mime ✓"
     assert [a["filename"] for a in thread[0]["attachments"]] == ["note.txt"]
 
 
 def test_wrong_content_type_and_malformed_forms(api: Client, outbox: Outbox) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
+    _owner, _workspace, channel = email_setup(api, outbox)
     problem(api.http.post(f"/webhooks/email/{channel}", body=b"{}", headers={"Content-Type": "application/json"}), 415)
     problem(api.http.post(f"/webhooks/email/{channel}", body=b"\xff\xfe",
                           headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)
 
 
 def test_attachments_download_for_members_only(api: Client, outbox: Outbox, worker: LocalQueue) -> None:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = email_setup(api, outbox)
     message = EmailMessage()
     message["From"] = "pat@customer.example"
     message["Message-Id"] = "<dl1@customer.example>"
     message.set_content("see attached")
     html = b"<script>alert(1)</script>"
     message.add_attachment(html, maintype="text", subtype="html", filename='x".html')
-    _post_form(api, channel, _signed({"recipient": "sales@acme.example", "body-mime": message.as_string()}))
+    fields = mailgun_signed({"recipient": "sales@acme.example", "body-mime": message.as_string()})
+    post_mailgun_form(api, channel, fields)
     worker.drain()
-    (thread,) = _messages(api, owner, workspace)
+    (thread,) = threads_of(api, owner, workspace)
     attachment = thread[0]["attachments"][0]["id"]
     # No Accept header: the answer is JSON (a binary body would need one, and could exceed 6 MB).
     download = link_for(api, owner, workspace, attachment)
@@ -180,19 +154,13 @@ def _fixture_files(raw: bytes) -> dict[str, tuple[str, bytes]]:
 def test_mailgun_forward_with_two_files_stores_exactly_those_two(
         api: Client, outbox: Outbox, worker: LocalQueue) -> None:
     """A real-shaped "store and notify / forward" multipart: attachment-count and content-id-map are fields."""
-    owner, workspace, channel = _setup(api, outbox)
-    raw = MAILGUN_FORWARD.read_bytes()
-    signed = _signed({})
-    for name in ("timestamp", "token", "signature"):
-        raw = raw.replace(f"@{name.upper()}@".encode(), signed[name].encode())
-    boundary = raw.split(b"\r\n", 1)[0].removeprefix(b"--").decode()
-    response = api.http.post(f"/webhooks/email/{channel}", body=raw,
-                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    owner, workspace, channel = email_setup(api, outbox)
+    response = post_mailgun_multipart(api, channel, signed_mailgun_forward())
     assert response.status_code == 200, response.body
     worker.drain()
-    (thread,) = _messages(api, owner, workspace)
+    (thread,) = threads_of(api, owner, workspace)
     (message,) = thread
-    expected = _fixture_files(MAILGUN_FORWARD.read_bytes())
+    expected = _fixture_files(load_event("mailgun_forward.multipart"))
     assert set(expected) == {"signed-quote.pdf", "logo.png"}
     assert sorted((a["filename"], a["content_type"], a["size"], a["sha256"]) for a in message["attachments"]) == sorted(
         (name, kind, len(data), hashlib.sha256(data).hexdigest()) for name, (kind, data) in expected.items())

@@ -14,11 +14,17 @@ from chalice.test import Client
 
 from tests.api.auth_helpers import Outbox, body_of, call, problem
 from tests.api.download_helpers import follow, link_for
-from tests.api.test_inbox_email import _post_form, _setup, _signed
-from tests.api.test_inbox_whatsapp import _delivery, _text
-from tests.api.test_inbox_whatsapp import _post as post_whatsapp
-from tests.api.test_inbox_whatsapp import _setup as setup_whatsapp
 from tests.conftest import TestDatabase
+from tests.fix_inbox import (
+    email_setup,
+    mailgun_signed,
+    post_mailgun_form,
+    post_whatsapp,
+    whatsapp_delivery,
+    whatsapp_message,
+    whatsapp_setup,
+    whatsapp_text,
+)
 
 MEDIA = b"\xff\xd8\xff" + bytes(range(200))
 
@@ -75,8 +81,9 @@ def graph(env: Callable[..., None]) -> Iterator[type[FakeGraph]]:
 
 def test_whatsapp_reply_goes_through_the_graph_api(api: Client, outbox: Outbox, worker: Any,
                                                   graph: type[FakeGraph]) -> None:
-    owner, workspace, channel = setup_whatsapp(api, outbox)
-    post_whatsapp(api, channel["id"], _delivery(channel["phone_number_id"], messages=[_text("wamid.R1")]))
+    owner, workspace, channel = whatsapp_setup(api, outbox)
+    raw = whatsapp_delivery(channel["phone_number_id"], messages=[whatsapp_text("wamid.R1")])
+    post_whatsapp(api, channel["id"], raw)
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
     response = call(api, "POST", f"/workspaces/{workspace}/conversations/{conversation}/messages", owner,
@@ -91,8 +98,9 @@ def test_whatsapp_reply_goes_through_the_graph_api(api: Client, outbox: Outbox, 
 
 
 def test_a_failed_send_is_recorded_not_lost(api: Client, outbox: Outbox, worker: Any, graph: type[FakeGraph]) -> None:
-    owner, workspace, channel = setup_whatsapp(api, outbox)
-    post_whatsapp(api, channel["id"], _delivery(channel["phone_number_id"], messages=[_text("wamid.R2")]))
+    owner, workspace, channel = whatsapp_setup(api, outbox)
+    raw = whatsapp_delivery(channel["phone_number_id"], messages=[whatsapp_text("wamid.R2")])
+    post_whatsapp(api, channel["id"], raw)
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
     graph.fail = True
@@ -107,8 +115,9 @@ def test_a_failed_send_is_recorded_not_lost(api: Client, outbox: Outbox, worker:
 def _email_and_reply(api: Client, outbox: Outbox, worker: Any, *, owner: Any, workspace: str, channel: str,
                      sender: str, message_id: str) -> Any:
     """A customer's email "Quote" ("hello") arrives; the owner replies "Here is the quote" (sent)."""
-    _post_form(api, channel, _signed({"sender": sender, "recipient": "sales@acme.example", "subject": "Quote",
-                                      "body-plain": "hello", "Message-Id": message_id}))
+    fields = {"sender": sender, "recipient": "sales@acme.example", "subject": "Quote", "body-plain": "hello",
+              "Message-Id": message_id}
+    post_mailgun_form(api, channel, mailgun_signed(fields))
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
     outbox.clear()
@@ -119,7 +128,7 @@ def _email_and_reply(api: Client, outbox: Outbox, worker: Any, *, owner: Any, wo
 
 
 def test_email_reply_threads_and_comes_back_to_the_conversation(api: Client, outbox: Outbox, worker: Any) -> None:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = email_setup(api, outbox)
     _email_and_reply(api, outbox, worker, owner=owner, workspace=workspace, channel=channel,
                      sender="Pat <pat@customer.example>", message_id="<first@customer.example>")
     mail = outbox.newest(to="pat@customer.example")
@@ -127,8 +136,9 @@ def test_email_reply_threads_and_comes_back_to_the_conversation(api: Client, out
     assert "In-Reply-To: <first@customer.example>" in raw
     reply_to = next(line.split(": ", 1)[1] for line in raw.splitlines() if line.startswith("Reply-To:"))
     # The customer answers to the signed reply address without threading headers: same conversation.
-    _post_form(api, channel, _signed({"sender": "pat@customer.example", "recipient": reply_to, "subject": "Re",
-                                      "body-plain": "ok", "Message-Id": "<second@customer.example>"}))
+    fields = {"sender": "pat@customer.example", "recipient": reply_to, "subject": "Re", "body-plain": "ok",
+              "Message-Id": "<second@customer.example>"}
+    post_mailgun_form(api, channel, mailgun_signed(fields))
     worker.drain()
     conversations = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
     assert len(conversations) == 1
@@ -136,7 +146,7 @@ def test_email_reply_threads_and_comes_back_to_the_conversation(api: Client, out
 
 def test_an_answer_quoting_only_our_message_id_joins_the_conversation(
         api: Client, outbox: Outbox, worker: Any, fresh_db: TestDatabase) -> None:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = email_setup(api, outbox)
     response = _email_and_reply(api, outbox, worker, owner=owner, workspace=workspace, channel=channel,
                                 sender="pat@customer.example", message_id="<q1@customer.example>")
     sent = outbox.newest(to="pat@customer.example").message
@@ -147,10 +157,10 @@ def test_an_answer_quoting_only_our_message_id_joins_the_conversation(
         assert stored.fetchone() == (message_id.strip("<>"),)
     # The customer's client answers the plain channel address (not the signed Reply-To), quoting our id only.
     assert "sales@acme.example" not in str(sent["Reply-To"])
-    _post_form(api, channel, _signed({"sender": "pat@customer.example", "recipient": "sales@acme.example",
-                                      "subject": "Re: Quote", "body-plain": "accepted",
-                                      "Message-Id": "<q2@customer.example>", "In-Reply-To": message_id,
-                                      "References": f"<q1@customer.example> {message_id}"}))
+    fields = {"sender": "pat@customer.example", "recipient": "sales@acme.example", "subject": "Re: Quote",
+              "body-plain": "accepted", "Message-Id": "<q2@customer.example>", "In-Reply-To": message_id,
+              "References": f"<q1@customer.example> {message_id}"}
+    post_mailgun_form(api, channel, mailgun_signed(fields))
     worker.drain()
     (only,) = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
     messages = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{only['id']}/messages", owner))
@@ -158,22 +168,23 @@ def test_an_answer_quoting_only_our_message_id_joins_the_conversation(
 
 
 def test_reply_to_another_workspaces_conversation_is_404(api: Client, outbox: Outbox, worker: Any) -> None:
-    owner, workspace, channel = _setup(api, outbox)
-    _post_form(api, channel, _signed({"sender": "pat@customer.example", "recipient": "sales@acme.example",
-                                      "body-plain": "x", "Message-Id": "<iso@customer.example>"}))
+    owner, workspace, channel = email_setup(api, outbox)
+    fields = {"sender": "pat@customer.example", "recipient": "sales@acme.example", "body-plain": "x",
+              "Message-Id": "<iso@customer.example>"}
+    post_mailgun_form(api, channel, mailgun_signed(fields))
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
-    other_owner, other_workspace, _ = _setup(api, outbox)
+    other_owner, other_workspace, _ = email_setup(api, outbox)
     problem(call(api, "POST", f"/workspaces/{other_workspace}/conversations/{conversation}/messages", other_owner,
                  {"body": "x"}), 404)
 
 
 def test_whatsapp_media_is_fetched_into_the_blob_store(api: Client, outbox: Outbox, worker: Any,
                                                       graph: type[FakeGraph]) -> None:
-    owner, workspace, channel = setup_whatsapp(api, outbox)
-    image = {"from": "14155550123", "id": "wamid.M1", "timestamp": "1764230000", "type": "image",
-             "image": {"id": "4490709327384033", "mime_type": "image/jpeg", "caption": "photo"}}
-    post_whatsapp(api, channel["id"], _delivery(channel["phone_number_id"], messages=[image]))
+    owner, workspace, channel = whatsapp_setup(api, outbox)
+    image = whatsapp_message("whatsapp_image.json", "wamid.M1",
+                             image={"id": "4490709327384033", "mime_type": "image/jpeg", "caption": "photo"})
+    post_whatsapp(api, channel["id"], whatsapp_delivery(channel["phone_number_id"], messages=[image]))
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
     (message,) = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{conversation}/messages",
@@ -185,10 +196,9 @@ def test_whatsapp_media_is_fetched_into_the_blob_store(api: Client, outbox: Outb
 
 
 def test_media_on_a_non_meta_or_private_host_is_not_fetched(api: Client, outbox: Outbox, worker: Any) -> None:
-    owner, workspace, channel = setup_whatsapp(api, outbox)
-    image = {"from": "14155550123", "id": "wamid.M2", "timestamp": "1764230000", "type": "image",
-             "image": {"id": "123", "mime_type": "image/jpeg"}}
-    post_whatsapp(api, channel["id"], _delivery(channel["phone_number_id"], messages=[image]))
+    owner, workspace, channel = whatsapp_setup(api, outbox)
+    image = whatsapp_message("whatsapp_image.json", "wamid.M2")
+    post_whatsapp(api, channel["id"], whatsapp_delivery(channel["phone_number_id"], messages=[image]))
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]["id"]
     (message,) = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{conversation}/messages",

@@ -7,79 +7,46 @@ import hmac
 import io
 import json
 import threading
-import uuid
-from typing import Any
 
 from chalice.test import Client
 
 import app as app_module
 from chalicelib.inbox.queue import LocalQueue
-from tests.api.auth_helpers import Browser, Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
+from tests.api.auth_helpers import Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
 from tests.conftest import TestDatabase
-
-APP_SECRET = "app-secret-" + uuid.uuid4().hex
-TEXT = f"CANARY-message-{uuid.uuid4().hex}"
-PHONE = "14155550123"
-
-
-def _channel(api: Client, browser: Browser, workspace: str, number_id: str = "106540352242922") -> dict[str, Any]:
-    response = call(api, "POST", f"/workspaces/{workspace}/channels", browser, {
-        "type": "whatsapp", "phone_number_id": number_id, "access_token": "EAAG" + "x" * 20,
-        "app_secret": APP_SECRET, "verify_token": "verify-me-please"})
-    assert response.status_code == 201, response.body
-    return dict(body_of(response))
-
-
-def _delivery(number_id: str, *, messages: list[dict[str, Any]] | None = None,
-              statuses: list[dict[str, Any]] | None = None) -> bytes:
-    value: dict[str, Any] = {"messaging_product": "whatsapp",
-                             "metadata": {"display_phone_number": "15550001111", "phone_number_id": number_id},
-                             "contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": PHONE}]}
-    if messages is not None:
-        value["messages"] = messages
-    if statuses is not None:
-        value["statuses"] = statuses
-    document = {"object": "whatsapp_business_account",
-                "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": value}]}]}
-    return json.dumps(document, ensure_ascii=False).encode()
-
-
-def _text(wamid: str, body: str = TEXT) -> dict[str, Any]:
-    return {"from": PHONE, "id": wamid, "timestamp": "1764230000", "type": "text", "text": {"body": body}}
-
-
-def _post(api: Client, channel_id: str, raw: bytes, secret: str = APP_SECRET) -> Any:
-    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return api.http.post(f"/webhooks/whatsapp/{channel_id}", body=raw,
-                         headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature})
-
-
-def _setup(api: Client, outbox: Outbox) -> tuple[Browser, str, dict[str, Any]]:
-    owner = sign_in(api, fresh_address("owner"), outbox)
-    workspace = create_workspace(api, owner)["id"]
-    return owner, workspace, _channel(api, owner, workspace)
+from tests.fix_inbox import (
+    WHATSAPP_PHONE,
+    WHATSAPP_SECRET,
+    WHATSAPP_TEXT,
+    post_whatsapp,
+    whatsapp_delivery,
+    whatsapp_setup,
+    whatsapp_status,
+    whatsapp_text,
+)
 
 
 def test_signed_text_message_becomes_contact_conversation_and_message(
         api: Client, outbox: Outbox, worker: LocalQueue, logs: io.StringIO) -> None:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = whatsapp_setup(api, outbox)
     assert channel["webhook_url"].endswith(f"/webhooks/whatsapp/{channel['id']}")
-    assert APP_SECRET not in json.dumps(channel)
-    response = _post(api, channel["id"], _delivery(channel["phone_number_id"], messages=[_text("wamid.A1")]))
+    assert WHATSAPP_SECRET not in json.dumps(channel)
+    raw = whatsapp_delivery(channel["phone_number_id"], messages=[whatsapp_text("wamid.A1")])
+    response = post_whatsapp(api, channel["id"], raw)
     assert response.status_code == 200, response.body
     worker.drain()
     listed = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"]
     assert len(listed) == 1
     messages = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/{listed[0]['id']}/messages",
                             owner))["data"]
-    assert [(m["direction"], m["body"], m["status"]) for m in messages] == [("in", TEXT, "received")]
+    assert [(m["direction"], m["body"], m["status"]) for m in messages] == [("in", WHATSAPP_TEXT, "received")]
     contact = body_of(call(api, "GET", f"/workspaces/{workspace}/contacts/{listed[0]['contact_id']}", owner))
-    assert contact["phone"] == "+" + PHONE and contact["first_name"] == "Kerry"
-    assert TEXT not in logs.getvalue() and PHONE not in logs.getvalue()
+    assert contact["phone"] == "+" + WHATSAPP_PHONE and contact["first_name"] == "Kerry"
+    assert WHATSAPP_TEXT not in logs.getvalue() and WHATSAPP_PHONE not in logs.getvalue()
 
 
 def test_handshake_answers_the_challenge_only_for_the_right_token(api: Client, outbox: Outbox) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
+    _owner, _workspace, channel = whatsapp_setup(api, outbox)
     path = f"/webhooks/whatsapp/{channel['id']}?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token="
     ok = api.http.get(path + "verify-me-please")
     assert ok.status_code == 200 and ok.body == b"1158201444" and ok.headers["Content-Type"] == "text/plain"
@@ -88,14 +55,14 @@ def test_handshake_answers_the_challenge_only_for_the_right_token(api: Client, o
 
 def test_bad_or_missing_signature_is_401_and_stores_nothing(
         api: Client, outbox: Outbox, worker: LocalQueue, fresh_db: TestDatabase) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
-    raw = _delivery(channel["phone_number_id"], messages=[_text("wamid.B1", "héllo 👋 \u2019")])
-    problem(_post(api, channel["id"], raw, secret="not-the-secret"), 401)
+    _owner, _workspace, channel = whatsapp_setup(api, outbox)
+    raw = whatsapp_delivery(channel["phone_number_id"], messages=[whatsapp_text("wamid.B1", "héllo 👋 \u2019")])
+    problem(post_whatsapp(api, channel["id"], raw, secret="not-the-secret"), 401)
     unsigned = api.http.post(f"/webhooks/whatsapp/{channel['id']}", body=raw,
                              headers={"Content-Type": "application/json"})
     problem(unsigned, 401)
     # Re-serialized JSON (escaped unicode) is other bytes: the signature of the original does not fit.
-    signature = "sha256=" + hmac.new(APP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    signature = "sha256=" + hmac.new(WHATSAPP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
     reserialized = json.dumps(json.loads(raw)).encode()
     problem(api.http.post(f"/webhooks/whatsapp/{channel['id']}", body=reserialized,
                           headers={"Content-Type": "application/json", "X-Hub-Signature-256": signature}), 401)
@@ -106,18 +73,19 @@ def test_bad_or_missing_signature_is_401_and_stores_nothing(
 
 
 def test_malformed_body_is_400_and_counted(api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
+    _owner, _workspace, channel = whatsapp_setup(api, outbox)
     for raw in (b"{not json", json.dumps({"object": "page"}).encode(),
                 json.dumps({"object": "whatsapp_business_account", "entry": "x"}).encode()):
-        problem(_post(api, channel["id"], raw), 400)
+        problem(post_whatsapp(api, channel["id"], raw), 400)
     with fresh_db.admin() as conn:
         assert conn.execute("SELECT count(*) FROM inbound_events").fetchone() == (0,)
 
 
 def test_another_workspaces_number_in_the_payload_is_refused(
         api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
-    problem(_post(api, channel["id"], _delivery("999999999", messages=[_text("wamid.C1")])), 401)
+    _owner, _workspace, channel = whatsapp_setup(api, outbox)
+    raw = whatsapp_delivery("999999999", messages=[whatsapp_text("wamid.C1")])
+    problem(post_whatsapp(api, channel["id"], raw), 401)
     with fresh_db.admin() as conn:
         assert conn.execute("SELECT count(*) FROM inbound_events").fetchone() == (0,)
 
@@ -128,13 +96,13 @@ def test_twenty_concurrent_copies_of_a_delivery_make_one_message(
 
     use_database(Database(fresh_db.app_url, size=8), "app")
     with Client(app_module.app) as api:
-        _owner, _workspace, channel = _setup(api, outbox)
-        raw = _delivery(channel["phone_number_id"], messages=[_text("wamid.D1")])
+        _owner, _workspace, channel = whatsapp_setup(api, outbox)
+        raw = whatsapp_delivery(channel["phone_number_id"], messages=[whatsapp_text("wamid.D1")])
         statuses: list[int] = []
 
         def deliver() -> None:
             with Client(app_module.app) as own:
-                statuses.append(_post(own, channel["id"], raw).status_code)
+                statuses.append(post_whatsapp(own, channel["id"], raw).status_code)
 
         threads = [threading.Thread(target=deliver) for _ in range(20)]
         for t in threads:
@@ -151,15 +119,15 @@ def test_twenty_concurrent_copies_of_a_delivery_make_one_message(
 
 def test_statuses_only_move_forward(
         api: Client, outbox: Outbox, worker: LocalQueue, fresh_db: TestDatabase) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
+    _owner, _workspace, channel = whatsapp_setup(api, outbox)
     number = channel["phone_number_id"]
-    _post(api, channel["id"], _delivery(number, messages=[_text("wamid.E1")]))
+    post_whatsapp(api, channel["id"], whatsapp_delivery(number, messages=[whatsapp_text("wamid.E1")]))
     worker.drain()
     with fresh_db.admin() as conn:
         conn.execute("UPDATE messages SET direction = 'out', status = 'queued' WHERE provider_message_id = 'wamid.E1'")
     for state in ("read", "delivered", "sent"):
-        _post(api, channel["id"], _delivery(number, statuses=[{"id": "wamid.E1", "status": state,
-                                                               "timestamp": "1764230001", "recipient_id": PHONE}]))
+        status = whatsapp_status("wamid.E1", state, timestamp="1764230001")
+        post_whatsapp(api, channel["id"], whatsapp_delivery(number, statuses=[status]))
         worker.drain()
     with fresh_db.admin() as conn:
         row = conn.execute("SELECT status FROM messages WHERE provider_message_id = 'wamid.E1'").fetchone()
@@ -167,7 +135,7 @@ def test_statuses_only_move_forward(
 
 
 def test_every_message_type_gets_a_readable_body(api: Client, outbox: Outbox, worker: LocalQueue) -> None:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = whatsapp_setup(api, outbox)
     kinds = [
         {"type": "image", "image": {"id": "m1", "mime_type": "image/jpeg", "caption": "a photo"}},
         {"type": "location", "location": {"latitude": 52.5, "longitude": 13.4, "name": "Office"}},
@@ -177,9 +145,10 @@ def test_every_message_type_gets_a_readable_body(api: Client, outbox: Outbox, wo
         {"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}},
         {"type": "document", "document": {"id": "m2", "filename": "offer.pdf", "mime_type": "application/pdf"}},
     ]
-    messages = [{"from": PHONE, "id": f"wamid.F{i}", "timestamp": str(1764230000 + i), **k}
+    messages = [{"from": WHATSAPP_PHONE, "id": f"wamid.F{i}", "timestamp": str(1764230000 + i), **k}
                 for i, k in enumerate(kinds)]
-    assert _post(api, channel["id"], _delivery(channel["phone_number_id"], messages=messages)).status_code == 200
+    raw = whatsapp_delivery(channel["phone_number_id"], messages=messages)
+    assert post_whatsapp(api, channel["id"], raw).status_code == 200
     worker.drain()
     conversation = body_of(call(api, "GET", f"/workspaces/{workspace}/conversations", owner))["data"][0]
     bodies = [m["body"] for m in body_of(call(api, "GET", f"/workspaces/{workspace}/conversations/"
@@ -188,7 +157,7 @@ def test_every_message_type_gets_a_readable_body(api: Client, outbox: Outbox, wo
 
 
 def test_member_cannot_manage_channels_and_other_workspace_gets_404(api: Client, outbox: Outbox) -> None:
-    _owner, workspace, channel = _setup(api, outbox)
+    _owner, workspace, channel = whatsapp_setup(api, outbox)
     other = sign_in(api, fresh_address("other"), outbox)
     create_workspace(api, other, "B")
     problem(call(api, "GET", f"/workspaces/{workspace}/channels", other), 404)
@@ -197,12 +166,12 @@ def test_member_cannot_manage_channels_and_other_workspace_gets_404(api: Client,
 
 
 def test_deep_and_oversize_bodies_are_refused(api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
-    _owner, _workspace, channel = _setup(api, outbox)
+    _owner, _workspace, channel = whatsapp_setup(api, outbox)
     deep = b"[" * 100_000 + b"]" * 100_000  # 200 KB: under the body limit, refused by the parser
-    problem(_post(api, channel["id"], deep), 400)
+    problem(post_whatsapp(api, channel["id"], deep), 400)
     nested = b'{"object": "whatsapp_business_account", "entry": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    problem(_post(api, channel["id"], nested), 400)
+    problem(post_whatsapp(api, channel["id"], nested), 400)
     huge = b'{"object": "whatsapp_business_account", "x": "' + b"a" * 2_000_000 + b'"}'
-    problem(_post(api, channel["id"], huge), 413)
+    problem(post_whatsapp(api, channel["id"], huge), 413)
     with fresh_db.admin() as conn:
         assert conn.execute("SELECT count(*) FROM inbound_events").fetchone() == (0,)

@@ -3,7 +3,6 @@ Idempotency-Key, and the create transaction (lead + stage history + audit writte
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import uuid
@@ -15,12 +14,11 @@ from typing import Any
 import pytest
 from chalice.test import Client
 
-import app as app_module
-from chalicelib.db.pool import Database, use_database
-from chalicelib.settings import get_settings
+from chalicelib.db.pool import Database
 from tests.api.auth_helpers import ORIGIN, Outbox, body_of, call, create_key, problem
 from tests.api.crm_helpers import Workspace, at, insert_rows, new_workspace, rows_of, without_request_id
-from tests.conftest import TestDatabase, scratch_database
+from tests.conftest import TestDatabase
+from tests.fix_crm import installed, shared_app
 from tests.pgtrace import round_trips, trace_lines
 
 
@@ -339,37 +337,15 @@ def _seed(ws: Workspace, db: TestDatabase, outbox: Outbox) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def listing_world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Listing]:
     """Built once: the list tests only read."""
-    data_dir = tmp_path_factory.mktemp("lists")
-    with scratch_database(pg_admin_url, template_db) as db:
-        app = Database(db.app_url, size=1, name="app")
-        try:
-            with _installed(app, data_dir), Client(app_module.app) as client:
-                box = Outbox(get_settings().data_dir / "outbox")
-                ws = new_workspace(client, box)
-                yield Listing(ws, db, _seed(ws, db, box), data_dir, app)
-        finally:
-            app.close()
-
-
-@contextlib.contextmanager
-def _installed(app: Database, data_dir: Path) -> Iterator[None]:
-    """The world's database and DATA_DIR as the app's, for as long as the block runs."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATA_DIR", str(data_dir))
-        get_settings.cache_clear()
-        use_database(app, "app")
-        try:
-            yield
-        finally:
-            use_database(None, "app")
-            get_settings.cache_clear()
-    get_settings.cache_clear()
+    with shared_app(pg_admin_url, template_db, tmp_path_factory.mktemp("lists")) as shared:
+        ws = new_workspace(shared.client, shared.outbox)
+        yield Listing(ws, shared.db, _seed(ws, shared.db, shared.outbox), shared.data_dir, shared.app)
 
 
 @pytest.fixture
 def listing(listing_world: Listing) -> Iterator[tuple[Workspace, dict[str, Any]]]:
     """The module's seeded workspace, installed again for each test (other tests install their own)."""
-    with _installed(listing_world.app, listing_world.data_dir):
+    with installed(listing_world.app, listing_world.data_dir):
         yield listing_world.ws, listing_world.seeded
 
 

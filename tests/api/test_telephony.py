@@ -28,7 +28,6 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib.blobs import get_blobs
-from chalicelib.inbox.ingest import use_queue
 from chalicelib.inbox.processing import process_event
 from chalicelib.inbox.providers import twilio
 from chalicelib.inbox.queue import LocalQueue
@@ -46,6 +45,7 @@ from tests.api.auth_helpers import (
 )
 from tests.api.download_helpers import follow, link_for
 from tests.conftest import TestDatabase
+from tests.fix_inbox import load_event
 
 FORM = "application/x-www-form-urlencoded"
 ACCOUNT = "AC" + uuid.uuid4().hex
@@ -123,14 +123,6 @@ def fake_twilio(env: Callable[..., None]) -> Iterator[FakeTwilio]:
     server.server_close()
 
 
-@pytest.fixture
-def worker() -> Iterator[LocalQueue]:
-    queue = LocalQueue(process_event)
-    use_queue(queue)
-    yield queue
-    use_queue(None)
-
-
 # ---- signing and posting like Twilio ----
 
 
@@ -155,8 +147,10 @@ def _post(client: Client, workspace: str, route: str, params: dict[str, str], *,
 
 def _status(call_sid: str, status: str, *, account: str = ACCOUNT, direction: str = "inbound",
             duration: str | None = None) -> dict[str, str]:
-    params = {"AccountSid": account, "ApiVersion": "2010-04-01", "CallSid": call_sid, "CallStatus": status,
-              "Direction": direction, "From": CALLER, "To": OUR_NUMBER, "Caller": CALLER, "FromCity": "SAN FRANCISCO",
+    """Twilio's call status callback (twilio_call_status.form) for this call, between CALLER and OUR_NUMBER."""
+    params = {**load_event("twilio_call_status.form"), "AccountSid": account, "CallSid": call_sid,
+              "CallStatus": status, "Direction": direction, "From": CALLER, "To": OUR_NUMBER, "Caller": CALLER,
+              "Called": OUR_NUMBER, "FromCity": "SAN FRANCISCO",
               "CallerName": "  Kerry & Co = ü+ "}  # spaces, & = + and non-ASCII: signed decoded, sent encoded
     if duration is not None:
         params["CallDuration"] = duration
@@ -165,15 +159,18 @@ def _status(call_sid: str, status: str, *, account: str = ACCOUNT, direction: st
 
 def _recording(call_sid: str, recording_sid: str, fake: FakeTwilio, *, account: str = ACCOUNT,
                status: str = "completed") -> dict[str, str]:
-    return {"AccountSid": account, "CallSid": call_sid, "RecordingSid": recording_sid,
-            "RecordingUrl": fake.recording_url(recording_sid, account), "RecordingStatus": status,
-            "RecordingDuration": "7", "RecordingChannels": "1", "RecordingSource": "DialVerb"}
+    """Twilio's recording status callback (twilio_recording_status.form), the recording at the fake Twilio."""
+    return {**load_event("twilio_recording_status.form"), "AccountSid": account, "CallSid": call_sid,
+            "RecordingSid": recording_sid, "RecordingUrl": fake.recording_url(recording_sid, account),
+            "RecordingStatus": status, "RecordingDuration": "7", "RecordingChannels": "1",
+            "RecordingSource": "DialVerb"}
 
 
 def _transcription(call_sid: str, transcription_sid: str, text: str = TRANSCRIPT) -> dict[str, str]:
-    return {"AccountSid": ACCOUNT, "CallSid": call_sid, "TranscriptionSid": transcription_sid,
-            "TranscriptionText": text, "TranscriptionStatus": "completed", "TranscriptionType": "fast",
-            "RecordingSid": _sid("RE")}
+    """Twilio's transcription callback (twilio_transcription.form) of a call from CALLER."""
+    return {**load_event("twilio_transcription.form"), "AccountSid": ACCOUNT, "CallSid": call_sid,
+            "TranscriptionSid": transcription_sid, "TranscriptionText": text, "TranscriptionStatus": "completed",
+            "RecordingSid": _sid("RE"), "From": CALLER, "Caller": CALLER, "To": OUR_NUMBER, "Called": OUR_NUMBER}
 
 
 def _workspace(api: Client, outbox: Outbox, *, account: str = ACCOUNT, token: str = TOKEN,

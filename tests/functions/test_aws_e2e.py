@@ -30,20 +30,6 @@ from tests.conftest import TestDatabase, make_tenant
 from tests.functions.conftest import AWS_REGION, SetEnv
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """moto's server on a free port of 127.0.0.1 (its state lives in this process), stopped at the end."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @dataclass(frozen=True)
 class Aws:
     """Resources made in moto for one test, and a boto3 client factory reaching them over HTTP."""

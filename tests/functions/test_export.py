@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,6 @@ from tests.functions.test_delete import SHARED_EMAIL, new_canary, plant, row_cou
 
 # Column names that hold a secret or a digest of one: they must never reach an export.
 SECRET_COLUMN = re.compile(r"ciphertext|(^|_)(key|token|code)_hash$|wrapped_key|password")
-
-
-@pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    db = Database(fresh_db.jobs_url, size=1, timeout=5.0, name="jobs")
-    yield db
-    db.close()
 
 
 @pytest.fixture

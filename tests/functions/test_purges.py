@@ -29,13 +29,6 @@ SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    db = Database(fresh_db.jobs_url, size=1, timeout=5.0, name="jobs")
-    yield db
-    db.close()
-
-
-@pytest.fixture
 def installed_jobs_db(jobs_db: Database) -> Iterator[Database]:
     """The jobs pool installed process-wide, for handler() and main() (which call start())."""
     use_database(jobs_db, "jobs")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,6 @@ def data_for(provider: str, secret: str) -> dict[str, str]:
         "stripe": {"secret_key": f"sk_test_CANARY{secret}"},
         "signnow": {"api_token": f"CANARY-secret-{secret}"},
     }[provider]
-
-
-@pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    db = Database(fresh_db.jobs_url, size=1, timeout=5.0, name="jobs")
-    yield db
-    db.close()
 
 
 @pytest.fixture

@@ -23,9 +23,8 @@ from psycopg import sql
 
 import app as app_module
 from chalicelib.api import is_fallback_view
-from chalicelib.db.pool import Database, use_database
+from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.settings import get_settings
 from tests.api.auth_helpers import (
     ORIGIN,
     Browser,
@@ -38,7 +37,8 @@ from tests.api.auth_helpers import (
     problem,
     sign_in,
 )
-from tests.conftest import TestDatabase, scratch_database
+from tests.conftest import TestDatabase
+from tests.fix_crm import installed, shared_app, table_rows
 
 CRM = ("companies", "contacts", "leads", "notes", "custom-fields", "pipelines", "imports")
 PARAM_RE = re.compile(r"\{([a-z_]+)\}")
@@ -146,68 +146,24 @@ def _populate(client: Client, owner: Browser, workspace: str, tag: str) -> dict[
 @pytest.fixture(scope="module")
 def world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Built once for the walk: no call of the walk may change anything (which each test checks)."""
-    data_dir = tmp_path_factory.mktemp("crm-isolation")
-    with scratch_database(pg_admin_url, template_db) as db:
-        app_db = Database(db.app_url, size=1, name="app")
-        try:
-            with _installed(app_db, data_dir), Client(app_module.app) as client:
-                box = Outbox(get_settings().data_dir / "outbox")
-                a1 = sign_in(client, "a1@example.test", box)
-                a = str(create_workspace(client, a1, "Alpha")["id"])
-                b1 = sign_in(client, "b1@example.test", box)
-                b = str(create_workspace(client, b1, "Beta")["id"])
-                b1_key = str(create_key(client, b1, b, role="admin")["key"])
-                world = World(db, client, a, b, a1, b1, b1_key, app_db, data_dir, _populate(client, a1, a, "alpha"),
-                              _populate(client, b1, b, "beta"))
-                world.b_board = _boards(world)
-                yield world
-        finally:
-            app_db.close()
-
-
-class _installed:
-    """The world's database and DATA_DIR as the app's while the block runs (other tests install their own)."""
-
-    def __init__(self, app_db: Database, data_dir: Path) -> None:
-        self.app_db, self.data_dir, self.patch = app_db, data_dir, pytest.MonkeyPatch()
-
-    def __enter__(self) -> None:
-        self.patch.setenv("DATA_DIR", str(self.data_dir))
-        get_settings.cache_clear()
-        use_database(self.app_db, "app")
-
-    def __exit__(self, *_exc: object) -> None:
-        use_database(None, "app")
-        self.patch.undo()
-        get_settings.cache_clear()
+    with shared_app(pg_admin_url, template_db, tmp_path_factory.mktemp("crm-isolation")) as shared:
+        client, box = shared.client, shared.outbox
+        a1 = sign_in(client, "a1@example.test", box)
+        a = str(create_workspace(client, a1, "Alpha")["id"])
+        b1 = sign_in(client, "b1@example.test", box)
+        b = str(create_workspace(client, b1, "Beta")["id"])
+        b1_key = str(create_key(client, b1, b, role="admin")["key"])
+        world = World(shared.db, client, a, b, a1, b1, b1_key, shared.app, shared.data_dir,
+                      _populate(client, a1, a, "alpha"), _populate(client, b1, b, "beta"))
+        world.b_board = _boards(world)
+        yield world
 
 
 @pytest.fixture
 def w(world: World) -> Iterator[World]:
     """The module's world, installed for this test."""
-    with _installed(world.app_db, world.data_dir):
+    with installed(world.app_db, world.data_dir):
         yield world
-
-
-def _tenant_tables(db: TestDatabase) -> list[str]:
-    with db.admin() as conn:
-        rows = conn.execute(
-            "SELECT c.table_name FROM information_schema.columns c JOIN information_schema.tables t"
-            " ON t.table_schema = c.table_schema AND t.table_name = c.table_name"
-            " WHERE c.table_schema = 'public' AND c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'"
-            " ORDER BY 1").fetchall()
-    return [str(r[0]) for r in rows]
-
-
-def _snapshot(db: TestDatabase, *tenants: str) -> dict[str, list[str]]:
-    """Every row of the tenants in every table with a tenant_id column (as JSON text), as the superuser."""
-    result: dict[str, list[str]] = {}
-    with db.admin() as conn:
-        for table in _tenant_tables(db):
-            query = sql.SQL("SELECT to_jsonb(t)::text FROM {} t WHERE tenant_id = ANY(%s)").format(
-                sql.Identifier(table))
-            result[table] = sorted(str(r[0]) for r in conn.execute(query, ([uuid.UUID(t) for t in tenants],)))
-    return result
 
 
 def _fill(value: Any, ids: dict[str, str]) -> Any:
@@ -252,13 +208,13 @@ def _mentions_a(w: World, response: Any) -> list[str]:
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=IDS)
 def test_b1_gets_404_for_every_crm_route_of_workspace_a(w: World, method: str, path: str) -> None:
-    before = _snapshot(w.db, w.a, w.b)
+    before = table_rows(w.db, w.a, w.b)
     for by_key in (False, True):
         response = _request(w, method, path, w.a, by_key=by_key)
         assert response.status_code == 404, (by_key, response.status_code, response.body)
         assert response.headers["Content-Type"] == "application/problem+json"
         assert _mentions_a(w, response) == []
-    assert _snapshot(w.db, w.a, w.b) == before
+    assert table_rows(w.db, w.a, w.b) == before
 
 
 # ---- R01/R12: B's workspace id, A's ids --------------------------------------------------------------------------
@@ -276,11 +232,11 @@ A_ID_ROUTES = [(m, p) for m, p in ROUTES if _names_a_row(m, p) and not (m == "GE
 @pytest.mark.parametrize(("method", "path"), A_ID_ROUTES,
                          ids=[f"{m} {p.removeprefix('/workspaces/{workspace_id}')}" for m, p in A_ID_ROUTES])
 def test_a_ids_used_inside_workspace_b_are_not_found(w: World, method: str, path: str) -> None:
-    before = _snapshot(w.db, w.a, w.b)
+    before = table_rows(w.db, w.a, w.b)
     local = path.removeprefix("/workspaces/{workspace_id}")
     record_in_path = any(name != "object" for name in PARAM_RE.findall(local))
     response = _request(w, method, path, w.b)
-    after = _snapshot(w.db, w.a, w.b)
+    after = table_rows(w.db, w.a, w.b)
     if local.startswith("/imports/"):
         # An import answers 200 with per-row errors: A's ids must be refused in every row, nothing written
         # but B's own audit entry of the (failed) import.
@@ -301,13 +257,13 @@ def test_a_ids_used_inside_workspace_b_are_not_found(w: World, method: str, path
 
 def test_a_real_custom_field_change_inside_workspace_b_is_not_found(w: World) -> None:
     # The walk sends this PATCH as a dry run (QUERIES); the change itself is refused the same way.
-    before = _snapshot(w.db, w.a, w.b)
+    before = table_rows(w.db, w.a, w.b)
     for query in ("", "?dry_run=false"):
         response = call(w.client, "PATCH", f"/workspaces/{w.b}/custom-fields/{w.ids['field_id']}{query}", w.b1,
                         BODIES[("PATCH", "/custom-fields/{field_id}")])
         problem(response, 404)
         assert _mentions_a(w, response) == []
-    assert _snapshot(w.db, w.a, w.b) == before
+    assert table_rows(w.db, w.a, w.b) == before
 
 
 def test_b_lists_never_contain_a_rows(w: World) -> None:
@@ -349,7 +305,7 @@ def _boards(w: World) -> dict[str, Any]:
 
 
 def test_tenant_id_in_a_body_is_refused(w: World) -> None:
-    before = _snapshot(w.db, w.a, w.b)
+    before = table_rows(w.db, w.a, w.b)
     base = f"/workspaces/{w.b}"
     for method, path, body in (("POST", "/leads", {"title": "x", "tenant_id": w.a}),
                                ("PATCH", f"/leads/{w.b_ids['lead_id']}", {"tenant_id": w.a}),
@@ -357,13 +313,13 @@ def test_tenant_id_in_a_body_is_refused(w: World) -> None:
                                ("PATCH", f"/pipelines/{w.b_ids['pipeline_id']}", {"tenant_id": w.a})):
         body_ = problem(call(w.client, method, base + path, w.b1, body), 422)
         assert "tenant_id" in [e["field"] for e in body_["errors"]]
-    assert _snapshot(w.db, w.a, w.b) == before
+    assert table_rows(w.db, w.a, w.b) == before
 
 
 def test_app_role_cannot_write_rows_of_another_tenant(w: World) -> None:
     a, b = uuid.UUID(w.a), uuid.UUID(w.b)
     app_db = w.app_db
-    before = _snapshot(w.db, w.a, w.b)
+    before = table_rows(w.db, w.a, w.b)
     attempts = [
         # An UPDATE moving B's lead to A.
         ("UPDATE leads SET tenant_id = %s WHERE id = %s", (a, uuid.UUID(w.b_ids["lead_id"]))),
@@ -383,7 +339,7 @@ def test_app_role_cannot_write_rows_of_another_tenant(w: World) -> None:
                             (uuid.UUID(w.ids["lead_id"]),)).fetchall() == []
         assert conn.execute("DELETE FROM notes WHERE id = %s RETURNING id",
                             (uuid.UUID(w.ids["note_id"]),)).fetchall() == []
-    assert _snapshot(w.db, w.a, w.b) == before
+    assert table_rows(w.db, w.a, w.b) == before
 
 
 # ---- R16: a user of both workspaces -----------------------------------------------------------------------------
@@ -404,12 +360,12 @@ def test_member_of_both_workspaces_touches_only_the_workspace_of_the_path(api: C
                                                                        "contact_id": in_b["id"]}))
     found = body_of(call(api, "GET", f"/workspaces/{a}/contacts?q=sam%40example", ab))["data"]
     assert [c["id"] for c in found] == [in_a["id"]]
-    before_b = _snapshot(fresh_db, b)
+    before_b = table_rows(fresh_db, b)
     # B's contact id under A's path is nobody, even for a member of both.
     problem(call(api, "DELETE", f"/workspaces/{a}/contacts/{in_b['id']}", ab), 404)
     problem(call(api, "POST", f"/workspaces/{a}/leads", ab, {"title": "x", "contact_id": in_b["id"]}), 422)
     assert call(api, "DELETE", f"/workspaces/{a}/contacts/{in_a['id']}", ab).status_code == 204
-    assert _snapshot(fresh_db, b) == before_b
+    assert table_rows(fresh_db, b) == before_b
     assert body_of(call(api, "GET", f"/workspaces/{b}/leads/{lead_b['id']}", ab))["contact_id"] == in_b["id"]
 
 

@@ -23,10 +23,9 @@ from chalicelib.blobs import LINK_PURPOSE, LocalBlobs
 from chalicelib.inbox.queue import LocalQueue
 from chalicelib.settings import get_settings
 from tests.api.auth_helpers import Browser, Outbox, call, problem
-from tests.api.conftest import worker  # noqa: F401
 from tests.api.download_helpers import fetch_token, follow, link_for, token_of
-from tests.api.test_inbox_email import _messages, _post_form, _setup, _signed
 from tests.conftest import TestDatabase
+from tests.fix_inbox import email_setup, mailgun_signed, post_mailgun_form, threads_of
 
 SECRET_BYTES = b"CANARY-file-" + uuid.uuid4().hex.encode()
 
@@ -42,16 +41,16 @@ class Stored:
 
 
 def _stored(api: Client, outbox: Outbox, queue: LocalQueue, db: TestDatabase, data: bytes) -> Stored:
-    owner, workspace, channel = _setup(api, outbox)
+    owner, workspace, channel = email_setup(api, outbox)
     message = EmailMessage()
     message["From"] = "pat@customer.example"
     message["Message-Id"] = f"<{uuid.uuid4().hex}@customer.example>"
     message.set_content("see attached")
     message.add_attachment(data, maintype="application", subtype="pdf", filename="contract.pdf")
-    assert _post_form(api, channel, _signed({"recipient": "sales@acme.example",
+    assert post_mailgun_form(api, channel, mailgun_signed({"recipient": "sales@acme.example",
                                              "body-mime": message.as_string()})).status_code == 200
     queue.drain()
-    (thread,) = _messages(api, owner, workspace)
+    (thread,) = threads_of(api, owner, workspace)
     attachment = thread[0]["attachments"][0]["id"]
     with db.admin() as conn:
         row = conn.execute("SELECT blob_key FROM attachments WHERE id = %s", (attachment,)).fetchone()
@@ -60,7 +59,7 @@ def _stored(api: Client, outbox: Outbox, queue: LocalQueue, db: TestDatabase, da
 
 
 @pytest.fixture
-def two(api: Client, outbox: Outbox, worker: LocalQueue,  # noqa: F811
+def two(api: Client, outbox: Outbox, worker: LocalQueue,
         fresh_db: TestDatabase) -> tuple[Stored, Stored]:
     """Workspaces A and B, each with one file; A's holds the secret bytes."""
     return (_stored(api, outbox, worker, fresh_db, SECRET_BYTES),

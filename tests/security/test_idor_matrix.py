@@ -3,7 +3,6 @@ ids, by cookie and by B's API key; every answer is 404 and no row of the databas
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from collections.abc import Iterator
@@ -12,17 +11,13 @@ from typing import Any
 
 import pytest
 from chalice.test import Client
-from psycopg import sql
 from pydantic import BaseModel, ValidationError
 
 import app as app_module
 from chalicelib.api import is_fallback_view
-from chalicelib.db.pool import Database, use_database
 from chalicelib.http import ENDPOINTS
-from chalicelib.settings import get_settings
 from tests.api.auth_helpers import (
     Browser,
-    Outbox,
     body_of,
     call,
     create_key,
@@ -30,7 +25,8 @@ from tests.api.auth_helpers import (
     invite_and_join,
     sign_in,
 )
-from tests.conftest import TestDatabase, scratch_database
+from tests.conftest import TestDatabase
+from tests.fix_crm import shared_app, table_rows
 
 # Bodies that would hurt if they got through. Other routes get a body generated from their model, or one of
 # EXTRA_BODIES where the model has cross-field rules; "{name}" stands for A's row of that path parameter.
@@ -187,44 +183,25 @@ def _seed_rows(client: Client, owner: Browser, workspace: str, params: dict[str,
 @pytest.fixture(scope="module")
 def world(pg_admin_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """Built once for the matrix: no call of the matrix may change anything (which each test checks)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATA_DIR", str(tmp_path_factory.mktemp("idor")))
-        get_settings.cache_clear()
-        with contextlib.ExitStack() as stack:
-            db = stack.enter_context(scratch_database(pg_admin_url, template_db))
-            stack.callback(use_database, None, "app")
-            stack.callback(get_settings.cache_clear)
-            use_database(Database(db.app_url, size=1, name="app"), "app")
-            with Client(app_module.app) as client:
-                box = Outbox(get_settings().data_dir / "outbox")
-                a1 = sign_in(client, "a1@example.test", box)
-                a = create_workspace(client, a1, "Alpha secret workspace")["id"]
-                a2 = invite_and_join(client, box, a1, a, "a2@example.test", "member")
-                key = create_key(client, a1, a, role="admin")
-                b1 = sign_in(client, "b1@example.test", box)
-                b = create_workspace(client, b1, "Beta")["id"]
-                b1_key = create_key(client, b1, b, role="admin")["key"]
-                params = {"user_id": a2.user_id, "key_id": str(key["id"]), **PARAM_SAMPLES}
-                _seed_rows(client, a1, a, params)
-                yield World(db, client, a, b, b1, b1_key, params, [key["key"], a1.cookie_value, a1.csrf])
+    with shared_app(pg_admin_url, template_db, tmp_path_factory.mktemp("idor")) as shared:
+        client, box = shared.client, shared.outbox
+        a1 = sign_in(client, "a1@example.test", box)
+        a = create_workspace(client, a1, "Alpha secret workspace")["id"]
+        a2 = invite_and_join(client, box, a1, a, "a2@example.test", "member")
+        key = create_key(client, a1, a, role="admin")
+        b1 = sign_in(client, "b1@example.test", box)
+        b = create_workspace(client, b1, "Beta")["id"]
+        b1_key = create_key(client, b1, b, role="admin")["key"]
+        params = {"user_id": a2.user_id, "key_id": str(key["id"]), **PARAM_SAMPLES}
+        _seed_rows(client, a1, a, params)
+        yield World(shared.db, client, a, b, b1, b1_key, params, [key["key"], a1.cookie_value, a1.csrf])
 
 
 def _snapshot(db: TestDatabase) -> dict[str, list[str]]:
     """Every row of every table (as text), except the last-use times of credentials."""
-    result: dict[str, list[str]] = {}
-    with db.admin() as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-            " AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
-        for table in tables:
-            if table in ("rate_limits", "schema_migrations"):
-                continue
-            # Bookkeeping of b1's own credentials: when its session or key was last used.
-            touched = {"sessions": "last_seen_at", "api_keys": "last_used_at"}.get(table)
-            query = sql.SQL("SELECT to_jsonb(t) {} FROM {} t").format(
-                sql.SQL("- {}").format(sql.Literal(touched)) if touched else sql.SQL(""), sql.Identifier(table))
-            result[table] = sorted(str(r[0]) for r in conn.execute(query).fetchall())
-    return result
+    # Bookkeeping of b1's own credentials: when its session or key was last used.
+    return table_rows(db, skip=("rate_limits", "schema_migrations"),
+                      leave_out={"sessions": "last_seen_at", "api_keys": "last_used_at"})
 
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=[f"{m} {p}" for m, p in ROUTES])

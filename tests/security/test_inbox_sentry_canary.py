@@ -23,19 +23,19 @@ def run_inbox_sentry_scenario() -> None:
     from chalice.test import Client
 
     from chalicelib.db.pool import Database, use_database
-    from chalicelib.inbox.ingest import use_queue
-    from chalicelib.inbox.processing import process_event
+    from chalicelib.inbox.ingest import get_queue, use_queue
     from chalicelib.inbox.queue import LocalQueue
     from tests.sentry_harness import capture, report
 
     capture()
     import app as app_module
     from tests.api.auth_helpers import Outbox, body_of, call, create_workspace, sign_in
-    from tests.api.test_inbox_whatsapp import _delivery
+    from tests.fix_inbox import whatsapp_delivery
 
     use_database(Database(os.environ["INBOX_SENTRY_APP_URL"], size=1), "app")
-    queue = LocalQueue(process_event)
-    use_queue(queue)
+    use_queue(None)
+    queue = get_queue()  # the local settings' in-process worker
+    assert isinstance(queue, LocalQueue)
     box = Outbox(Path(os.environ["DATA_DIR"]) / "outbox")
     with Client(app_module.app) as client:
         owner = sign_in(client, "inbox-sentry@example.test", box)
@@ -53,11 +53,11 @@ def run_inbox_sentry_scenario() -> None:
         # A sender that is no valid number: processing raises (and logs an error, which Sentry captures).
         bad = {"from": NUMBER + "9999999", "id": "wamid.S2", "timestamp": "1764230000", "type": "text",
                "text": {"body": TEXT}}
-        statuses = [post(_delivery("106540352242922", messages=[good])),
-                    post(_delivery("106540352242922", messages=[bad]))]
+        statuses = [post(whatsapp_delivery("106540352242922", messages=[good])),
+                    post(whatsapp_delivery("106540352242922", messages=[bad]))]
         queue.drain()
         use_database(Database("host=/nonexistent dbname=none", timeout=0.3), "app")
-        statuses.append(post(_delivery("106540352242922", messages=[{**good, "id": "wamid.S3"}])))
+        statuses.append(post(whatsapp_delivery("106540352242922", messages=[{**good, "id": "wamid.S3"}])))
     report(statuses=statuses)
 
 

@@ -23,7 +23,6 @@ from chalicelib.blobs import (
 )
 from chalicelib.settings import Settings, load_settings
 from tests.functions.conftest import AWS_REGION, FAKE_AWS
-from tests.functions.test_aws_e2e import moto_endpoint  # noqa: F401
 
 TENANT, OTHER = uuid.uuid4(), uuid.uuid4()
 
@@ -35,7 +34,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, settings: Settings) -> S3Blobs:  # noqa: F811
+def s3(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, settings: Settings) -> S3Blobs:
     """A fresh bucket in moto, and the store as production builds it (boto3 finds the endpoint in the env)."""
     for name, value in {**FAKE_AWS, "AWS_ENDPOINT_URL": moto_endpoint}.items():
         monkeypatch.setenv(name, value)

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from chalicelib.inbox.providers import mailgun
+from tests.fix_inbox import load_event
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mailgun_forward.multipart"
 
-
-def _parse(raw: bytes) -> mailgun.Delivery:
+def _parse(raw: bytes) -> mailgun.Form:
     boundary = raw.split(b"\r\n", 1)[0].removeprefix(b"--").decode()
     return mailgun.parse(raw, f"multipart/form-data; boundary={boundary}")
 
 
 def test_attachment_count_and_content_id_map_are_fields_and_only_the_two_files_are_attachments() -> None:
-    raw = FIXTURE.read_bytes()
+    raw = load_event("mailgun_forward.multipart")
     delivery = _parse(raw)
     assert [(f.filename, f.content_type) for f in delivery.files] == [
         ("signed-quote.pdf", "application/pdf"), ("logo.png", "image/png")]

@@ -105,7 +105,7 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
                   "value_currency": "EUR", "pipeline_id": pipeline_id, "stage_id": stage_id, "status": "open",
                   "custom": {}, "id": uuid.uuid4(), "tenant_id": workspace}
         with tenant_tx(workspace, db=db) as conn:
-            ctx = Context(conn, workspace, principal, None)  # type: ignore[arg-type]
+            ctx = Context(conn, workspace, principal)
             pending = store.insert_pending(conn, leads.TABLE, values)
             leads.record_moves(ctx, [values["id"]], None, stage_id)
             audit.record(conn, tenant_id=workspace, action="lead.created", actor=principal.actor,

@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from chalice.app import Blueprint, Request, Response
+from psycopg import Connection
+from psycopg.rows import TupleRow
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from chalicelib import errors
+from chalicelib.crm import idempotency
 from chalicelib.db.faults import unavailable_kind
 from chalicelib.observability import capture_exception
 
@@ -111,14 +114,18 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(body)"
 
 
+def raw_body(request: Request) -> bytes:
+    """The request's body as bytes (what a parser reads and an Idempotency-Key's request hash covers)."""
+    raw = request.raw_body or b""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 def parse_body(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body into `model` (415, 400, 422 as problems).
 
     The size limit (413) is enforced earlier, for every route, by the request middleware.
     """
-    raw = request.raw_body or b""
-    if isinstance(raw, str):
-        raw = raw.encode()
+    raw = raw_body(request)
     if _media_type(request) != "application/json":
         raise errors.UnsupportedMediaType("send the body as application/json")
     # Its nesting was bounded by the request middleware (chalicelib.api), before any view ran.
@@ -187,6 +194,40 @@ def query_params(request: Request) -> dict[str, str]:
     if not all(storable(name) and storable(value) for name, value in found.items()):
         raise errors.BadRequest("a query parameter holds a NUL character or invalid UTF-8")
     return found
+
+
+def if_match(request: Request) -> frozenset[str] | None:
+    """The ETags the If-Match header names; None when it is absent or "*" (no precondition on the version).
+
+    Parsed here, once: domain code compares row versions with the result and never sees header text.
+    """
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    return frozenset(tag.strip() for tag in header.split(","))
+
+
+def idempotent(conn: Connection[TupleRow], request: Request, *, tenant_id: uuid.UUID, route: str,
+               produce: Callable[[], Response]) -> Response:
+    """Honour Idempotency-Key on a POST: call `produce` once per (workspace, key, route) and replay its
+    stored answer (marked Idempotent-Replayed) to later requests with the same key and body."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return produce()
+    stored = idempotency.claim(conn, tenant_id=tenant_id, key=key, route=route, body=raw_body(request))
+    if stored is not None:
+        headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Idempotent-Replayed": "true"}
+        for name, value in (("Location", stored.location), ("ETag", stored.etag)):
+            if value:
+                headers[name] = value
+        return Response(body=stored.body, status_code=stored.status, headers=headers)
+    response = produce()
+    location, etag = (value if isinstance(value, str) else None
+                      for value in (response.headers.get("Location"), response.headers.get("ETag")))
+    body = response.body if isinstance(response.body, str) else ""
+    idempotency.remember(conn, key=key, route=route,
+                         answer=idempotency.Stored(response.status_code, body, location, etag))
+    return response
 
 
 @dataclass(frozen=True)

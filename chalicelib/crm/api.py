@@ -19,9 +19,9 @@ from pydantic import BaseModel
 
 from chalicelib import audit, clock
 from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_tx
-from chalicelib.crm import custom_fields, idempotency, store
+from chalicelib.crm import custom_fields, store
 from chalicelib.crm.listing import list_parameters, parse_list
-from chalicelib.http import endpoint, json_response, parse_body, query_params
+from chalicelib.http import endpoint, idempotent, if_match, json_response, parse_body, query_params
 
 T = TypeVar("T", bound=BaseModel)
 Conn = Connection[TupleRow]
@@ -44,7 +44,6 @@ class Context:
     # The caller, or (workspace_tx) the function that reads it when first needed: hooks queue their reads
     # before they need the caller, so those share the authorization's round trip.
     caller: Principal | Callable[[], Principal]
-    request: Request
 
     @property
     def principal(self) -> Principal:
@@ -84,12 +83,6 @@ CUSTOM_FILTERS = ("Besides the parameters below, `custom.<key>=<option>` filters
                   "custom field of this object (a multi_select matches when the option is among its values).")
 
 
-def raw_body(request: Request) -> bytes:
-    """The request's body as bytes (what an Idempotency-Key's request hash covers)."""
-    raw = request.raw_body or b""
-    return raw.encode() if isinstance(raw, str) else raw
-
-
 def _query_params(request: Request) -> dict[str, str]:
     return query_params(request)
 
@@ -124,16 +117,14 @@ def register(bp: Blueprint, resource: Resource) -> None:
         request = bp.current_request
         body = parse_body(request, resource.create_model)
         tenant = parse_id(workspace_id)
-        key = request.headers.get("idempotency-key")
         # Errors of the queued writes may surface only when the transaction ends (see _create).
         with store.db_errors(resource.table):
             with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
-                ctx = Context(conn, tenant, caller, request)
-                if key is not None:
+                ctx = Context(conn, tenant, caller)
+                if request.headers.get("idempotency-key") is not None:
                     # The stored response needs the row before the transaction ends: one more round trip.
-                    return idempotency.run(conn, tenant_id=tenant, key=key, route=f"POST {resource.path}",
-                                           body=raw_body(request),
-                                           produce=lambda: _create(ctx, resource, body, workspace_id)())
+                    return idempotent(conn, request, tenant_id=tenant, route=f"POST {resource.path}",
+                                      produce=lambda: _create(ctx, resource, body, workspace_id)())
                 respond = _create(ctx, resource, body, workspace_id)
             return respond()
 
@@ -148,9 +139,9 @@ def register(bp: Blueprint, resource: Resource) -> None:
         body = parse_body(request, resource.patch_model)
         record = parse_id(ids[resource.id_param])
         with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
-            ctx = Context(conn, parse_id(workspace_id), caller, request)
+            ctx = Context(conn, parse_id(workspace_id), caller)
             existing = store.require_for_update(conn, resource.table, record)
-            store.check_if_match(request.headers.get("if-match"), existing, resource.table)
+            store.check_version(if_match(request), existing, resource.table)
             values = resource.prepare_patch(ctx, existing, body)
             row = store.update(conn, resource.table, record, values, ctx.now) if values else existing
             if values:
@@ -161,9 +152,9 @@ def register(bp: Blueprint, resource: Resource) -> None:
         request = bp.current_request
         record = parse_id(ids[resource.id_param])
         with workspace_tx(request, workspace_id, min_role=resource.write_role) as (conn, caller):
-            ctx = Context(conn, parse_id(workspace_id), caller, request)
+            ctx = Context(conn, parse_id(workspace_id), caller)
             existing = store.require_for_update(conn, resource.table, record)
-            store.check_if_match(request.headers.get("if-match"), existing, resource.table)
+            store.check_version(if_match(request), existing, resource.table)
             if resource.before_delete is not None:
                 resource.before_delete(ctx, existing)
             store.delete(conn, resource.table, record)

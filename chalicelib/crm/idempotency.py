@@ -1,12 +1,15 @@
-"""Idempotency-Key on POST: the same key and body replay the first response; another body is a 409."""
+"""Idempotency-Key on POST: the same key and body replay the first answer; another body is a 409.
+
+The store only: claiming a key, the stored answer, remembering it. Turning it into an HTTP response (and
+the replay header) is the HTTP edge's job (chalicelib.http.idempotent).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from chalice.app import Response
 from psycopg import Connection
 from psycopg.rows import TupleRow
 
@@ -15,36 +18,41 @@ from chalicelib import errors
 MAX_KEY_LENGTH = 200
 
 
-def run(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, key: str | None, route: str, body: bytes,
-        produce: Callable[[], Response]) -> Response:
-    """Call `produce` once per (workspace, key, route); replay its stored response afterwards.
+@dataclass(frozen=True)
+class Stored:
+    """The first answer to a key: its status, JSON body text and the Location and ETag it carried."""
+
+    status: int
+    body: str
+    location: str | None = None
+    etag: str | None = None
+
+
+def claim(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, key: str, route: str, body: bytes) -> Stored | None:
+    """Claim (workspace, key, route) for this request: None when it is ours to do (then remember() its
+    answer), the stored answer when a request with the same key and body came first, 409 for another body.
 
     The key row is claimed in the same transaction as the work: if the work fails, the claim rolls
     back with it; a concurrent request with the same key waits on the claim and then replays.
     """
-    if key is None:
-        return produce()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise errors.BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
     digest = hashlib.sha256(body).digest()
     claimed = conn.execute(
         "INSERT INTO idempotency_keys (tenant_id, key, route, request_hash) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING 1", (tenant_id, key, route, digest)).fetchall()
-    if not claimed:
-        row = conn.execute("SELECT request_hash, status, response_body, location, etag FROM idempotency_keys"
-                           " WHERE key = %s AND route = %s", (key, route)).fetchone()
-        if row is None or bytes(row[0]) != digest:
-            raise errors.Conflict("this Idempotency-Key was used with a different request")
-        headers: dict[str, str | list[str]] = {"Content-Type": "application/json", "Idempotent-Replayed": "true"}
-        for name, value in (("Location", row[3]), ("ETag", row[4])):
-            if value:
-                headers[name] = str(value)
-        return Response(body=str(row[2] or ""), status_code=int(row[1] or 200), headers=headers)
-    response = produce()
-    body_text = response.body if isinstance(response.body, str) else ""
-    location, etag = (value if isinstance(value, str) else None
-                      for value in (response.headers.get("Location"), response.headers.get("ETag")))
+    if claimed:
+        return None
+    row = conn.execute("SELECT request_hash, status, response_body, location, etag FROM idempotency_keys"
+                       " WHERE key = %s AND route = %s", (key, route)).fetchone()
+    if row is None or bytes(row[0]) != digest:
+        raise errors.Conflict("this Idempotency-Key was used with a different request")
+    return Stored(status=int(row[1] or 200), body=str(row[2] or ""), location=str(row[3]) if row[3] else None,
+                  etag=str(row[4]) if row[4] else None)
+
+
+def remember(conn: Connection[TupleRow], *, key: str, route: str, answer: Stored) -> None:
+    """Store the answer of a claimed key (replayed to later requests with the same key and body)."""
     conn.execute("UPDATE idempotency_keys SET status = %s, response_body = %s, location = %s, etag = %s"
                  " WHERE key = %s AND route = %s RETURNING 1",
-                 (response.status_code, body_text, location, etag, key, route)).fetchall()
-    return response
+                 (answer.status, answer.body, answer.location, answer.etag, key, route)).fetchall()

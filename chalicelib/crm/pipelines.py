@@ -1,4 +1,7 @@
-"""Pipelines and their ordered stages; the default "Sales" pipeline; the board (one query)."""
+"""Pipelines and their ordered stages; the default "Sales" pipeline; the board (one query).
+
+Changes to one pipeline's stages (add, re-kind, move, delete) are in crm/stages.py.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from psycopg import Connection, sql
 from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib import audit, errors
+from chalicelib import audit, clock, errors
 from chalicelib.audit import Actor
 from chalicelib.crm import store
 from chalicelib.crm.common import patch_values
@@ -46,16 +49,6 @@ class StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=100)
     kind: Kind = "open"
-    probability: int | None = Field(default=None, ge=0, le=100)
-    position: int | None = Field(default=None, ge=0)
-
-
-class StagePatch(BaseModel):
-    """Changes to a stage; `position` moves it (the others shift)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    kind: Kind | None = None
     probability: int | None = Field(default=None, ge=0, le=100)
     position: int | None = Field(default=None, ge=0)
 
@@ -160,6 +153,18 @@ def out(row: Row, stages: list[StageOut]) -> PipelineOut:
     return PipelineOut(id=row[0], name=row[1], is_default=row[2], stages=stages, created_at=row[3], updated_at=row[4])
 
 
+def read_pending(conn: Conn, pipeline_id: uuid.UUID) -> Callable[[], tuple[Row, PipelineOut]]:
+    """Queue the read of a pipeline's row and its stages (nothing awaited); call the result for the row and
+    its API shape (404 when there is no such pipeline)."""
+    found = store.get_pending(conn, TABLE, pipeline_id)
+    stages = stages_of_pending(conn, [pipeline_id])
+
+    def result() -> tuple[Row, PipelineOut]:
+        row = store.found(found())
+        return row, out(row, stages()[pipeline_id])
+    return result
+
+
 def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, stages: list[StageIn] | None, is_default: bool,
            now: datetime) -> uuid.UUID:
     """Insert a pipeline and its stages (queued; nothing awaited)."""
@@ -178,6 +183,37 @@ def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, stages: list[StageIn]
 def create_default(conn: Conn, *, tenant_id: uuid.UUID, now: datetime) -> uuid.UUID:
     """The "Sales" pipeline every new workspace starts with."""
     return create(conn, tenant_id=tenant_id, name="Sales", stages=None, is_default=True, now=now)
+
+
+def add(conn: Conn, *, tenant_id: uuid.UUID, body: PipelineCreate, actor: Callable[[], Actor]
+        ) -> tuple[Row, PipelineOut]:
+    """Create a pipeline (never the default: a PATCH makes one that), audited; returns its row and API shape."""
+    created = create(conn, tenant_id=tenant_id, name=body.name, stages=body.stages, is_default=False,
+                     now=clock.now())
+    # The read first: it brings the authorization (and the caller the audit entry names) with it.
+    found = read_pending(conn, created)()
+    audit.record(conn, tenant_id=tenant_id, action="pipeline.created", actor=actor(), target_type="pipeline",
+                 target_id=created)
+    return found
+
+
+def update(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, body: PipelinePatch,
+           expected: frozenset[str] | None, actor: Callable[[], Actor]) -> tuple[Row, PipelineOut]:
+    """Rename a pipeline or make it the default (`expected`: the ETags the caller holds; None: any version),
+    audited; returns its new row and API shape."""
+    if body.is_default:
+        # Every pipeline row, in id order, before this one alone: two concurrent switches then wait
+        # for each other instead of each holding the row the other needs (a deadlock).
+        lock_all(conn)
+    existing = store.require_for_update(conn, TABLE, pipeline_id)
+    store.check_version(expected, existing, TABLE)
+    if body.is_default:
+        make_default(conn, pipeline_id)
+    # The time is read after the locks were granted, as the stamp of the version this write makes.
+    store.update(conn, TABLE, pipeline_id, pipeline_values(body), clock.now())
+    audit.record(conn, tenant_id=tenant_id, action="pipeline.updated", actor=actor(), target_type="pipeline",
+                 target_id=pipeline_id)
+    return read_pending(conn, pipeline_id)()
 
 
 def lock_all(conn: Conn) -> None:
@@ -230,79 +266,6 @@ def stage(conn: Conn, stage_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
     return stage_pending(conn, stage_id)()
 
 
-def lock(conn: Conn, pipeline_id: uuid.UUID, if_match: str | None = None) -> None:
-    """Lock a pipeline's row (404 when it is not this workspace's) so stage changes serialize, check the
-    request's If-Match against it (the stages are part of the pipeline's representation and ETag), and
-    mark it changed.
-
-    Stage edits read the pipeline's stages and then write (count, renumber, "is this the last one?"):
-    without the lock two concurrent requests could both delete one of the last two stages, or both
-    append at the same position (write skew).
-    """
-    store.check_if_match(if_match, store.require_for_update(conn, TABLE, pipeline_id), TABLE)
-    # Every caller changes the stages: a new updated_at gives the pipeline a new ETag.
-    conn.execute("UPDATE pipelines SET updated_at = now() WHERE id = %s", (pipeline_id,))
-
-
-def add_stage(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, stage: StageIn,
-              if_match: str | None = None) -> uuid.UUID:
-    """Append a stage, or insert it at `stage.position` (the later ones shift down one)."""
-    lock(conn, pipeline_id, if_match)
-    count = conn.execute("SELECT count(*) FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchone()
-    stage_id = uuid.uuid4()
-    conn.execute("INSERT INTO stages (tenant_id, id, pipeline_id, name, position, kind, probability)"
-                 " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                 (tenant_id, stage_id, pipeline_id, stage.name, int(count[0]) if count else 0, stage.kind,
-                  stage.probability))
-    if stage.position is not None:
-        reorder(conn, pipeline_id, stage_id, stage.position)
-    return stage_id
-
-
-def reorder(conn: Conn, pipeline_id: uuid.UUID, moved: uuid.UUID | None = None, to: int | None = None) -> None:
-    """Renumber a pipeline's stages 0..n-1, moving `moved` to index `to` first."""
-    ids = [r[0] for r in conn.execute("SELECT id FROM stages WHERE pipeline_id = %s ORDER BY position, created_at",
-                                      (pipeline_id,)).fetchall()]
-    if moved is not None and to is not None:
-        ids.remove(moved)
-        ids.insert(min(to, len(ids)), moved)
-    # The unique (pipeline, position) check waits for the end of the statement's transaction.
-    conn.execute("SET CONSTRAINTS stages_position_unique DEFERRED")
-    conn.execute("UPDATE stages SET position = v.position FROM unnest(%s::uuid[], %s::int[]) AS v(id, position)"
-                 " WHERE stages.id = v.id AND stages.position <> v.position RETURNING 1",
-                 (ids, list(range(len(ids))))).fetchall()
-
-
-def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None,
-                 if_match: str | None = None) -> list[uuid.UUID]:
-    """Delete a stage; its leads move to `target` (same pipeline) first. Returns the moved lead ids."""
-    lock(conn, pipeline_id, if_match)
-    ids = [r[0] for r in conn.execute("SELECT id FROM stages WHERE pipeline_id = %s", (pipeline_id,)).fetchall()]
-    if stage_id not in ids:
-        raise errors.NotFound("no such stage")
-    if len(ids) == 1:
-        raise errors.Conflict("a pipeline keeps at least one stage")
-    holding = [r[0] for r in conn.execute("SELECT id FROM leads WHERE stage_id = %s", (stage_id,)).fetchall()]
-    if holding and target is None:
-        raise errors.Conflict("the stage holds leads; pass target_stage_id to move them")
-    if holding and (target not in ids or target == stage_id):
-        raise errors.ValidationFailed("the target must be another stage of this pipeline",
-                                      errors=[errors.FieldError("target_stage_id", "not found", "not_found")])
-    if holding:
-        kind = conn.execute("SELECT kind FROM stages WHERE id = %s", (target,)).fetchone()
-        # RETURNING: the leads really moved (the history must name each of them).
-        holding = [r[0] for r in conn.execute(
-            "UPDATE leads SET stage_id = %s, status = %s, updated_at = now() WHERE stage_id = %s RETURNING id",
-            (target, kind[0] if kind else "open", stage_id)).fetchall()]
-    try:
-        conn.execute("DELETE FROM stages WHERE id = %s RETURNING 1", (stage_id,)).fetchall()
-    except psycopg.errors.ForeignKeyViolation:
-        # A lead created into the stage by a concurrent request after we looked.
-        raise errors.Conflict("the stage holds leads; pass target_stage_id to move them") from None
-    reorder(conn, pipeline_id)
-    return list(holding)
-
-
 def board_pending(conn: Conn, pipeline_id: uuid.UUID) -> Callable[[], Board]:
     """Queue the board (stages in order with lead counts and value totals per currency: one query);
     call the result for it (404 when there is no such pipeline)."""
@@ -333,22 +296,15 @@ def pipeline_values(body: PipelinePatch) -> dict[str, Any]:
     return values
 
 
-def stage_values(body: StagePatch) -> dict[str, Any]:
-    """Column values a stage PATCH changes (position is handled by reorder); null clears the probability
-    only, and is a 422 for the rest."""
-    values = patch_values(body, required=("name", "kind", "position"))
-    values.pop("position", None)
-    return values
-
-
-def delete(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, if_match: str | None,
+def delete(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, expected: frozenset[str] | None,
            actor: Callable[[], Actor]) -> None:
     """Delete a pipeline that is not the default and holds no leads (Conflict otherwise), audited.
 
-    `actor` is called after the reads, so a deferred authorization shares their round trip.
+    `expected`: the ETags the caller holds (None: any version). `actor` is called after the reads, so a
+    deferred authorization shares their round trip.
     """
     existing = store.require_for_update(conn, TABLE, pipeline_id)
-    store.check_if_match(if_match, existing, TABLE)
+    store.check_version(expected, existing, TABLE)
     if existing[TABLE.index("is_default")]:
         raise errors.Conflict("the default pipeline cannot be deleted; make another one the default first")
     if conn.execute("SELECT 1 FROM leads WHERE pipeline_id = %s LIMIT 1", (pipeline_id,)).fetchone():
@@ -356,9 +312,3 @@ def delete(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, if_match
     store.delete(conn, TABLE, pipeline_id)
     audit.record(conn, tenant_id=tenant_id, action="pipeline.deleted", actor=actor(), target_type="pipeline",
                  target_id=pipeline_id)
-
-
-def set_stage_kind_of_leads(conn: Conn, *, stage_id: uuid.UUID, kind: str, now: datetime) -> None:
-    """Give the stage's leads the status of its new kind (and a new updated_at: their ETags change too)."""
-    conn.execute("UPDATE leads SET status = %s, updated_at = %s WHERE stage_id = %s AND status <> %s RETURNING 1",
-                 (kind, now, stage_id, kind)).fetchall()

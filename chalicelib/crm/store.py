@@ -214,9 +214,7 @@ def etag(row: Row, table: Table) -> str:
     return f'"{digest}"'
 
 
-def check_if_match(if_match: str | None, row: Row, table: Table) -> None:
-    """Honour If-Match (412 when it names another version of the row)."""
-    if if_match is None or if_match.strip() == "*":
-        return
-    if etag(row, table) not in {tag.strip() for tag in if_match.split(",")}:
+def check_version(expected: frozenset[str] | None, row: Row, table: Table) -> None:
+    """PreconditionFailed unless the row's version is among the `expected` ETags (None: any version)."""
+    if expected is not None and etag(row, table) not in expected:
         raise errors.PreconditionFailed("the record changed since you read it")

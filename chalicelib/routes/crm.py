@@ -10,7 +10,7 @@ from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
 from chalicelib.crm.api import Context, register
 from chalicelib.crm.custom_fields import TABLE as FIELDS
 from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, definition, failures, out
-from chalicelib.http import endpoint, json_response, parse_body, query_params
+from chalicelib.http import endpoint, if_match, json_response, parse_body, query_params
 
 bp = Blueprint(__name__)
 
@@ -32,11 +32,11 @@ def patch_custom_field(workspace_id: str, field_id: str) -> Response:
     dry_run = _flag(query_params(request), "dry_run")
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         existing = store.require_for_update(conn, FIELDS, record)
-        store.check_if_match(request.headers.get("if-match"), existing, FIELDS)
+        store.check_version(if_match(request), existing, FIELDS)
         if dry_run:
             fields_api.checked_change(existing, body)
             return json_response(DryRunReport(dry_run=True, would_fail=failures(conn, definition(existing), body)))
-        ctx = Context(conn, parse_id(workspace_id), principal, request)
+        ctx = Context(conn, parse_id(workspace_id), principal)
         values = fields_api.prepare_patch(ctx, existing, body)
         row = store.update(conn, FIELDS, record, values, ctx.now) if values else existing
         if values:

@@ -6,10 +6,10 @@ from chalice.app import Blueprint, Request, Response
 
 from chalicelib import errors
 from chalicelib.auth.principal import parse_id, workspace_scope
-from chalicelib.crm import idempotency, importer
+from chalicelib.crm import importer
 from chalicelib.crm.api import Context
 from chalicelib.crm.importer import ImportResult
-from chalicelib.http import endpoint, json_response
+from chalicelib.http import endpoint, idempotent, json_response, raw_body
 
 bp = Blueprint(__name__)
 CSV = "text/csv"
@@ -23,8 +23,7 @@ def csv_body(request: Request) -> bytes:
                    "utf-8")
     if media.strip() != CSV or charset not in ("utf-8", "utf8", "us-ascii", "ascii"):
         raise errors.UnsupportedMediaType("send the file as text/csv in UTF-8")
-    raw = request.raw_body or b""
-    return raw.encode() if isinstance(raw, str) else raw
+    return raw_body(request)
 
 
 # Registered for any content type (the default of a route without a JSON model) and checked by the view
@@ -47,8 +46,6 @@ def import_csv(workspace_id: str, **params: str) -> Response:
             raise errors.NotFound("not found")
         raw = csv_body(request)
         sheet = importer.parse_csv(raw)
-        ctx = Context(conn, tenant, principal, request)
-        return idempotency.run(conn, tenant_id=tenant, key=request.headers.get("idempotency-key"),
-                               route=f"POST /imports/{object_name}", body=raw,
-                               produce=lambda: json_response(importer.run(ctx, object_name=object_name,
-                                                                          sheet=sheet)))
+        ctx = Context(conn, tenant, principal)
+        return idempotent(conn, request, tenant_id=tenant, route=f"POST /imports/{object_name}",
+                          produce=lambda: json_response(importer.run(ctx, object_name=object_name, sheet=sheet)))

@@ -13,7 +13,7 @@ from chalicelib.crm.api import Page
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.errors import NotFound
-from chalicelib.http import endpoint, json_response, parse_body, query_params
+from chalicelib.http import endpoint, if_match, json_response, parse_body, query_params
 from chalicelib.inbox import attachments, channels, conversations, replies
 from chalicelib.settings import get_settings
 
@@ -91,7 +91,7 @@ def patch_conversation(workspace_id: str, conversation_id: str) -> Response:
     record = parse_id(conversation_id)
     with workspace_scope(request, workspace_id) as (conn, principal):
         existing = store.require(conn, conversations.TABLE, record)
-        store.check_if_match(request.headers.get("if-match"), existing, conversations.TABLE)
+        store.check_version(if_match(request), existing, conversations.TABLE)
         values = patch_values(body, required=("status",))
         row = store.update(conn, conversations.TABLE, record, values, clock.now()) if values else existing
         audit.record(conn, tenant_id=parse_id(workspace_id), action="conversation.updated", actor=principal.actor,

@@ -2,50 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-
 from chalice.app import Blueprint, Response
-from psycopg import Connection
-from psycopg.rows import TupleRow
 
-from chalicelib import audit, errors
+from chalicelib import errors
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_tx
-from chalicelib.crm import idempotency, leads, pipelines, store
-from chalicelib.crm.api import Context, Page, raw_body
+from chalicelib.crm import leads, pipelines, stages, store
+from chalicelib.crm.api import Context, Page
 from chalicelib.crm.listing import list_parameters, parse_list, parse_uuid
-from chalicelib.crm.pipelines import (
-    STAGES,
-    TABLE,
-    Board,
-    PipelineCreate,
-    PipelineOut,
-    PipelinePatch,
-    StageIn,
-    StagePatch,
-)
-from chalicelib.http import endpoint, json_response, parse_body, query_params
+from chalicelib.crm.pipelines import TABLE, Board, PipelineCreate, PipelineOut, PipelinePatch, StageIn
+from chalicelib.crm.stages import StagePatch
+from chalicelib.http import endpoint, idempotent, if_match, json_response, parse_body, query_params
 
 bp = Blueprint(__name__)
 WS = "/workspaces/{workspace_id}"
 ONE = WS + "/pipelines/{pipeline_id}"
 TAGS = ("crm",)
-
-
-def _pipeline_pending(conn: Connection[TupleRow], record: uuid.UUID) -> Callable[[], tuple[store.Row, PipelineOut]]:
-    """Queue the pipeline's row and its stages (nothing awaited); call the result for them (404 if none)."""
-    found = store.get_pending(conn, TABLE, record)
-    stages = pipelines.stages_of_pending(conn, [record])
-
-    def result() -> tuple[store.Row, PipelineOut]:
-        row = store.found(found())
-        return row, pipelines.out(row, stages()[record])
-    return result
-
-
-def _pipeline(ctx: Context, pipeline_id: str) -> tuple[store.Row, PipelineOut]:
-    # Both reads queued before either is awaited: one round trip.
-    return _pipeline_pending(ctx.conn, parse_id(pipeline_id))()
 
 
 def _answer(row: store.Row, pipeline: PipelineOut, status: int = 200, extra: dict[str, str] | None = None) -> Response:
@@ -85,19 +56,12 @@ def create_pipeline(workspace_id: str) -> Response:
     body = parse_body(request, PipelineCreate)
     tenant = parse_id(workspace_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        ctx = Context(conn, tenant, caller, request)
 
         def produce() -> Response:
-            created = pipelines.create(conn, tenant_id=tenant, name=body.name, stages=body.stages,
-                                       is_default=False, now=ctx.now)
-            # The read first: it brings the authorization (and the caller the audit entry names) with it.
-            row, pipeline = _pipeline(ctx, str(created))
-            audit.record(conn, tenant_id=tenant, action="pipeline.created", actor=ctx.principal.actor,
-                         target_type="pipeline", target_id=created)
-            return _answer(row, pipeline, 201, {"Location": f"/workspaces/{tenant}/pipelines/{created}"})
+            row, pipeline = pipelines.add(conn, tenant_id=tenant, body=body, actor=lambda: caller().actor)
+            return _answer(row, pipeline, 201, {"Location": f"/workspaces/{tenant}/pipelines/{pipeline.id}"})
 
-        return idempotency.run(conn, tenant_id=tenant, key=request.headers.get("idempotency-key"),
-                               route="POST /pipelines", body=raw_body(request), produce=produce)
+        return idempotent(conn, request, tenant_id=tenant, route="POST /pipelines", produce=produce)
 
 
 @endpoint(bp, ONE, "GET", summary="A pipeline with its stages", response_model=PipelineOut, errors_=(401, 404),
@@ -105,7 +69,7 @@ def create_pipeline(workspace_id: str) -> Response:
 def get_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     """With ETag."""
     with workspace_read(bp.current_request, workspace_id) as conn:
-        pipeline = _pipeline_pending(conn, parse_id(pipeline_id))
+        pipeline = pipelines.read_pending(conn, parse_id(pipeline_id))
     return _answer(*pipeline())
 
 
@@ -117,19 +81,8 @@ def patch_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     body = parse_body(request, PipelinePatch)
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        ctx = Context(conn, parse_id(workspace_id), caller, request)
-        if body.is_default:
-            # Every pipeline row, in id order, before this one alone: two concurrent switches then wait
-            # for each other instead of each holding the row the other needs (a deadlock).
-            pipelines.lock_all(conn)
-        existing = store.require_for_update(conn, TABLE, record)
-        store.check_if_match(request.headers.get("if-match"), existing, TABLE)
-        if body.is_default:
-            pipelines.make_default(conn, record)
-        store.update(conn, TABLE, record, pipelines.pipeline_values(body), ctx.now)
-        audit.record(conn, tenant_id=ctx.tenant, action="pipeline.updated", actor=ctx.principal.actor,
-                     target_type="pipeline", target_id=record)
-        row, pipeline = _pipeline(ctx, pipeline_id)
+        row, pipeline = pipelines.update(conn, tenant_id=parse_id(workspace_id), pipeline_id=record, body=body,
+                                         expected=if_match(request), actor=lambda: caller().actor)
     return _answer(row, pipeline)
 
 
@@ -141,7 +94,7 @@ def delete_pipeline(workspace_id: str, pipeline_id: str) -> Response:
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
         pipelines.delete(conn, tenant_id=parse_id(workspace_id), pipeline_id=record,
-                         if_match=request.headers.get("if-match"), actor=lambda: caller().actor)
+                         expected=if_match(request), actor=lambda: caller().actor)
     return Response(body="", status_code=204)
 
 
@@ -154,21 +107,17 @@ def add_stage(workspace_id: str, pipeline_id: str) -> Response:
     body = parse_body(request, StageIn)
     record = parse_id(pipeline_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        ctx = Context(conn, parse_id(workspace_id), caller, request)
+        ctx = Context(conn, parse_id(workspace_id), caller)
 
         def produce() -> Response:
-            created = pipelines.add_stage(conn, tenant_id=ctx.tenant, pipeline_id=record, stage=body,
-                                          if_match=request.headers.get("if-match"))
-            audit.record(conn, tenant_id=ctx.tenant, action="stage.created", actor=ctx.principal.actor,
-                         target_type="stage", target_id=created)
-            prow, pipeline = _pipeline(ctx, pipeline_id)
+            created, prow, pipeline = stages.create(ctx, pipeline_id=record, body=body, expected=if_match(request))
             # The new stage's own address (its PATCH and DELETE); the body is the whole pipeline.
             return _answer(prow, pipeline, 201, {"Location": f"/workspaces/{ctx.tenant}/pipelines/{record}"
                                                              f"/stages/{created}"})
 
         # The pipeline is part of the route: one key adding a stage to two pipelines is two requests.
-        return idempotency.run(conn, tenant_id=ctx.tenant, key=request.headers.get("idempotency-key"),
-                               route=f"POST /pipelines/{record}/stages", body=raw_body(request), produce=produce)
+        return idempotent(conn, request, tenant_id=ctx.tenant, route=f"POST /pipelines/{record}/stages",
+                          produce=produce)
 
 
 @endpoint(bp, ONE + "/stages/{stage_id}", "PATCH", summary="Rename, re-kind or move a stage (admin)",
@@ -179,21 +128,8 @@ def patch_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response:
     body = parse_body(request, StagePatch)
     record, stage = parse_id(pipeline_id), parse_id(stage_id)
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        ctx = Context(conn, parse_id(workspace_id), caller, request)
-        pipelines.lock(conn, record, request.headers.get("if-match"))
-        found = pipelines.stage(conn, stage)
-        if found is None or found[0] != record:
-            raise errors.NotFound("no such stage")
-        values = pipelines.stage_values(body)
-        if values:
-            store.update(conn, STAGES, stage, values, ctx.now)
-        if "kind" in values:
-            pipelines.set_stage_kind_of_leads(conn, stage_id=stage, kind=values["kind"], now=ctx.now)
-        if body.position is not None:
-            pipelines.reorder(conn, record, stage, body.position)
-        audit.record(conn, tenant_id=ctx.tenant, action="stage.updated", actor=ctx.principal.actor, target_type="stage",
-                     target_id=stage)
-        prow, pipeline = _pipeline(ctx, pipeline_id)
+        prow, pipeline = stages.update(Context(conn, parse_id(workspace_id), caller), pipeline_id=record,
+                                       stage_id=stage, body=body, expected=if_match(request))
     return _answer(prow, pipeline)
 
 
@@ -210,13 +146,8 @@ def delete_stage(workspace_id: str, pipeline_id: str, stage_id: str) -> Response
     # A malformed id is the request's fault (400), not a missing stage.
     target = parse_uuid("target_stage_id")(raw_target) if raw_target else None
     with workspace_tx(request, workspace_id, min_role="admin") as (conn, caller):
-        ctx = Context(conn, parse_id(workspace_id), caller, request)
-        moved = pipelines.delete_stage(conn, pipeline_id=record, stage_id=stage, target=target,
-                                       if_match=request.headers.get("if-match"))
-        if moved and target is not None:
-            leads.record_moves(ctx, moved, stage, target)
-        audit.record(conn, tenant_id=ctx.tenant, action="stage.deleted", actor=ctx.principal.actor, target_type="stage",
-                     target_id=stage, details={"moved_leads": len(moved)})
+        stages.delete(Context(conn, parse_id(workspace_id), caller), pipeline_id=record, stage_id=stage,
+                      target=target, expected=if_match(request))
     return Response(body="", status_code=204)
 
 

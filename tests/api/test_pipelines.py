@@ -415,28 +415,28 @@ def test_board_is_one_query_whatever_the_number_of_stages(ws: Workspace, app_db:
 
 def test_concurrent_deletes_cannot_remove_a_pipelines_last_two_stages(ws: Workspace,
                                                                       fresh_db: TestDatabase) -> None:
-    from chalicelib.crm import pipelines
+    from chalicelib.crm import stages
 
     two = ws.create("/pipelines", {"name": "Two", "stages": [{"name": "A"}, {"name": "B"}]})
     a, b = (uuid.UUID(s["id"]) for s in two["stages"])
     pid = uuid.UUID(two["id"])
     response = concurrently(
         fresh_db, ws.id,
-        lambda conn: pipelines.delete_stage(conn, pipeline_id=pid, stage_id=a, target=None),
+        lambda conn: stages.delete_stage(conn, pipeline_id=pid, stage_id=a, target=None),
         lambda: ws.delete(f"/pipelines/{pid}/stages/{b}"))
     problem(response, 409)
     assert _shape(_pipeline(ws, str(pid))) == [("B", "open")]
 
 
 def test_concurrent_stage_additions_keep_positions_dense(ws: Workspace, fresh_db: TestDatabase) -> None:
-    from chalicelib.crm import pipelines
+    from chalicelib.crm import pipelines, stages
 
     sales = _default(ws)
     pid = uuid.UUID(sales["id"])
     response = concurrently(
         fresh_db, ws.id,
-        lambda conn: pipelines.add_stage(conn, tenant_id=uuid.UUID(ws.id), pipeline_id=pid,
-                                         stage=pipelines.StageIn(name="Other", position=1)),
+        lambda conn: stages.add_stage(conn, tenant_id=uuid.UUID(ws.id), pipeline_id=pid,
+                                      stage=pipelines.StageIn(name="Other", position=1)),
         lambda: ws.post(f"/pipelines/{pid}/stages", {"name": "Mine", "position": 0}))
     assert response.status_code == 201, response.body
     final = _pipeline(ws, str(pid))

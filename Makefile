@@ -48,7 +48,7 @@ run: $(STAMP_RUN)
 	$(PY) -m chalicelib.devserver
 
 migrate: $(STAMP_RUN)
-	$(PY) -m chalicelib.db.migrate
+	$(PY) -m chalicelib.db
 
 test: $(STAMP_DEV) lint typecheck pytest test-infra
 

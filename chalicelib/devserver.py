@@ -18,8 +18,8 @@ from types import FrameType
 from typing import Any
 
 from chalicelib.db.embedded import prepare_database
-from chalicelib.observability import configure_logging
-from chalicelib.settings import SettingsError, get_settings
+from chalicelib.observability import command_settings
+from chalicelib.settings import get_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("crm.devserver")
@@ -53,12 +53,9 @@ def _start_scheduler(env: dict[str, str]) -> Any:
 
 def main() -> int:
     """Start the local stack and serve the API until interrupted."""
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
+    settings = command_settings()
+    if settings is None:
         return 2
-    configure_logging(settings.log_level)
     data_dir = settings.data_dir.resolve()
     for sub in ("outbox", "blobs"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)

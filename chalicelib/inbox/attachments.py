@@ -6,14 +6,11 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from chalicelib.blobs import BlobStore
 from chalicelib.crm.store import Row
-
-Conn = Connection[TupleRow]
+from chalicelib.db.types import Conn
 
 
 class DownloadOut(BaseModel):

@@ -17,24 +17,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from psycopg import Connection, sql
-from psycopg.rows import TupleRow
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from chalicelib import audit
 from chalicelib.blobs import get_blobs
 from chalicelib.crm.listing import Filter, ListSpec, parse_choice, parse_uuid, time_sort
 from chalicelib.crm.store import Row, Table
-from chalicelib.inbox.providers import twilio
+from chalicelib.db.types import Conn
+from chalicelib.inbox.conversations import contact_for_phone
 from chalicelib.observability import log_event
 from chalicelib.settings import get_settings
 
-Conn = Connection[TupleRow]
 log = logging.getLogger("crm.inbox.calls")
 MAX_NUMBER = 128
-STATUSES = frozenset({*twilio.STATUS_RANK, "unknown"})
+# Call statuses (Twilio's words) in the order a call goes through them; a late callback never moves a
+# call backwards.
+STATUS_RANK = {"queued": 1, "initiated": 1, "ringing": 2, "in-progress": 3,
+               "completed": 4, "busy": 4, "failed": 4, "no-answer": 4, "canceled": 4}
+STATUSES = frozenset({*STATUS_RANK, "unknown"})
+
+
+class Recordings(Protocol):
+    """Where a call's recordings are, at the provider (fetched once, then deleted there)."""
+
+    def fetch(self, recording_sid: str, *, max_bytes: int) -> bytes:
+        """The recording's audio (MP3)."""
+
+    def delete(self, recording_sid: str) -> None:
+        """Delete the provider's copy (already gone counts as deleted)."""
 
 TABLE = Table(
     name="calls",
@@ -144,7 +157,7 @@ def transcription_wanted(conn: Conn, call_sid: str) -> bool:
     return bool(row and row[0])
 
 
-# ---- processing (called by inbox.processing.process_event in the event's tenant transaction) ----
+# ---- processing (called by the Twilio provider in the event's tenant transaction) ----
 
 
 @dataclass(frozen=True)
@@ -157,13 +170,14 @@ class _Call:
     transcription_enabled: bool
 
 
-def process(conn: Conn, tenant_id: uuid.UUID, event_id: uuid.UUID, kind: str, payload: dict[str, Any]) -> None:
-    """Apply one stored Twilio event (call status, recording or transcription)."""
+def process(conn: Conn, tenant_id: uuid.UUID, event_id: uuid.UUID, kind: str, payload: dict[str, Any],
+            recordings: Recordings) -> None:
+    """Apply one stored call event (call status, recording or transcription)."""
     call = _call(conn, tenant_id, str(payload["CallSid"]))
     if kind == "call":
         _status(conn, tenant_id, call, payload)
     elif kind == "recording":
-        _recording(conn, tenant_id, call, payload)
+        _recording(conn, tenant_id, call, payload, recordings)
     elif kind == "transcription":
         _transcription(conn, call, payload)
         # The text lives on in the call (opted in) or nowhere: never in the stored event.
@@ -197,8 +211,6 @@ def _number(value: Any) -> tuple[str | None, bool]:
 
 
 def _status(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, Any]) -> None:
-    from chalicelib.inbox.processing import contact_for_phone
-
     updates: dict[str, Any] = {}
     if call.direction is None:
         raw = str(payload.get("Direction") or "")
@@ -212,7 +224,7 @@ def _status(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, An
             updates["contact_id"] = contact_for_phone(conn, tenant_id, external, None)
     status = str(payload["CallStatus"])
     # Forward only: a late "ringing" after "completed" changes nothing.
-    if twilio.STATUS_RANK[status] > twilio.STATUS_RANK.get(call.status, 0):
+    if STATUS_RANK[status] > STATUS_RANK.get(call.status, 0):
         updates["status"] = status
         if payload.get("CallDuration") is not None:
             updates["duration_s"] = int(payload["CallDuration"])
@@ -224,28 +236,22 @@ def _status(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, An
                  {**updates, "id": call.id})
 
 
-def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, Any]) -> None:
-    from chalicelib.vault.store import get_credentials
-
+def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, Any],
+               recordings: Recordings) -> None:
     status = str(payload.get("RecordingStatus") or "completed")
     recording_sid = str(payload["RecordingSid"])
-    settings = get_settings()
-    allow = frozenset(settings.outbound_allow_hosts)
-    base = twilio.rest_base(payload.get("RecordingUrl"), allow)
     if not call.recording_enabled:
-        if status != "in-progress":  # nothing to delete before Twilio has finished it
-            credentials = get_credentials(conn, tenant_id=tenant_id, provider="twilio")
-            twilio.delete_recording(credentials, recording_sid, base=base, allow=allow)
+        if status != "in-progress":  # nothing to delete before the provider has finished it
+            recordings.delete(recording_sid)
             log_event(log, "recording deleted at the provider (not opted in)", call_id=str(call.id))
         return
     if status != "completed":
         return
+    settings = get_settings()
     key = f"tenants/{tenant_id}/recordings/{recording_sid}.mp3"
-    credentials = get_credentials(conn, tenant_id=tenant_id, provider="twilio")
     if conn.execute("SELECT 1 FROM attachments WHERE call_id = %s AND blob_key = %s",
                     (call.id, key)).fetchone() is None:
-        data = twilio.fetch_recording(credentials, recording_sid, max_bytes=settings.max_media_bytes, base=base,
-                                      allow=allow)
+        data = recordings.fetch(recording_sid, max_bytes=settings.max_media_bytes)
         digest = hashlib.sha256(data).hexdigest()
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "recording.mp3"
@@ -257,7 +263,7 @@ def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str,
         log_event(log, "recording stored", call_id=str(call.id), size=len(data))
     # Ours is now the only copy: deleting the workspace (or the call) then reaches every copy. On a retry
     # after a failed delete the stored copy is kept and only the delete is repeated.
-    twilio.delete_recording(credentials, recording_sid, base=base, allow=allow)
+    recordings.delete(recording_sid)
 
 
 def _transcription(conn: Conn, call: _Call, payload: dict[str, Any]) -> None:

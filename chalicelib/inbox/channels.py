@@ -9,19 +9,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr
 
 from chalicelib import audit, errors
 from chalicelib.auth.addresses import EmailAddress
+from chalicelib.db.types import Conn
 from chalicelib.ttlcache import TTLCache
 from chalicelib.vault.envelope import credential_context
 from chalicelib.vault.providers import masked
 from chalicelib.vault.store import get_vault
 
-Conn = Connection[TupleRow]
 Token = Annotated[SecretStr, Field(min_length=8, max_length=1024)]
 
 

@@ -1,4 +1,4 @@
-"""Conversations and their messages, as the inbox API shows them."""
+"""Conversations and their messages: the contact and thread a new message joins, and what the inbox API shows."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict
 
 from chalicelib.crm.listing import Filter, ListSpec, Sort, parse_choice, parse_uuid, time_sort
 from chalicelib.crm.store import Row, Table
-
-Conn = Connection[TupleRow]
+from chalicelib.db.types import Conn
 
 TABLE = Table(
     name="conversations",
@@ -115,3 +112,40 @@ def messages_pending(conn: Conn, conversation_id: uuid.UUID) -> Callable[[], Mes
 def messages(conn: Conn, conversation_id: uuid.UUID) -> MessageList:
     """Messages with their attachments in order."""
     return messages_pending(conn, conversation_id)()
+
+
+def contact_for_phone(conn: Conn, tenant_id: uuid.UUID, phone: str, name: str | None) -> uuid.UUID:
+    """The workspace's contact with this E.164 number, created when unknown (one per number)."""
+    # Two events from a new number at once must not create two contacts.
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7301552))", (f"{tenant_id}:{phone}",))
+    found = conn.execute("SELECT id FROM contacts WHERE phone = %s ORDER BY created_at LIMIT 1", (phone,)).fetchone()
+    if found is not None:
+        return uuid.UUID(str(found[0]))
+    first, _, last = (name or "").partition(" ")
+    row = conn.execute("INSERT INTO contacts (tenant_id, first_name, last_name, phone) VALUES (%s, %s, %s, %s)"
+                       " RETURNING id", (tenant_id, first or None, last or None, phone)).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def contact_for_email(conn: Conn, tenant_id: uuid.UUID, email: str) -> uuid.UUID:
+    """The workspace's contact with this address, created when unknown (one per address, any case)."""
+    row = conn.execute(
+        "INSERT INTO contacts (tenant_id, email) VALUES (%s, %s)"
+        " ON CONFLICT (tenant_id, lower(email)) WHERE email IS NOT NULL DO UPDATE SET email = contacts.email"
+        " RETURNING id", (tenant_id, email)).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def conversation_for(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, thread_key: str,
+                     contact_id: uuid.UUID | None, at: datetime, subject: str | None = None) -> uuid.UUID:
+    """The open-or-closed conversation of a thread, created on first message; last_message_at advanced."""
+    row = conn.execute(
+        "INSERT INTO conversations (tenant_id, channel_id, thread_key, contact_id, subject, last_message_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, channel_id, thread_key) DO UPDATE SET"
+        " last_message_at = greatest(conversations.last_message_at, EXCLUDED.last_message_at),"
+        " status = 'open', updated_at = now() RETURNING id",
+        (tenant_id, channel_id, thread_key, contact_id, subject, at)).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))

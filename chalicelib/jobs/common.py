@@ -9,14 +9,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from chalicelib.db.pool import Database, get_database
+from chalicelib.db.types import Conn
 from chalicelib.observability import log_event
 
-Conn = Connection[TupleRow]
 log = logging.getLogger("crm.jobs")
 # Columns that never leave the database in an export or a backup (secrets and their digests).
 EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"},

@@ -16,11 +16,11 @@ from psycopg import sql
 
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
+from chalicelib.db.types import Conn
 from chalicelib.jobs import gfs
 from chalicelib.jobs.common import (
     EXCLUDED_COLUMNS,
     EXCLUDED_TABLES,
-    Conn,
     TenantTable,
     allow_long_statements,
     tenant_tables,

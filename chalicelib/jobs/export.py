@@ -22,7 +22,8 @@ from psycopg import sql
 from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.common import EXCLUDED_TABLES, Conn, TenantTable, allow_long_statements, tenant_tables
+from chalicelib.db.types import Conn
+from chalicelib.jobs.common import EXCLUDED_TABLES, TenantTable, allow_long_statements, tenant_tables
 from chalicelib.jobs.progress import Progress, count_rows
 
 FORMAT = "tenant-crm-export"

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from psycopg import sql
 
-from chalicelib.jobs.common import Conn
+from chalicelib.db.types import Conn
 
 
 class Progress(Protocol):

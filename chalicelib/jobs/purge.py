@@ -20,7 +20,8 @@ from psycopg import sql
 
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx, user_tx
-from chalicelib.jobs.common import Conn, Outcome, claim, each_workspace, finish, log_finished, workspaces
+from chalicelib.db.types import Conn
+from chalicelib.jobs.common import Outcome, claim, each_workspace, finish, log_finished, workspaces
 from chalicelib.observability import log_event
 from chalicelib.settings import Settings, get_settings
 

@@ -27,8 +27,9 @@ from psycopg import sql
 from chalicelib.blobs import BlobStore
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
+from chalicelib.db.types import Conn
 from chalicelib.jobs.backup import CHUNK_BYTES, BackupError, backup_context, data_key, esdk
-from chalicelib.jobs.common import Conn, TenantTable, dependency_order
+from chalicelib.jobs.common import TenantTable, dependency_order
 from chalicelib.jobs.dump import KIND, backup_tables
 from chalicelib.jobs.export import FORMAT, FORMAT_VERSION
 from chalicelib.jobs.progress import Progress

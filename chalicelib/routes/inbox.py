@@ -148,7 +148,7 @@ def reply(workspace_id: str, conversation_id: str) -> Response:
     with workspace_scope(request, workspace_id) as (conn, principal):
         store.require(conn, conversations.TABLE, record)
     pending = replies.record(tenant, record, body.body, principal.user_id)
-    replies.send(tenant, record, pending, body.body)
+    replies.send(tenant, pending, body.body)
     with workspace_scope(request, workspace_id) as (conn, _principal):
         sent = next(m for m in conversations.messages(conn, record).data if m.id == pending.message_id)
     return json_response(sent, 201)

@@ -1,22 +1,30 @@
-"""Webhooks in: no session; each delivery is authenticated by its provider's signature over the raw body."""
+"""Webhooks in: no session; each delivery is authenticated by its provider (chalicelib.inbox.providers).
+
+Every delivery route builds a Delivery and hands it to ingest.accept with its provider's name; a refusal
+is counted there and answered by chalicelib.http. One provider, one route line (or a few, where the
+provider posts to several URLs).
+"""
 
 from __future__ import annotations
 
 import uuid
 
-from chalice.app import Blueprint, Response
+from chalice.app import Blueprint, Request, Response
 from pydantic import BaseModel
 
 from chalicelib import errors
+from chalicelib.auth.crypto import same
 from chalicelib.db.tenancy import tenant_tx, user_tx
 from chalicelib.http import endpoint, query_params
-from chalicelib.inbox import channels, email_inbound
-from chalicelib.inbox.ingest import Rejected, count_rejection, get_queue, store_events
-from chalicelib.inbox.providers import whatsapp
-from chalicelib.inbox.providers.signatures import whatsapp_valid
+from chalicelib.inbox import channels, ingest
+from chalicelib.inbox.providers import twilio
+from chalicelib.inbox.providers.base import Delivery
+from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)
 TAGS = ("webhooks",)
+ERRORS = (400, 401, 404, 413, 415)
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
 class Ack(BaseModel):
@@ -39,12 +47,25 @@ def _workspace_of(channel_id: str) -> tuple[uuid.UUID, uuid.UUID]:
     return tenant, channel
 
 
+def _delivery(request: Request, tenant: uuid.UUID | None, channel: uuid.UUID | None, path: str,
+              route: str = "") -> Delivery:
+    raw = request.raw_body or b""
+    # The URL the provider was given and signs: ours, from PUBLIC_BASE_URL (never the Host header).
+    return Delivery(tenant=tenant, channel=channel, raw=raw.encode() if isinstance(raw, str) else raw,
+                    headers={name.lower(): value for name, value in request.headers.items()},
+                    url=get_settings().public_base_url + path, route=route)
+
+
+def _channel_delivery(provider: str, kind: str, channel_id: str) -> Response:
+    tenant, channel = _workspace_of(channel_id)
+    ingest.accept(provider, _delivery(bp.current_request, tenant, channel, f"/webhooks/{kind}/{channel_id}"))
+    return Response(body='{"status": "ok"}', status_code=200, headers={"Content-Type": "application/json"})
+
+
 @endpoint(bp, "/webhooks/whatsapp/{channel_id}", "GET", summary="Meta's subscription handshake (hub.challenge)",
           errors_=(403, 404), tags=TAGS)
 def whatsapp_verify(channel_id: str) -> Response:
     """The challenge as text/plain when hub.verify_token is the channel's."""
-    from chalicelib.auth.crypto import same
-
     query = query_params(bp.current_request)
     tenant, channel = _workspace_of(channel_id)
     with tenant_tx(tenant) as conn:
@@ -59,55 +80,52 @@ def whatsapp_verify(channel_id: str) -> Response:
 
 
 @endpoint(bp, "/webhooks/whatsapp/{channel_id}", "POST", summary="WhatsApp Cloud API deliveries (signed)",
-          response_model=Ack, errors_=(400, 401, 404, 413, 415), tags=TAGS, content_types=("application/json",))
+          response_model=Ack, errors_=ERRORS, tags=TAGS, content_types=("application/json",))
 def whatsapp_delivery(channel_id: str) -> Response:
     """Verify X-Hub-Signature-256 over the raw bytes, store each event once, enqueue, acknowledge."""
-    request = bp.current_request
-    raw = request.raw_body or b""
-    raw = raw.encode() if isinstance(raw, str) else raw
-    tenant, channel = _workspace_of(channel_id)
-    try:
-        with tenant_tx(tenant) as conn:
-            found = channels.load(conn, tenant_id=tenant, channel_id=channel)
-            if found is None or found[0].type != "whatsapp" or found[1].app_secret is None:
-                raise Rejected("unknown_channel", 404)
-            # The signature first: nothing of the body is parsed before it is proven to come from Meta.
-            if not whatsapp_valid(found[1].app_secret.get_secret_value(), raw,
-                                  request.headers.get("x-hub-signature-256")):
-                raise Rejected("bad_signature", 401)
-            try:
-                items = whatsapp.parse(raw)
-            except whatsapp.MalformedDelivery:
-                raise Rejected("malformed", 400) from None
-            # A shared Meta app secret does not prove the tenant: the number must be this channel's.
-            if any(item.phone_number_id != found[0].phone_number_id for item in items):
-                raise Rejected("foreign_number", 401)
-            new = store_events(conn, tenant_id=tenant, channel_id=channel, provider="whatsapp",
-                               events=[(i.kind, i.event_id, i.payload) for i in items])
-    except Rejected as rejected:
-        count_rejection("whatsapp", rejected.reason)
-        error = {400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound}[rejected.status]
-        raise error("the delivery was refused") from None
-    if new:
-        get_queue().enqueue(tenant, new)
-    return Response(body='{"status": "ok"}', status_code=200, headers={"Content-Type": "application/json"})
+    return _channel_delivery("whatsapp", "whatsapp", channel_id)
 
 
 @endpoint(bp, "/webhooks/email/{channel_id}", "POST", summary="Mailgun inbound email (signed, replay-protected)",
-          response_model=Ack, errors_=(400, 401, 404, 413, 415), tags=TAGS,
+          response_model=Ack, errors_=ERRORS, tags=TAGS,
           content_types=("application/x-www-form-urlencoded", "multipart/form-data"))
 def email_delivery(channel_id: str) -> Response:
     """Verify Mailgun's signature, refuse replays, store the email and its files once, enqueue, acknowledge."""
-    request = bp.current_request
-    raw = request.raw_body or b""
-    raw = raw.encode() if isinstance(raw, str) else raw
-    tenant, channel = _workspace_of(channel_id)
+    return _channel_delivery("mailgun", "email", channel_id)
+
+
+# ---- Twilio: the path names the workspace, whose credentials (vault) sign the callbacks ----
+
+
+def _twilio(tenant_id: str, route: str) -> None:
     try:
-        new = email_inbound.accept(tenant, channel, raw, request.headers.get("content-type") or "")
-    except Rejected as rejected:
-        count_rejection("mailgun", rejected.reason)
-        error = {400: errors.BadRequest, 401: errors.Unauthorized, 404: errors.NotFound}[rejected.status]
-        raise error("the delivery was refused") from None
-    if new:
-        get_queue().enqueue(tenant, new)
-    return Response(body='{"status": "ok"}', status_code=200, headers={"Content-Type": "application/json"})
+        tenant: uuid.UUID | None = uuid.UUID(tenant_id)
+    except ValueError:
+        tenant = None  # refused (and counted) by the provider's screen
+    ingest.accept("twilio", _delivery(bp.current_request, tenant, None, f"/webhooks/twilio/{tenant_id}/{route}", route))
+
+
+@endpoint(bp, "/webhooks/twilio/{tenant_id}/calls", "POST",
+          summary="Twilio call status callbacks and Voice URL (signed); answers empty TwiML",
+          errors_=ERRORS, tags=TAGS, content_types=(twilio.FORM,))
+def twilio_calls(tenant_id: str) -> Response:
+    """Verify X-Twilio-Signature, store the status once, enqueue, acknowledge with <Response/>."""
+    _twilio(tenant_id, "calls")
+    return Response(body=EMPTY_TWIML, status_code=200, headers={"Content-Type": "text/xml"})
+
+
+@endpoint(bp, "/webhooks/twilio/{tenant_id}/recordings", "POST", summary="Twilio recording status callbacks (signed)",
+          status=204, errors_=ERRORS, tags=TAGS, content_types=(twilio.FORM,))
+def twilio_recordings(tenant_id: str) -> Response:
+    """Stored only if the call started with recording on; otherwise deleted at Twilio (asynchronously)."""
+    _twilio(tenant_id, "recordings")
+    return Response(body="", status_code=204)
+
+
+@endpoint(bp, "/webhooks/twilio/{tenant_id}/transcriptions", "POST",
+          summary="Twilio transcription callbacks (signed)", status=204, errors_=ERRORS, tags=TAGS,
+          content_types=(twilio.FORM,))
+def twilio_transcriptions(tenant_id: str) -> Response:
+    """Kept only if the call started with transcription on."""
+    _twilio(tenant_id, "transcriptions")
+    return Response(body="", status_code=204)

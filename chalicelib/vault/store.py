@@ -16,12 +16,11 @@ from datetime import datetime
 from typing import Any, Literal, overload
 from uuid import UUID
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from chalicelib import audit
+from chalicelib.db.types import Conn
 from chalicelib.errors import NotFound
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault, credential_context
 from chalicelib.vault.providers import (
@@ -36,7 +35,6 @@ from chalicelib.vault.providers import (
     parse_credentials,
 )
 
-Conn = Connection[TupleRow]
 TARGET = "integration_credentials"
 log = logging.getLogger("crm.vault")
 

@@ -21,6 +21,7 @@ from chalicelib.blobs import S3Blobs, get_blobs
 from chalicelib.db.pool import Database, use_database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.inbox.ingest import get_queue, store_events, use_queue
+from chalicelib.inbox.providers.base import Event
 from chalicelib.inbox.queue import SqsQueue
 from chalicelib.mail import send_email
 from chalicelib.settings import get_settings
@@ -125,8 +126,8 @@ def _lambda_sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[st
 def test_queued_events_are_processed_by_the_sqs_handler_and_poisoned_ones_reported_alone(
         aws: Aws, fresh_db: TestDatabase, app_db: Database) -> None:
     tenant = make_tenant(fresh_db)
-    statuses = [("status", f"wamid.{n}", {"id": f"wamid.{n}", "status": "delivered"}) for n in range(3)]
-    poisoned = ("status", "wamid.poison", {"id": "wamid.poison", "status": "no-such-status"})
+    statuses = [Event("status", f"wamid.{n}", {"id": f"wamid.{n}", "status": "delivered"}) for n in range(3)]
+    poisoned = Event("status", "wamid.poison", {"id": "wamid.poison", "status": "no-such-status"})
     with tenant_tx(tenant) as conn:
         ids = store_events(conn, tenant_id=tenant, channel_id=None, provider="whatsapp", events=[*statuses, poisoned])
     queue = get_queue()

@@ -10,7 +10,10 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.inbox.providers.signatures import mailgun_valid, twilio_signature, twilio_valid, whatsapp_valid
+from chalicelib.inbox.providers.mailgun import signature_valid as mailgun_valid
+from chalicelib.inbox.providers.twilio import signature as twilio_signature
+from chalicelib.inbox.providers.twilio import signature_valid as twilio_valid
+from chalicelib.inbox.providers.whatsapp import signature_valid as whatsapp_valid
 
 # twilio-ruby's request validator spec: a real Voice webhook and its signature.
 TWILIO_TOKEN = "2bd9e9638872de601313dc77410d3b23"

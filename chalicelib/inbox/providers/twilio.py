@@ -1,21 +1,35 @@
-"""Twilio Voice callbacks: what a (signature-checked) form body holds, and the REST calls made back.
+"""Twilio Voice: signed callbacks, what their form bodies hold, their processing, and the REST calls back.
 
 Three callbacks per workspace: call status (`/calls`, also usable as the Voice URL: it answers empty
 TwiML), recording status (`/recordings`) and transcription (`/transcriptions`). Each keeps only the
 fields processing needs (data minimisation: no caller city, no SIP headers) and gets a provider id so
 a redelivery is recognised. Recordings are fetched or deleted through Twilio's REST API with the
 workspace's credentials, only on Twilio's own hosts (or a local fake server allow-listed for tests).
+The callbacks' URL names the workspace, whose Twilio credentials (from the vault) sign them: there are
+no channels, and Twilio has no replies here.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import re
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from chalicelib import outbound
+from chalicelib import errors, outbound
+from chalicelib.db.types import Conn
+from chalicelib.inbox import calls
+from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
+from chalicelib.inbox.refusals import BadSignature, ForeignSender, Malformed, UnknownSource, UnsupportedContent
+from chalicelib.settings import get_settings
+from chalicelib.vault.envelope import CredentialIntegrityError
 from chalicelib.vault.providers import TwilioCredentials
+from chalicelib.vault.store import get_credentials
 
 API_BASE = "https://api.twilio.com"
 FORM = "application/x-www-form-urlencoded"
@@ -23,9 +37,6 @@ MAX_FIELDS = 200
 MAX_TEXT = 100_000
 # Route segment -> event kind.
 KINDS = {"calls": "call", "recordings": "recording", "transcriptions": "transcription"}
-# Call statuses in the order a call goes through them; a late callback never moves a call backwards.
-STATUS_RANK = {"queued": 1, "initiated": 1, "ringing": 2, "in-progress": 3,
-               "completed": 4, "busy": 4, "failed": 4, "no-answer": 4, "canceled": 4}
 RECORDING_STATUSES = frozenset({"in-progress", "completed", "absent", "failed"})
 TRANSCRIPTION_STATUSES = frozenset({"completed", "failed"})
 _SID = {prefix: re.compile(rf"^{prefix}[0-9a-fA-F]{{32}}$") for prefix in ("AC", "CA", "RE", "TR")}
@@ -37,7 +48,7 @@ _KEEP = {
 }
 
 
-class MalformedCallback(ValueError):
+class MalformedCallback(Malformed):
     """The body is not a Twilio callback of the route's kind (the message is a fixed word)."""
 
 
@@ -93,7 +104,7 @@ def callback(route: str, form: dict[str, list[str]]) -> Callback:
     if any(len(value) > MAX_TEXT for value in payload.values()):
         raise MalformedCallback("size")
     if kind == "call":
-        if payload.get("CallStatus") not in STATUS_RANK:
+        if payload.get("CallStatus") not in calls.STATUS_RANK:
             raise MalformedCallback("status")
         duration = payload.get("CallDuration")
         if duration is not None and not (duration.isascii() and duration.isdigit() and len(duration) <= 9):
@@ -171,3 +182,119 @@ def fetch_recording(credentials: TwilioCredentials, recording_sid: str, *, max_b
     if response.status != 200 or not response.body or not content_type.lower().startswith("audio/"):
         raise TwilioApiError(f"recording fetch answered {response.status}")
     return response.body
+
+
+def signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]) -> str:
+    """Base64 HMAC-SHA1 of the URL followed by every POST parameter, sorted by name, as name + value."""
+    payload = url + "".join(f"{name}{value}" for name, value in sorted(params, key=lambda p: (p[0], p[1])))
+    return base64.b64encode(hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+
+
+def _port_variants(url: str) -> list[str]:
+    """The URL as configured, with the default port added, and without it (Twilio signs either form)."""
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    host = parts.hostname or ""
+    with_port = urlunsplit((parts.scheme, f"{host}:{parts.port or default}", parts.path, parts.query,
+                            parts.fragment))
+    without = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return list(dict.fromkeys([url, with_port, without]))
+
+
+def signature_valid(auth_token: str, url: str, params: Mapping[str, list[str]] | Iterable[tuple[str, str]],
+                    header: str | None) -> bool:
+    """`X-Twilio-Signature` over the public URL (built from PUBLIC_BASE_URL, never from Host) + params."""
+    if not header:
+        return False
+    pairs = [(k, v) for k, values in params.items() for v in values] if isinstance(params, Mapping) else list(params)
+    return any(hmac.compare_digest(signature(auth_token, candidate, pairs), header.strip())
+               for candidate in _port_variants(url))
+
+
+@dataclass(frozen=True)
+class _Verified:
+    form: dict[str, list[str]]
+    account_sid: str
+
+
+class Twilio:
+    """The Twilio Voice provider (workspace-level: no channel)."""
+
+    name = "twilio"
+    channel_type: str | None = None
+
+    def screen(self, delivery: Delivery) -> dict[str, list[str]]:
+        """A workspace id that parses, the form media type (Chalice lets */* through), a form that parses."""
+        if delivery.tenant is None:
+            raise UnknownSource(reason="unknown_workspace")
+        media = (delivery.header("content-type") or "").split(";")[0].strip().lower()
+        if media != FORM:
+            raise UnsupportedContent()
+        # Parsed only because the signature covers the parameters; used for nothing else until verified.
+        return parse_form(delivery.raw)
+
+    def verify(self, conn: Conn, delivery: Delivery, screened: object) -> _Verified:
+        """X-Twilio-Signature with the workspace's auth token (vault), over the URL Twilio was given."""
+        assert delivery.tenant is not None and isinstance(screened, dict)
+        workspace = conn.execute("SELECT deleted_at FROM workspaces WHERE id = %s", (delivery.tenant,)).fetchone()
+        if workspace is None or workspace[0] is not None:
+            raise UnknownSource(reason="unknown_workspace")
+        try:
+            credentials = get_credentials(conn, tenant_id=delivery.tenant, provider="twilio")
+        except (errors.NotFound, CredentialIntegrityError):
+            raise BadSignature(reason="no_credentials") from None
+        if not signature_valid(credentials.auth_token.get_secret_value(), delivery.url, screened,
+                               delivery.header("x-twilio-signature")):
+            raise BadSignature()
+        return _Verified(screened, credentials.account_sid)
+
+    def events(self, conn: Conn, delivery: Delivery, verified: object) -> list[Event]:
+        """The callback's one event; a transcript the call did not opt into is dropped before storage."""
+        assert isinstance(verified, _Verified)
+        item = callback(delivery.route, verified.form)
+        # A valid signature does not prove the tenant on its own: the account must be this workspace's.
+        if item.account_sid != verified.account_sid:
+            raise ForeignSender(reason="foreign_account")
+        payload: dict[str, Any] = dict(item.payload)
+        if item.kind == "transcription" and not calls.transcription_wanted(conn, item.payload["CallSid"]):
+            payload.pop("TranscriptionText", None)  # not opted in: the text is never written anywhere
+        return [Event(item.kind, item.event_id, payload)]
+
+    def stored(self, conn: Conn, delivery: Delivery, verified: object, new: list[uuid.UUID]) -> None:
+        """Nothing more to keep: recordings are fetched by the worker."""
+
+    def process(self, conn: Conn, event: StoredEvent) -> None:
+        """A call's status, recording or transcript (chalicelib.inbox.calls), recordings fetched from here."""
+        calls.process(conn, event.tenant, event.id, event.kind, event.payload,
+                      _Recordings(conn, event.tenant, event.payload.get("RecordingUrl")))
+
+    def send_reply(self, reply: Reply, body: str) -> Sent:
+        """Calls have no replies."""
+        raise NotImplementedError("Twilio calls have no replies")
+
+
+PROVIDER = Twilio()
+
+
+class _Recordings:
+    """A call's recordings at Twilio, reached with the workspace's credentials (loaded on first use)."""
+
+    def __init__(self, conn: Conn, tenant: uuid.UUID, recording_url: str | None) -> None:
+        self._conn, self._tenant = conn, tenant
+        self._allow = frozenset(get_settings().outbound_allow_hosts)
+        self._base = rest_base(recording_url, self._allow)
+        self._credentials: TwilioCredentials | None = None
+
+    def _loaded(self) -> TwilioCredentials:
+        if self._credentials is None:
+            self._credentials = get_credentials(self._conn, tenant_id=self._tenant, provider="twilio")
+        return self._credentials
+
+    def fetch(self, recording_sid: str, *, max_bytes: int) -> bytes:
+        """The recording's MP3."""
+        return fetch_recording(self._loaded(), recording_sid, max_bytes=max_bytes, base=self._base,
+                               allow=self._allow)
+
+    def delete(self, recording_sid: str) -> None:
+        """Delete Twilio's copy."""
+        delete_recording(self._loaded(), recording_sid, base=self._base, allow=self._allow)

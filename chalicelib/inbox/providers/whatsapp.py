@@ -1,23 +1,45 @@
-"""WhatsApp Cloud API deliveries: what a (signature-checked) webhook body contains.
+"""WhatsApp Cloud API: signed deliveries, their messages and statuses, media, and replies.
 
 A delivery holds `entry[].changes[].value` objects with `metadata.phone_number_id`, `messages[]`
 (text, image, audio, video, document, sticker, location, contacts, interactive, button, reaction) and
 `statuses[]` (sent, delivered, read, failed). Each becomes one inbound event, keyed by the provider's
-id so a redelivery is recognised.
+id so a redelivery is recognised. Media is fetched from Meta's hosts only, over the SSRF-safe client
+(no private addresses, no redirects, a size cap) and must match the SHA-256 Meta announces. Replies go
+out through the Graph API with the channel's access token.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import logging
+import tempfile
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from chalicelib.blobs import get_blobs
+from chalicelib.db.types import Conn
+from chalicelib.inbox import channels, conversations
+from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
+from chalicelib.inbox.refusals import BadSignature, ForeignSender, Malformed, UnknownSource
+from chalicelib.observability import log_event
+from chalicelib.outbound import OutboundRefused, request
+from chalicelib.settings import get_settings
+
+log = logging.getLogger("crm.inbox.whatsapp")
+MEDIA_HOSTS = (".fbcdn.net", ".fbsbx.com", ".whatsapp.net", ".facebook.com")
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 MAX_ITEMS = 1000
 
 
-class MalformedDelivery(ValueError):
+class MalformedDelivery(Malformed):
     """The body is not a WhatsApp Cloud API delivery."""
 
 
@@ -121,3 +143,163 @@ def _text(value: Any) -> str:
 
 def _optional(value: Any) -> str | None:
     return str(value)[:10_000] if value else None
+
+
+def signature_valid(app_secret: str, raw_body: bytes, header: str | None) -> bool:
+    """Meta's `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>` (constant-time compare)."""
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), raw_body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, header.removeprefix("sha256=").strip().lower())
+
+
+class WhatsApp:
+    """The WhatsApp Cloud API provider (channel type "whatsapp")."""
+
+    name = "whatsapp"
+    channel_type: str | None = "whatsapp"
+
+    def screen(self, delivery: Delivery) -> None:
+        """Nothing to check before the signature (the route admits application/json only)."""
+
+    def verify(self, conn: Conn, delivery: Delivery, screened: object) -> channels.ChannelOut:
+        """X-Hub-Signature-256 over the raw bytes with the channel's app secret; returns the channel."""
+        assert delivery.tenant is not None and delivery.channel is not None
+        found = channels.load(conn, tenant_id=delivery.tenant, channel_id=delivery.channel)
+        if found is None or found[0].type != "whatsapp" or found[1].app_secret is None:
+            raise UnknownSource()
+        # The signature first: nothing of the body is parsed before it is proven to come from Meta.
+        if not signature_valid(found[1].app_secret.get_secret_value(), delivery.raw,
+                               delivery.header("x-hub-signature-256")):
+            raise BadSignature()
+        return found[0]
+
+    def events(self, conn: Conn, delivery: Delivery, verified: object) -> list[Event]:
+        """The delivery's messages and statuses, each for this channel's number."""
+        assert isinstance(verified, channels.ChannelOut)
+        items = parse(delivery.raw)
+        # A shared Meta app secret does not prove the tenant: the number must be this channel's.
+        if any(item.phone_number_id != verified.phone_number_id for item in items):
+            raise ForeignSender(reason="foreign_number")
+        return [Event(item.kind, item.event_id, item.payload) for item in items]
+
+    def stored(self, conn: Conn, delivery: Delivery, verified: object, new: list[uuid.UUID]) -> None:
+        """Nothing more to keep: media is fetched by the worker."""
+
+    def process(self, conn: Conn, event: StoredEvent) -> None:
+        """A message joins its number's conversation (media fetched); a status moves a sent message forward."""
+        if event.kind == "message":
+            assert event.channel is not None  # a message arrives through a channel
+            _message(conn, event.tenant, event.channel, event.payload)
+        elif event.kind == "status":
+            _status(conn, event.payload)
+
+    def send_reply(self, reply: Reply, body: str) -> Sent:
+        """POST /{phone_number_id}/messages at the Graph API; Meta's message id comes back."""
+        settings = get_settings()
+        assert reply.secrets.access_token is not None and reply.to is not None
+        payload = {"messaging_product": "whatsapp", "to": reply.to.lstrip("+"), "type": "text",
+                   "text": {"body": body}}
+        response = request("POST", f"{settings.graph_base_url}/{reply.channel.phone_number_id}/messages",
+                           headers={"Authorization": f"Bearer {reply.secrets.access_token.get_secret_value()}",
+                                    "Content-Type": "application/json"},
+                           body=json.dumps(payload).encode(), allow=frozenset(settings.outbound_allow_hosts),
+                           max_bytes=65536)
+        if response.status >= 300:
+            raise OutboundRefused(f"the Graph API answered {response.status}")
+        try:
+            return Sent(str(json.loads(response.body)["messages"][0]["id"]), None)
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise OutboundRefused("the Graph API answer has no message id") from None
+
+
+PROVIDER = WhatsApp()
+
+
+def _timestamp(value: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (TypeError, ValueError):
+        return datetime.now(UTC)
+
+
+def _message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, message: dict[str, Any]) -> None:
+    from chalicelib.crm.values import normalize_phone
+
+    phone = normalize_phone("+" + str(message.get("from", "")).lstrip("+"))
+    at = _timestamp(message.get("timestamp"))
+    contact = conversations.contact_for_phone(conn, tenant_id, phone, message.get("profile_name"))
+    conversation = conversations.conversation_for(conn, tenant_id, channel_id, phone, contact, at)
+    row = conn.execute(
+        "INSERT INTO messages (tenant_id, conversation_id, direction, kind, body, provider_message_id, status,"
+        " sent_at) VALUES (%s, %s, 'in', %s, %s, %s, 'received', %s)"
+        " ON CONFLICT (tenant_id, provider_message_id) DO NOTHING RETURNING id",
+        (tenant_id, conversation, str(message.get("type", "text")), body_of(message), message.get("id"),
+         at)).fetchone()
+    media = media_of(message)
+    if row is not None and media is not None:
+        loaded = channels.load(conn, tenant_id=tenant_id, channel_id=channel_id)
+        try:
+            if loaded is not None:
+                fetch_media(conn, tenant=tenant_id, message_id=uuid.UUID(str(row[0])), secrets=loaded[1],
+                            media=media)
+        except OutboundRefused as exc:
+            # The message is kept; the missing media is said on it (the reason has no payload data).
+            log_event(log, "media not fetched", reason=str(exc)[:80])
+            conn.execute("UPDATE messages SET error = 'media_unavailable' WHERE id = %s", (row[0],))
+
+
+def _status(conn: Conn, status: dict[str, Any]) -> None:
+    state = str(status["status"])
+    rank = STATUS_RANK[state]
+    error = None
+    if state == "failed":
+        errors = status.get("errors") or [{}]
+        error = str(errors[0].get("code", "failed")) if isinstance(errors[0], dict) else "failed"
+    # Only forward: a late "delivered" after "read" changes nothing.
+    conn.execute("UPDATE messages SET status = %s, status_rank = %s, error = coalesce(%s, error)"
+                 " WHERE provider_message_id = %s AND status_rank < %s",
+                 (state, rank, error, status.get("id"), rank))
+
+
+def _digest_matches(data: bytes, announced: str | None) -> bool:
+    if not announced:
+        return True
+    digest = hashlib.sha256(data).digest()
+    return announced.lower() == digest.hex() or announced == base64.b64encode(digest).decode()
+
+
+def fetch_media(conn: Conn, *, tenant: uuid.UUID, message_id: uuid.UUID, secrets: channels.ChannelSecrets,
+                media: dict[str, Any]) -> uuid.UUID:
+    """Look the media id up at the Graph API, download it from Meta's host, store it as the message's attachment."""
+    settings = get_settings()
+    allow = frozenset(settings.outbound_allow_hosts)
+    assert secrets.access_token is not None
+    bearer = {"Authorization": f"Bearer {secrets.access_token.get_secret_value()}"}
+    lookup = request("GET", f"{settings.graph_base_url}/{media['id']}", headers=bearer, allow=allow, max_bytes=65536)
+    if lookup.status != 200:
+        raise OutboundRefused(f"media lookup answered {lookup.status}")
+    info = json.loads(lookup.body)
+    url = str(info.get("url", ""))
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host.endswith(MEDIA_HOSTS) and f"{host}:{parts.port}" not in allow:
+        raise OutboundRefused("media is not on a Meta host")
+    # The bearer token goes to the Meta host only; request() never follows a redirect elsewhere.
+    download = request("GET", url, headers=bearer, allow=allow, max_bytes=settings.max_media_bytes)
+    if download.status != 200:
+        raise OutboundRefused(f"media download answered {download.status}")
+    if not _digest_matches(download.body, info.get("sha256") or media.get("sha256")):
+        raise OutboundRefused("media checksum mismatch")
+    attachment = uuid.uuid4()
+    key = f"tenants/{tenant}/attachments/{message_id}/{attachment}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "media"
+        path.write_bytes(download.body)
+        get_blobs().put_file(key, path)
+    conn.execute("INSERT INTO attachments (tenant_id, id, message_id, filename, content_type, size_bytes, sha256,"
+                 " blob_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                 (tenant, attachment, message_id, media.get("filename"),
+                  str(info.get("mime_type") or media.get("mime_type") or "application/octet-stream"),
+                  len(download.body), hashlib.sha256(download.body).hexdigest(), key))
+    return attachment

@@ -11,10 +11,11 @@ from chalicelib.blobs import get_blobs
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.common import patch_values
-from chalicelib.crm.listing import list_parameters, parse_list
+from chalicelib.crm.listing import list_parameters
 from chalicelib.errors import NotFound
-from chalicelib.http import endpoint, if_match, json_response, parse_body, query_params
+from chalicelib.http import endpoint, if_match, json_response, parse_body
 from chalicelib.inbox import attachments, channels, conversations, replies
+from chalicelib.routes.lists import page_response
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)
@@ -63,12 +64,7 @@ def delete_channel(workspace_id: str, channel_id: str) -> Response:
           parameters=list_parameters(conversations.TABLE.listing))
 def list_conversations(workspace_id: str) -> Response:
     """Filters channel_id, status, contact_id; paged like the CRM lists."""
-    request = bp.current_request
-    query = parse_list(conversations.TABLE.listing, query_params(request), tenant=parse_id(workspace_id))
-    with workspace_read(request, workspace_id) as conn:
-        page = store.list_pending(conn, conversations.TABLE, query)
-    rows, cursor = page()
-    return json_response({"data": [conversations.out(r) for r in rows], "next_cursor": cursor})
+    return page_response(bp.current_request, workspace_id, conversations.TABLE, conversations.out)
 
 
 @endpoint(bp, WS + "/conversations/{conversation_id}", "GET", summary="A conversation",

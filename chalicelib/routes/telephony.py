@@ -7,9 +7,10 @@ from chalice.app import Blueprint, Response
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
-from chalicelib.crm.listing import list_parameters, parse_list
-from chalicelib.http import endpoint, json_response, parse_body, query_params
+from chalicelib.crm.listing import list_parameters
+from chalicelib.http import endpoint, json_response, parse_body
 from chalicelib.inbox import calls
+from chalicelib.routes.lists import page_response
 
 bp = Blueprint(__name__)
 WS = "/workspaces/{workspace_id}"
@@ -45,12 +46,7 @@ def put_telephony_settings(workspace_id: str) -> Response:
           errors_=(400, 401, 404), tags=TAGS, parameters=list_parameters(calls.TABLE.listing))
 def list_calls(workspace_id: str) -> Response:
     """Filters contact_id, status, direction; paged like the CRM lists."""
-    request = bp.current_request
-    query = parse_list(calls.TABLE.listing, query_params(request), tenant=parse_id(workspace_id))
-    with workspace_read(request, workspace_id) as conn:
-        page = store.list_pending(conn, calls.TABLE, query)
-    rows, cursor = page()
-    return json_response({"data": [calls.out(r) for r in rows], "next_cursor": cursor})
+    return page_response(bp.current_request, workspace_id, calls.TABLE, calls.out)
 
 
 @endpoint(bp, WS + "/calls/{call_id}", "GET", summary="A call with its recording and transcript (when stored)",

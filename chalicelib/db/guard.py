@@ -23,12 +23,15 @@ ACCOUNT_TABLES = frozenset({"public.users", "public.login_tokens", "public.sessi
                             "public.webhook_routes", "public.webhook_replay_tokens", "public.webhook_rejections"})
 # Tenant tables whose RESTRICTIVE guard also lets the signed-in user READ their own rows (writes keep the
 # tenant-only WITH CHECK). The exact widening is pinned here, so any other change fails the guard.
-_MY_WORKSPACES = ("( SELECT m.tenant_id\n   FROM memberships m\n  WHERE (m.user_id = app.current_user_id()))")
+# The scope as the policies read it (migration 0018): a scalar subquery, evaluated once per statement.
+TENANT = "( SELECT app.current_tenant() AS current_tenant)"
+USER = "( SELECT app.current_user_id() AS current_user_id)"
+_MY_WORKSPACES = f"( SELECT m.tenant_id\n   FROM memberships m\n  WHERE (m.user_id = {USER}))"
 # Policies that are deliberately wide, for the jobs role only (never the API role).
 JOBS_ONLY_POLICIES = frozenset({("public.workspaces", "jobs_list_tenants")})
 USER_READABLE_GUARDS = {
-    "public.memberships": "((tenant_id = app.current_tenant()) OR (user_id = app.current_user_id()))",
-    "public.workspaces": f"((id = app.current_tenant()) OR (id IN {_MY_WORKSPACES}))",
+    "public.memberships": f"((tenant_id = {TENANT}) OR (user_id = {USER}))",
+    "public.workspaces": f"((id = {TENANT}) OR (id IN {_MY_WORKSPACES}))",
 }
 
 Conn = Connection[tuple[object, ...]]
@@ -86,7 +89,7 @@ def check_rls(conn: Conn) -> list[str]:
             " (0 = ANY(polroles) OR %s::regrole = ANY(polroles)), array_length(polroles, 1) = 1"
             " AND %s::regrole = ALL(polroles)"
             " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, JOBS_ROLE, table)).fetchall()
-        wanted = f"({key} = app.current_tenant())"
+        wanted = f"({key} = {TENANT})"
         wanted_guard = USER_READABLE_GUARDS.get(table, wanted)
         good = {True: False, False: False}
         for name, permissive, cmd, qual, check, for_app, jobs_only in policies:

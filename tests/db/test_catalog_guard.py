@@ -21,13 +21,13 @@ BROKEN = {
     "no_guard": (GOOD_TABLE.format(name="no_guard")
                  + "ALTER TABLE scratch.no_guard ENABLE ROW LEVEL SECURITY;"
                  + "ALTER TABLE scratch.no_guard FORCE ROW LEVEL SECURITY;"
-                 + "CREATE POLICY p ON scratch.no_guard TO crm_app USING (tenant_id = app.current_tenant())"
-                 + " WITH CHECK (tenant_id = app.current_tenant());",
+                 + "CREATE POLICY p ON scratch.no_guard TO crm_app USING (tenant_id = (SELECT app.current_tenant()))"
+                 + " WITH CHECK (tenant_id = (SELECT app.current_tenant()));",
                  "scratch.no_guard: no RESTRICTIVE tenant guard"),
     "using_only": (GOOD_TABLE.format(name="using_only")
                    + "CALL app.secure_tenant_table('scratch.using_only');"
                    + "CREATE POLICY reader ON scratch.using_only FOR ALL TO crm_app"
-                   + " USING (tenant_id = app.current_tenant());",
+                   + " USING (tenant_id = (SELECT app.current_tenant()));",
                    "scratch.using_only: policy reader lacks USING or WITH CHECK"),
     "select_true": (GOOD_TABLE.format(name="select_true")
                     + "CALL app.secure_tenant_table('scratch.select_true');"
@@ -35,7 +35,7 @@ BROKEN = {
                     "scratch.select_true: policy reader is always true"),
     "widened_guard": (GOOD_TABLE.format(name="widened")
                       + "CALL app.secure_tenant_table('scratch.widened');"
-                      + "ALTER POLICY tenant_guard ON scratch.widened USING (tenant_id = app.current_tenant()"
+                      + "ALTER POLICY tenant_guard ON scratch.widened USING (tenant_id = (SELECT app.current_tenant())"
                       + " OR email IS NOT NULL);",
                       "scratch.widened: no RESTRICTIVE tenant guard"),
     "always_true": (GOOD_TABLE.format(name="always_true")

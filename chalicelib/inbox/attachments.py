@@ -10,7 +10,10 @@ from pydantic import BaseModel
 
 from chalicelib.blobs import BlobStore
 from chalicelib.crm.store import Row
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
+
+Q = queries.load(__package__)
 
 
 class DownloadOut(BaseModel):
@@ -26,8 +29,7 @@ class DownloadOut(BaseModel):
 
 def stored_pending(conn: Conn, *, attachment_id: uuid.UUID) -> Callable[[], Row | None]:
     """Queue the read of one attachment's file (name, type, size, digest, blob key); call the result for it."""
-    cursor = conn.execute("SELECT filename, content_type, size_bytes, sha256, blob_key FROM attachments"
-                          " WHERE id = %s", (attachment_id,))
+    cursor = conn.execute(Q["attachment_file"], (attachment_id,))
     return cursor.fetchone
 
 

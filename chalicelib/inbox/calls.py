@@ -26,12 +26,14 @@ from chalicelib import audit
 from chalicelib.blobs import get_blobs
 from chalicelib.crm.listing import Filter, ListSpec, parse_choice, parse_uuid, time_sort
 from chalicelib.crm.store import Row, Table
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.inbox.conversations import contact_for_phone
 from chalicelib.observability import log_event
 from chalicelib.settings import get_settings
 
 log = logging.getLogger("crm.inbox.calls")
+Q = queries.load(__package__)
 MAX_NUMBER = 128
 # Call statuses (Twilio's words) in the order a call goes through them; a late callback never moves a
 # call backwards.
@@ -113,9 +115,8 @@ def out(row: Row) -> CallOut:
 
 def detail(conn: Conn, row: Row) -> CallDetail:
     """The call with its recording and transcript."""
-    extra = conn.execute("SELECT transcript FROM calls WHERE id = %s", (row[0],)).fetchone()
-    found = conn.execute("SELECT id, filename, content_type, size_bytes, sha256 FROM attachments WHERE call_id = %s"
-                         " ORDER BY created_at DESC, id LIMIT 1", (row[0],)).fetchone()
+    extra = conn.execute(Q["call_transcript"], (row[0],)).fetchone()
+    found = conn.execute(Q["call_recording_latest"], (row[0],)).fetchone()
     recording = (RecordingOut(id=found[0], filename=found[1], content_type=found[2], size=found[3], sha256=found[4])
                  if found else None)
     return CallDetail(**out(row).model_dump(), recording=recording, transcript=extra[0] if extra else None)
@@ -126,7 +127,7 @@ def detail(conn: Conn, row: Row) -> CallDetail:
 
 def get_telephony_pending(conn: Conn) -> Callable[[], TelephonySettings]:
     """Queue the read of the current opt-in (both false when never set); call the result for it."""
-    cursor = conn.execute("SELECT recording_enabled, transcription_enabled FROM telephony_settings")
+    cursor = conn.execute(Q["telephony_settings_get"])
 
     def result() -> TelephonySettings:
         row = cursor.fetchone()
@@ -137,11 +138,7 @@ def get_telephony_pending(conn: Conn) -> Callable[[], TelephonySettings]:
 def put_telephony(conn: Conn, *, tenant_id: uuid.UUID, spec: TelephonySettings, actor: audit.Actor
                   ) -> TelephonySettings:
     """Replace the opt-in; audited "telephony.updated" with the new flags. Calls in progress keep theirs."""
-    conn.execute("INSERT INTO telephony_settings (tenant_id, recording_enabled, transcription_enabled)"
-                 " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE SET"
-                 " recording_enabled = EXCLUDED.recording_enabled,"
-                 " transcription_enabled = EXCLUDED.transcription_enabled, updated_at = now()",
-                 (tenant_id, spec.recording_enabled, spec.transcription_enabled))
+    conn.execute(Q["telephony_settings_put"], (tenant_id, spec.recording_enabled, spec.transcription_enabled))
     audit.record(conn, tenant_id=tenant_id, action="telephony.updated", actor=actor,
                  target_type="telephony_settings", details=spec.model_dump())
     return spec
@@ -152,8 +149,7 @@ def transcription_wanted(conn: Conn, call_sid: str) -> bool:
 
     The webhook drops the text before storing the event when not, so it is never written anywhere.
     """
-    row = conn.execute("SELECT coalesce((SELECT transcription_enabled FROM calls WHERE call_sid = %s),"
-                       " (SELECT transcription_enabled FROM telephony_settings), false)", (call_sid,)).fetchone()
+    row = conn.execute(Q["call_transcription_wanted"], (call_sid,)).fetchone()
     return bool(row and row[0])
 
 
@@ -181,18 +177,13 @@ def process(conn: Conn, tenant_id: uuid.UUID, event_id: uuid.UUID, kind: str, pa
     elif kind == "transcription":
         _transcription(conn, call, payload)
         # The text lives on in the call (opted in) or nowhere: never in the stored event.
-        conn.execute("UPDATE inbound_events SET payload = payload - 'TranscriptionText' WHERE id = %s", (event_id,))
+        conn.execute(Q["inbound_event_drop_transcript"], (event_id,))
 
 
 def _call(conn: Conn, tenant_id: uuid.UUID, call_sid: str) -> _Call:
     """The call, created on first sight with the opt-in flags of that moment (kept for the call's life)."""
-    conn.execute(
-        "INSERT INTO calls (tenant_id, call_sid, status, recording_enabled, transcription_enabled)"
-        " SELECT %s, %s, 'unknown', coalesce(s.recording_enabled, false), coalesce(s.transcription_enabled, false)"
-        " FROM (SELECT 1) AS one LEFT JOIN telephony_settings s ON s.tenant_id = %s"
-        " ON CONFLICT (tenant_id, call_sid) DO NOTHING", (tenant_id, call_sid, tenant_id))
-    row = conn.execute("SELECT id, status, direction, contact_id, recording_enabled, transcription_enabled"
-                       " FROM calls WHERE call_sid = %s FOR UPDATE", (call_sid,)).fetchone()
+    conn.execute(Q["call_insert_if_new"], (tenant_id, call_sid, tenant_id))
+    row = conn.execute(Q["call_lock"], (call_sid,)).fetchone()
     assert row is not None
     return _Call(uuid.UUID(str(row[0])), str(row[1]), row[2], row[3], bool(row[4]), bool(row[5]))
 
@@ -249,16 +240,14 @@ def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str,
         return
     settings = get_settings()
     key = f"tenants/{tenant_id}/recordings/{recording_sid}.mp3"
-    if conn.execute("SELECT 1 FROM attachments WHERE call_id = %s AND blob_key = %s",
-                    (call.id, key)).fetchone() is None:
+    if conn.execute(Q["call_recording_exists"], (call.id, key)).fetchone() is None:
         data = recordings.fetch(recording_sid, max_bytes=settings.max_media_bytes)
         digest = hashlib.sha256(data).hexdigest()
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "recording.mp3"
             path.write_bytes(data)
             get_blobs(settings).put_file(key, path)
-        conn.execute("INSERT INTO attachments (tenant_id, call_id, filename, content_type, size_bytes, sha256,"
-                     " blob_key) VALUES (%s, %s, %s, 'audio/mpeg', %s, %s, %s)",
+        conn.execute(Q["call_recording_insert"],
                      (tenant_id, call.id, f"{recording_sid}.mp3", len(data), digest, key))
         log_event(log, "recording stored", call_id=str(call.id), size=len(data))
     # Ours is now the only copy: deleting the workspace (or the call) then reaches every copy. On a retry
@@ -270,4 +259,4 @@ def _transcription(conn: Conn, call: _Call, payload: dict[str, Any]) -> None:
     text = payload.get("TranscriptionText")
     if not call.transcription_enabled or payload.get("TranscriptionStatus") != "completed" or text is None:
         return
-    conn.execute("UPDATE calls SET transcript = %s, updated_at = now() WHERE id = %s", (str(text), call.id))
+    conn.execute(Q["call_transcript_set"], (str(text), call.id))

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr
 
 from chalicelib import audit, errors
 from chalicelib.auth.addresses import EmailAddress
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.ttlcache import TTLCache
 from chalicelib.vault.envelope import credential_context
@@ -75,7 +76,7 @@ _SECRET_FIELDS = ("access_token", "app_secret", "verify_token", "signing_key")
 _SECRETS: TTLCache[tuple[uuid.UUID, uuid.UUID], ChannelSecrets] = TTLCache(60.0)
 # channel -> workspace; a deleted channel's stale entry still fails at load() (its row is gone).
 _ROUTES: TTLCache[uuid.UUID, uuid.UUID] = TTLCache(60.0)
-_COLUMNS = "id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at"
+Q = queries.load(__package__)
 
 
 def webhook_url(base_url: str, channel_type: str, channel_id: uuid.UUID) -> str:
@@ -89,6 +90,7 @@ def _context(tenant_id: uuid.UUID, channel_id: uuid.UUID) -> dict[str, str]:
 
 
 def _out(row: tuple[Any, ...], base_url: str) -> ChannelOut:
+    # The API columns of channel_insert, channel_list and channel_load, in that order.
     return ChannelOut(id=row[0], type=row[1], phone_number_id=row[2], display_phone_number=row[3], address=row[4],
                       webhook_url=webhook_url(base_url, row[1], row[0]), hints=dict(row[5]), created_at=row[6])
 
@@ -102,16 +104,14 @@ def create(conn: Conn, *, tenant_id: uuid.UUID, spec: WhatsAppChannelIn | EmailC
     hints = {name: masked(value) for name, value in secrets.items()}
     try:
         # No savepoint (tenant_tx pipelines its transaction): a duplicate aborts the whole request.
-        found = conn.execute(
-            "INSERT INTO channels (tenant_id, id, type, phone_number_id, display_phone_number, address,"
-            " secrets_ciphertext, secrets_hints) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING " + _COLUMNS,
-            (tenant_id, channel_id, spec.type, getattr(spec, "phone_number_id", None),
-             getattr(spec, "display_phone_number", None), getattr(spec, "address", None), ciphertext,
-             Jsonb(hints))).fetchone()
+        found = conn.execute(Q["channel_insert"], (
+            tenant_id, channel_id, spec.type, getattr(spec, "phone_number_id", None),
+            getattr(spec, "display_phone_number", None), getattr(spec, "address", None), ciphertext,
+            Jsonb(hints))).fetchone()
     except psycopg.errors.UniqueViolation:
         raise errors.Conflict("this WhatsApp number is already a channel of this workspace") from None
     assert found is not None
-    conn.execute("INSERT INTO webhook_routes (channel_id, workspace_id) VALUES (%s, %s)", (channel_id, tenant_id))
+    conn.execute(Q["webhook_route_insert"], (channel_id, tenant_id))
     audit.record(conn, tenant_id=tenant_id, action="channel.created", actor=actor, target_type="channel",
                  target_id=channel_id, details={"type": spec.type})
     return _out(found, base_url)
@@ -119,15 +119,15 @@ def create(conn: Conn, *, tenant_id: uuid.UUID, spec: WhatsAppChannelIn | EmailC
 
 def list_channels_pending(conn: Conn, *, base_url: str) -> Callable[[], list[ChannelOut]]:
     """Queue the read of the current workspace's channels (nothing decrypted); call the result for them."""
-    cursor = conn.execute("SELECT " + _COLUMNS + " FROM channels ORDER BY created_at, id")
+    cursor = conn.execute(Q["channel_list"])
     return lambda: [_out(r, base_url) for r in cursor.fetchall()]
 
 
 def delete(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, actor: audit.Actor) -> None:
     """Delete a channel (its conversations go with it) and stop routing its webhook."""
-    if not conn.execute("DELETE FROM channels WHERE id = %s RETURNING id", (channel_id,)).fetchall():
+    if not conn.execute(Q["channel_delete"], (channel_id,)).fetchall():
         raise errors.NotFound("no such channel")
-    conn.execute("DELETE FROM webhook_routes WHERE channel_id = %s AND workspace_id = %s", (channel_id, tenant_id))
+    conn.execute(Q["webhook_route_delete"], (channel_id, tenant_id))
     _SECRETS.drop((tenant_id, channel_id))
     _ROUTES.drop(channel_id)
     audit.record(conn, tenant_id=tenant_id, action="channel.deleted", actor=actor, target_type="channel",
@@ -140,8 +140,7 @@ def load(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> tuple[Ch
     The row is always read (one query, under RLS); only the decryption is cached for a minute, so a
     deleted channel or another workspace's channel id never comes back from the cache.
     """
-    row = conn.execute("SELECT " + _COLUMNS + ", secrets_ciphertext FROM channels WHERE id = %s",
-                       (channel_id,)).fetchone()
+    row = conn.execute(Q["channel_load"], (channel_id,)).fetchone()
     if row is None:
         _SECRETS.drop((tenant_id, channel_id))
         return None
@@ -158,7 +157,7 @@ def route(conn: Conn, channel_id: uuid.UUID) -> uuid.UUID | None:
     cached = _ROUTES.get(channel_id)
     if cached is not None:
         return cached
-    row = conn.execute("SELECT workspace_id FROM webhook_routes WHERE channel_id = %s", (channel_id,)).fetchone()
+    row = conn.execute(Q["webhook_route_workspace"], (channel_id,)).fetchone()
     if row is None:
         return None
     _ROUTES.put(channel_id, row[0])

@@ -11,7 +11,10 @@ from pydantic import BaseModel, ConfigDict
 
 from chalicelib.crm.listing import Filter, ListSpec, Sort, parse_choice, parse_uuid, time_sort
 from chalicelib.crm.store import Row, Table
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
+
+Q = queries.load(__package__)
 
 TABLE = Table(
     name="conversations",
@@ -90,13 +93,8 @@ def out(row: Row) -> ConversationOut:
 def messages_pending(conn: Conn, conversation_id: uuid.UUID) -> Callable[[], MessageList]:
     """Queue the read of a conversation's messages with their attachments in order (two independent
     queries, not one per message); call the result for them."""
-    message_rows = conn.execute(
-        "SELECT id, direction, body, sent_at, status, error FROM messages WHERE conversation_id = %s"
-        " ORDER BY sent_at, created_at, id", (conversation_id,))
-    attachment_rows = conn.execute(
-        "SELECT a.message_id, a.id, a.filename, a.content_type, a.size_bytes, a.sha256 FROM attachments a"
-        " JOIN messages m ON m.tenant_id = a.tenant_id AND m.id = a.message_id WHERE m.conversation_id = %s"
-        " ORDER BY a.created_at, a.id", (conversation_id,))
+    message_rows = conn.execute(Q["conversation_messages"], (conversation_id,))
+    attachment_rows = conn.execute(Q["conversation_attachments"], (conversation_id,))
 
     def result() -> MessageList:
         files: dict[Any, list[AttachmentOut]] = {}
@@ -117,23 +115,19 @@ def messages(conn: Conn, conversation_id: uuid.UUID) -> MessageList:
 def contact_for_phone(conn: Conn, tenant_id: uuid.UUID, phone: str, name: str | None) -> uuid.UUID:
     """The workspace's contact with this E.164 number, created when unknown (one per number)."""
     # Two events from a new number at once must not create two contacts.
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 7301552))", (f"{tenant_id}:{phone}",))
-    found = conn.execute("SELECT id FROM contacts WHERE phone = %s ORDER BY created_at LIMIT 1", (phone,)).fetchone()
+    conn.execute(Q["contact_phone_lock"], (f"{tenant_id}:{phone}",))
+    found = conn.execute(Q["contact_by_phone"], (phone,)).fetchone()
     if found is not None:
         return uuid.UUID(str(found[0]))
     first, _, last = (name or "").partition(" ")
-    row = conn.execute("INSERT INTO contacts (tenant_id, first_name, last_name, phone) VALUES (%s, %s, %s, %s)"
-                       " RETURNING id", (tenant_id, first or None, last or None, phone)).fetchone()
+    row = conn.execute(Q["contact_insert_for_phone"], (tenant_id, first or None, last or None, phone)).fetchone()
     assert row is not None
     return uuid.UUID(str(row[0]))
 
 
 def contact_for_email(conn: Conn, tenant_id: uuid.UUID, email: str) -> uuid.UUID:
     """The workspace's contact with this address, created when unknown (one per address, any case)."""
-    row = conn.execute(
-        "INSERT INTO contacts (tenant_id, email) VALUES (%s, %s)"
-        " ON CONFLICT (tenant_id, lower(email)) WHERE email IS NOT NULL DO UPDATE SET email = contacts.email"
-        " RETURNING id", (tenant_id, email)).fetchone()
+    row = conn.execute(Q["contact_for_email"], (tenant_id, email)).fetchone()
     assert row is not None
     return uuid.UUID(str(row[0]))
 
@@ -141,11 +135,7 @@ def contact_for_email(conn: Conn, tenant_id: uuid.UUID, email: str) -> uuid.UUID
 def conversation_for(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, thread_key: str,
                      contact_id: uuid.UUID | None, at: datetime, subject: str | None = None) -> uuid.UUID:
     """The open-or-closed conversation of a thread, created on first message; last_message_at advanced."""
-    row = conn.execute(
-        "INSERT INTO conversations (tenant_id, channel_id, thread_key, contact_id, subject, last_message_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, channel_id, thread_key) DO UPDATE SET"
-        " last_message_at = greatest(conversations.last_message_at, EXCLUDED.last_message_at),"
-        " status = 'open', updated_at = now() RETURNING id",
-        (tenant_id, channel_id, thread_key, contact_id, subject, at)).fetchone()
+    row = conn.execute(Q["conversation_for_thread"],
+                       (tenant_id, channel_id, thread_key, contact_id, subject, at)).fetchone()
     assert row is not None
     return uuid.UUID(str(row[0]))

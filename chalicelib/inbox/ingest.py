@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from psycopg.types.json import Jsonb
 
+from chalicelib.db import queries
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.db.types import Conn
 from chalicelib.inbox.processing import process_event
@@ -22,6 +23,8 @@ from chalicelib.inbox.queue import EventQueue, LocalQueue, SqsQueue
 from chalicelib.inbox.refusals import Refused
 from chalicelib.inbox.webhook_records import count_rejection
 from chalicelib.settings import get_settings
+
+Q = queries.load(__package__)
 
 
 def accept(provider_name: str, delivery: Delivery) -> list[uuid.UUID]:
@@ -53,11 +56,8 @@ def store_events(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID | No
     """
     new: list[uuid.UUID] = []
     for event in events:
-        rows = conn.execute(
-            "INSERT INTO inbound_events (tenant_id, channel_id, provider, provider_event_id, kind, payload)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant_id, provider, provider_event_id) DO NOTHING"
-            " RETURNING id", (tenant_id, channel_id, provider, event.event_id, event.kind,
-                              Jsonb(event.payload))).fetchall()
+        rows = conn.execute(Q["inbound_event_insert"], (tenant_id, channel_id, provider, event.event_id, event.kind,
+                                                        Jsonb(event.payload))).fetchall()
         new.extend(r[0] for r in rows)
     return new
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from chalicelib.db import queries
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.inbox.providers import PROVIDERS
 from chalicelib.inbox.providers.base import StoredEvent
@@ -18,20 +19,19 @@ from chalicelib.observability import log_event
 
 log = logging.getLogger("crm.inbox.worker")
 MAX_ATTEMPTS = 5
+Q = queries.load(__package__)
 
 
 def process_event(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
     """Process one stored event (no-op when it was already processed or is being processed)."""
     try:
         with tenant_tx(tenant_id) as conn:
-            row = conn.execute("SELECT provider, kind, channel_id, payload FROM inbound_events WHERE id = %s"
-                               " AND processed_at IS NULL FOR UPDATE SKIP LOCKED", (event_id,)).fetchone()
+            row = conn.execute(Q["inbound_event_claim"], (event_id,)).fetchone()
             if row is None:
                 return
             provider, kind, channel_id, payload = row
             PROVIDERS[provider].process(conn, StoredEvent(event_id, tenant_id, channel_id, kind, payload))
-            conn.execute("UPDATE inbound_events SET processed_at = now(), attempts = attempts + 1 WHERE id = %s",
-                         (event_id,))
+            conn.execute(Q["inbound_event_processed"], (event_id,))
     except Exception as exc:
         _record_failure(tenant_id, event_id, exc)
         raise
@@ -41,6 +41,4 @@ def process_event(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
 def _record_failure(tenant_id: uuid.UUID, event_id: uuid.UUID, exc: Exception) -> None:
     with tenant_tx(tenant_id) as conn:
         # The error's type only: its message may quote the payload.
-        conn.execute("UPDATE inbound_events SET attempts = attempts + 1, last_error = %s,"
-                     " processed_at = CASE WHEN attempts + 1 >= %s THEN now() END WHERE id = %s",
-                     (type(exc).__name__, MAX_ATTEMPTS, event_id))
+        conn.execute(Q["inbound_event_failed"], (type(exc).__name__, MAX_ATTEMPTS, event_id))

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 
 from chalicelib import errors
+from chalicelib.db import queries
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.inbox import channels
 from chalicelib.inbox.providers import for_channel, mailgun
@@ -17,32 +18,28 @@ from chalicelib.inbox.providers.base import Reply
 from chalicelib.mail import new_message_id
 from chalicelib.outbound import OutboundRefused
 
+Q = queries.load(__package__)
+
 
 def record(tenant: uuid.UUID, conversation_id: uuid.UUID, body: str, author: uuid.UUID | None) -> Reply:
     """Store the reply as queued (committed before any provider call)."""
     now = datetime.now(UTC)
     with tenant_tx(tenant) as conn:
-        conversation = conn.execute("SELECT channel_id, contact_id, thread_key, subject FROM conversations"
-                                    " WHERE id = %s", (conversation_id,)).fetchone()
+        conversation = conn.execute(Q["reply_conversation"], (conversation_id,)).fetchone()
         if conversation is None:
             raise errors.NotFound("no such conversation")
         loaded = channels.load(conn, tenant_id=tenant, channel_id=conversation[0])
         if loaded is None:
             raise errors.NotFound("no such conversation")
         channel, secrets = loaded
-        contact = conn.execute("SELECT email, phone FROM contacts WHERE id = %s", (conversation[1],)).fetchone()
-        references = [str(r[0]) for r in conn.execute(
-            "SELECT email_message_id FROM messages WHERE conversation_id = %s AND email_message_id IS NOT NULL"
-            " ORDER BY sent_at, created_at", (conversation_id,))]
+        contact = conn.execute(Q["reply_contact_addresses"], (conversation[1],)).fetchone()
+        references = [str(r[0]) for r in conn.execute(Q["reply_references"], (conversation_id,))]
         # The one id of this reply: stored here and sent as its Message-ID, so an answer that quotes it
         # (In-Reply-To/References) finds this conversation.
         email_id = new_message_id(mailgun.mail_domain(channel)) if channel.type == "email" else None
         message = uuid.uuid4()
-        conn.execute("INSERT INTO messages (tenant_id, id, conversation_id, direction, kind, body, status, sent_at,"
-                     " email_message_id) VALUES (%s, %s, %s, 'out', 'text', %s, 'queued', %s, %s)",
-                     (tenant, message, conversation_id, body, now, email_id))
-        conn.execute("UPDATE conversations SET last_message_at = %s, updated_at = %s WHERE id = %s",
-                     (now, now, conversation_id))
+        conn.execute(Q["reply_message_insert"], (tenant, message, conversation_id, body, now, email_id))
+        conn.execute(Q["reply_conversation_touch"], (now, now, conversation_id))
         to = (contact[1] if channel.type == "whatsapp" else contact[0]) if contact else None
         if channel.type == "whatsapp" and to is None:
             to = str(conversation[2])  # the thread key of a WhatsApp conversation is the number
@@ -64,7 +61,6 @@ def send(tenant: uuid.UUID, reply: Reply, body: str) -> tuple[str, str | None]:
     except Exception as exc:  # noqa: BLE001 - recorded on the message, whatever the provider did
         status, error = "failed", type(exc).__name__
     with tenant_tx(tenant) as conn:
-        conn.execute("UPDATE messages SET status = %s, status_rank = %s, error = %s, provider_message_id = %s,"
-                     " email_message_id = %s WHERE id = %s",
+        conn.execute(Q["reply_message_outcome"],
                      (status, 1 if status == "sent" else 4, error, provider_id, email_id, reply.message_id))
     return status, error

@@ -9,25 +9,24 @@ import hashlib
 import logging
 from datetime import UTC, datetime
 
+from chalicelib.db import queries
 from chalicelib.db.tenancy import user_tx
 from chalicelib.db.types import Conn
 from chalicelib.observability import log_event
 
 log = logging.getLogger("crm.inbox")
+Q = queries.load(__package__)
 
 
 def count_rejection(provider: str, reason: str) -> None:
     """Count a refused delivery (its own transaction: the request itself is refused)."""
     with user_tx() as conn:
-        conn.execute("INSERT INTO webhook_rejections (day, provider, reason, count) VALUES (%s, %s, %s, 1)"
-                     " ON CONFLICT (day, provider, reason) DO UPDATE SET count = webhook_rejections.count + 1",
-                     (datetime.now(UTC).date(), provider, reason))
+        conn.execute(Q["webhook_rejection_count"], (datetime.now(UTC).date(), provider, reason))
     log_event(log, "webhook rejected", provider=provider, reason=reason)
 
 
 def first_use(conn: Conn, provider: str, token: str) -> bool:
     """Record a delivery's one-time token; False when it was seen before (a replay). Only its hash is kept."""
-    seen = conn.execute("INSERT INTO webhook_replay_tokens (provider, token_hash) VALUES (%s, %s)"
-                        " ON CONFLICT DO NOTHING RETURNING 1",
+    seen = conn.execute(Q["webhook_replay_token_first_use"],
                         (provider, hashlib.sha256(token.encode()).digest())).fetchall()
     return bool(seen)

@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 
 from chalicelib.auth.crypto import keyed_token, same
 from chalicelib.blobs import get_blobs
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.inbox import channels, conversations
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
@@ -37,6 +38,7 @@ from chalicelib.settings import get_settings
 
 MAX_AGE = timedelta(minutes=5)
 MAX_ATTACHMENTS = 20
+Q = queries.load(__package__)
 
 
 class MalformedDelivery(Malformed):
@@ -195,8 +197,7 @@ class Mailgun:
         if new and verified.files:
             assert delivery.tenant is not None
             files = _store_files(delivery.tenant, new[0], verified.files)
-            conn.execute("UPDATE inbound_events SET payload = payload || %s WHERE id = %s",
-                         (Jsonb({"files": files}), new[0]))
+            conn.execute(Q["inbound_event_add_files"], (Jsonb({"files": files}), new[0]))
 
     def process(self, conn: Conn, event: StoredEvent) -> None:
         """Contact by address, conversation by thread (headers, then a signed reply address), message, files."""
@@ -273,30 +274,24 @@ def _file_message(conn: Conn, tenant: uuid.UUID, channel_id: uuid.UUID, payload:
     contact = conversations.contact_for_email(conn, tenant, sender) if sender else None
     at = datetime.now(UTC)
     references = [str(r) for r in payload.get("references") or []]
-    earlier = conn.execute("SELECT conversation_id FROM messages WHERE email_message_id = ANY(%s)"
-                           " ORDER BY sent_at LIMIT 1", (references,)).fetchone() if references else None
+    earlier = conn.execute(Q["conversation_by_email_reference"], (references,)).fetchone() if references else None
     message_id = str(payload.get("message_id") or uuid.uuid4())
     if earlier is None:
         # Answers sent to a signed reply address (reply+<conversation>.<sig>@…) join that conversation.
         named = conversation_of_reply_address(parseaddr(str(payload.get("recipient") or ""))[1])
         if named is not None:
-            earlier = conn.execute("SELECT id FROM conversations WHERE id = %s", (named,)).fetchone()
+            earlier = conn.execute(Q["conversation_by_id"], (named,)).fetchone()
     if earlier is not None:
         conversation = uuid.UUID(str(earlier[0]))
-        conn.execute("UPDATE conversations SET last_message_at = %s, status = 'open' WHERE id = %s",
-                     (at, conversation))
+        conn.execute(Q["conversation_reopen"], (at, conversation))
     else:
         conversation = conversations.conversation_for(conn, tenant, channel_id, message_id, contact, at,
                                                       subject=(payload.get("subject") or None))
-    row = conn.execute(
-        "INSERT INTO messages (tenant_id, conversation_id, direction, kind, body, provider_message_id,"
-        " email_message_id, status, sent_at) VALUES (%s, %s, 'in', 'email', %s, %s, %s, 'received', %s)"
-        " ON CONFLICT (tenant_id, provider_message_id) DO NOTHING RETURNING id",
-        (tenant, conversation, payload.get("text"), "email:" + message_id, message_id, at)).fetchone()
+    row = conn.execute(Q["email_message_insert"],
+                       (tenant, conversation, payload.get("text"), "email:" + message_id, message_id, at)).fetchone()
     if row is None:
         return
     for item in payload.get("files") or []:
-        conn.execute("INSERT INTO attachments (tenant_id, message_id, filename, content_type, size_bytes, sha256,"
-                     " blob_key) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        conn.execute(Q["email_attachment_insert"],
                      (tenant, row[0], item["filename"], item["content_type"], item["size"], item["sha256"],
                       item["blob_key"]))

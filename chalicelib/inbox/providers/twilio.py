@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from chalicelib import errors, outbound
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.inbox import calls
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
@@ -39,6 +40,7 @@ MAX_TEXT = 100_000
 KINDS = {"calls": "call", "recordings": "recording", "transcriptions": "transcription"}
 RECORDING_STATUSES = frozenset({"in-progress", "completed", "absent", "failed"})
 TRANSCRIPTION_STATUSES = frozenset({"completed", "failed"})
+Q = queries.load(__package__)
 _SID = {prefix: re.compile(rf"^{prefix}[0-9a-fA-F]{{32}}$") for prefix in ("AC", "CA", "RE", "TR")}
 # Fields kept per kind (everything else Twilio sends is dropped before storage).
 _KEEP = {
@@ -236,7 +238,7 @@ class Twilio:
     def verify(self, conn: Conn, delivery: Delivery, screened: object) -> _Verified:
         """X-Twilio-Signature with the workspace's auth token (vault), over the URL Twilio was given."""
         assert delivery.tenant is not None and isinstance(screened, dict)
-        workspace = conn.execute("SELECT deleted_at FROM workspaces WHERE id = %s", (delivery.tenant,)).fetchone()
+        workspace = conn.execute(Q["workspace_deleted_at"], (delivery.tenant,)).fetchone()
         if workspace is None or workspace[0] is not None:
             raise UnknownSource(reason="unknown_workspace")
         try:

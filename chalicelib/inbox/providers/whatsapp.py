@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib.blobs import get_blobs
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.inbox import channels, conversations
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
@@ -37,6 +38,7 @@ MEDIA_HOSTS = (".fbcdn.net", ".fbsbx.com", ".whatsapp.net", ".facebook.com")
 MEDIA_TYPES = frozenset({"image", "audio", "video", "document", "sticker"})
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "failed": 4}
 MAX_ITEMS = 1000
+Q = queries.load(__package__)
 
 
 class MalformedDelivery(Malformed):
@@ -230,12 +232,8 @@ def _message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, message: d
     at = _timestamp(message.get("timestamp"))
     contact = conversations.contact_for_phone(conn, tenant_id, phone, message.get("profile_name"))
     conversation = conversations.conversation_for(conn, tenant_id, channel_id, phone, contact, at)
-    row = conn.execute(
-        "INSERT INTO messages (tenant_id, conversation_id, direction, kind, body, provider_message_id, status,"
-        " sent_at) VALUES (%s, %s, 'in', %s, %s, %s, 'received', %s)"
-        " ON CONFLICT (tenant_id, provider_message_id) DO NOTHING RETURNING id",
-        (tenant_id, conversation, str(message.get("type", "text")), body_of(message), message.get("id"),
-         at)).fetchone()
+    row = conn.execute(Q["whatsapp_message_insert"], (tenant_id, conversation, str(message.get("type", "text")),
+                                                      body_of(message), message.get("id"), at)).fetchone()
     media = media_of(message)
     if row is not None and media is not None:
         loaded = channels.load(conn, tenant_id=tenant_id, channel_id=channel_id)
@@ -246,7 +244,7 @@ def _message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, message: d
         except OutboundRefused as exc:
             # The message is kept; the missing media is said on it (the reason has no payload data).
             log_event(log, "media not fetched", reason=str(exc)[:80])
-            conn.execute("UPDATE messages SET error = 'media_unavailable' WHERE id = %s", (row[0],))
+            conn.execute(Q["message_media_unavailable"], (row[0],))
 
 
 def _status(conn: Conn, status: dict[str, Any]) -> None:
@@ -257,9 +255,7 @@ def _status(conn: Conn, status: dict[str, Any]) -> None:
         errors = status.get("errors") or [{}]
         error = str(errors[0].get("code", "failed")) if isinstance(errors[0], dict) else "failed"
     # Only forward: a late "delivered" after "read" changes nothing.
-    conn.execute("UPDATE messages SET status = %s, status_rank = %s, error = coalesce(%s, error)"
-                 " WHERE provider_message_id = %s AND status_rank < %s",
-                 (state, rank, error, status.get("id"), rank))
+    conn.execute(Q["message_status_forward"], (state, rank, error, status.get("id"), rank))
 
 
 def _digest_matches(data: bytes, announced: str | None) -> bool:
@@ -297,8 +293,7 @@ def fetch_media(conn: Conn, *, tenant: uuid.UUID, message_id: uuid.UUID, secrets
         path = Path(tmp) / "media"
         path.write_bytes(download.body)
         get_blobs().put_file(key, path)
-    conn.execute("INSERT INTO attachments (tenant_id, id, message_id, filename, content_type, size_bytes, sha256,"
-                 " blob_key) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+    conn.execute(Q["whatsapp_attachment_insert"],
                  (tenant, attachment, message_id, media.get("filename"),
                   str(info.get("mime_type") or media.get("mime_type") or "application/octet-stream"),
                   len(download.body), hashlib.sha256(download.body).hexdigest(), key))

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from psycopg import Connection
-
 from chalicelib.db.migrate import APP_ROLE, JOBS_ROLE, OWNER_ROLE
+from chalicelib.db.types import Conn
 
 # Tables whose tenant key is not called tenant_id (a workspace *is* the tenant).
 TENANT_KEYS = {"public.workspaces": "id"}
@@ -34,7 +33,6 @@ USER_READABLE_GUARDS = {
     "public.workspaces": f"((id = {TENANT}) OR (id IN {_MY_WORKSPACES}))",
 }
 
-Conn = Connection[tuple[object, ...]]
 Rows = list[tuple[object, ...]]
 
 

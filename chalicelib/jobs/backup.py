@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.blobs import BlobStore
+from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.jobs import gfs
@@ -26,6 +27,7 @@ from chalicelib.jobs.progress import Progress
 from chalicelib.observability import log_event
 from chalicelib.vault.envelope import Vault
 
+Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs.backup")
 STAMP = "%Y%m%dT%H%M%SZ"
 SUFFIX = ".json.enc"
@@ -99,8 +101,7 @@ def data_key(db: Database, tenant_id: uuid.UUID, vault: Vault, *, create: bool =
         wrapped = vault.encrypt(secrets.token_bytes(DATA_KEY_BYTES), context)
         with tenant_tx(tenant_id, db=db) as conn:
             # Two first backups at once: one key wins, and both then use the stored one.
-            conn.execute("INSERT INTO backup_keys (tenant_id, wrapped_key, key_id) VALUES (%s, %s, %s)"
-                         " ON CONFLICT DO NOTHING", (tenant_id, wrapped, vault.key_id))
+            conn.execute(Q["backup_key_add"], (tenant_id, wrapped, vault.key_id))
         row = _key_row(db, tenant_id)
         assert row is not None
     unwrapped = vault.decrypt(row[0], context)  # refuses a key row copied from another workspace
@@ -109,15 +110,14 @@ def data_key(db: Database, tenant_id: uuid.UUID, vault: Vault, *, create: bool =
     if unwrapped.key_id != vault.key_id:
         # Re-wrap under the current master key, so retiring an old master key never strands backups.
         with tenant_tx(tenant_id, db=db) as conn:
-            conn.execute("UPDATE backup_keys SET wrapped_key = %s, key_id = %s WHERE tenant_id = %s"
-                         " AND wrapped_key = %s", (vault.encrypt(unwrapped.plaintext, context), vault.key_id,
-                                                   tenant_id, row[0]))
+            conn.execute(Q["backup_key_rewrap"], (vault.encrypt(unwrapped.plaintext, context), vault.key_id,
+                                                  tenant_id, row[0]))
     return unwrapped.plaintext
 
 
 def _key_row(db: Database, tenant_id: uuid.UUID) -> tuple[bytes, str] | None:
     with tenant_tx(tenant_id, db=db) as conn:
-        row = conn.execute("SELECT wrapped_key, key_id FROM backup_keys WHERE tenant_id = %s", (tenant_id,)).fetchone()
+        row = conn.execute(Q["backup_key_get"], (tenant_id,)).fetchone()
     return None if row is None else (bytes(row[0]), str(row[1]))
 
 
@@ -172,8 +172,7 @@ def backup_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault
             with tenant_tx(tenant_id, db=db, pipeline=False) as conn:
                 # The row first: a second backup in the same second fails here, before it could
                 # overwrite the first one's object.
-                conn.execute("INSERT INTO backups (tenant_id, blob_key, taken_at, size_bytes, row_count)"
-                             " VALUES (%s, %s, %s, %s, %s)", (tenant_id, key, taken, size, rows))
+                conn.execute(Q["backup_add"], (tenant_id, key, taken, size, rows))
                 stored = True
                 blobs.put_file(key, sealed)
         except BaseException:
@@ -188,8 +187,7 @@ def apply_retention(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, now: d
                     *, daily: int = 30, weekly: int = 12, monthly: int = 6) -> list[str]:
     """Expire the backups GFS does not keep (and stray objects); returns their keys (dry_run: lists only)."""
     with tenant_tx(tenant_id, db=db) as conn:
-        rows = [(str(k), t) for k, t in conn.execute(
-            "SELECT blob_key, taken_at FROM backups WHERE tenant_id = %s", (tenant_id,)).fetchall()]
+        rows = [(str(k), t) for k, t in conn.execute(Q["backups_of_workspace"], (tenant_id,)).fetchall()]
     kept = gfs.keep(rows, daily=daily, weekly=weekly, monthly=monthly, now=now)
     expired = sorted(k for k, _ in rows if k not in kept)
     known, cutoff = {k for k, _ in rows}, gfs.utc(now) - ORPHAN_GRACE
@@ -200,7 +198,7 @@ def apply_retention(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, now: d
         return sorted(expired + strays)
     if expired:
         with tenant_tx(tenant_id, db=db) as conn:
-            conn.execute("DELETE FROM backups WHERE tenant_id = %s AND blob_key = ANY(%s)", (tenant_id, expired))
+            conn.execute(Q["backups_expire"], (tenant_id, expired))
     # Rows before objects: a failed object delete leaves a stray, swept on the next run; never a row
     # pointing at nothing.
     for key in expired + strays:

@@ -11,10 +11,12 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from chalicelib.db import queries
 from chalicelib.db.pool import Database, get_database
 from chalicelib.db.types import Conn
 from chalicelib.observability import log_event
 
+Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs")
 # Columns that never leave the database in an export or a backup (secrets and their digests).
 EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"},
@@ -43,23 +45,21 @@ class Workspace:
 def workspaces(db: Database) -> list[Workspace]:
     """Every workspace (the one cross-tenant read the jobs role has)."""
     with db.pool.connection() as conn:
-        rows = conn.execute("SELECT id, name, deleted_at FROM workspaces ORDER BY created_at, id").fetchall()
+        rows = conn.execute(Q["workspaces_all"]).fetchall()
     return [Workspace(r[0], str(r[1]), r[2]) for r in rows]
 
 
 def claim(db: Database, name: str, scheduled_for: datetime) -> bool:
     """Claim one scheduled run; False when another invocation already has it (overlaps do the work once)."""
     with db.pool.connection() as conn:
-        rows = conn.execute("INSERT INTO job_runs (name, scheduled_for) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-                            " RETURNING 1", (name, scheduled_for)).fetchall()
+        rows = conn.execute(Q["job_run_claim"], (name, scheduled_for)).fetchall()
     return bool(rows)
 
 
 def finish(db: Database, name: str, scheduled_for: datetime, counts: dict[str, Any]) -> None:
     """Record a claimed run's counts (never contents)."""
     with db.pool.connection() as conn:
-        conn.execute("UPDATE job_runs SET finished_at = now(), counts = %s WHERE name = %s AND scheduled_for = %s",
-                     (Jsonb(counts), name, scheduled_for))
+        conn.execute(Q["job_run_finish"], (Jsonb(counts), name, scheduled_for))
 
 
 @dataclass
@@ -109,15 +109,7 @@ class TenantTable:
 
 def tenant_tables(conn: Conn) -> list[TenantTable]:
     """Every table of public with a tenant key, from the catalog (a new table is found automatically)."""
-    rows = conn.execute(
-        "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum),"
-        " array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attgenerated <> '')"
-        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
-        " AND (c.relname = 'workspaces' OR EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = c.oid"
-        "      AND t.attname = 'tenant_id' AND NOT t.attisdropped))"
-        " GROUP BY c.relname ORDER BY c.relname").fetchall()
+    rows = conn.execute(Q["tenant_tables"]).fetchall()
     tables = []
     for name, columns, generated in rows:
         excluded = EXCLUDED_COLUMNS.get(str(name), set())
@@ -128,9 +120,7 @@ def tenant_tables(conn: Conn) -> list[TenantTable]:
 
 def dependency_order(conn: Conn, names: list[str]) -> list[str]:
     """`names` ordered parents first (by foreign keys among them); reverse it to delete."""
-    edges = conn.execute(
-        "SELECT c.conrelid::regclass::text, c.confrelid::regclass::text FROM pg_constraint c"
-        " WHERE c.contype = 'f' AND c.conrelid <> c.confrelid").fetchall()
+    edges = conn.execute(Q["foreign_key_edges"]).fetchall()
     parents: dict[str, set[str]] = {n: set() for n in names}
     for child, parent in edges:
         child_name, parent_name = str(child).removeprefix("public."), str(parent).removeprefix("public.")
@@ -150,4 +140,4 @@ def dependency_order(conn: Conn, names: list[str]) -> list[str]:
 def allow_long_statements(conn: Conn) -> None:
     """Lift the jobs role's statement timeout for this transaction only (a whole-table COPY of a large
     workspace takes longer than an API statement may); it ends with the transaction."""
-    conn.execute("SELECT set_config('statement_timeout', '0', true)")
+    conn.execute(Q["statement_timeout_off"])

@@ -11,12 +11,14 @@ from typing import Any
 from psycopg import sql
 
 from chalicelib.blobs import BlobStore
+from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.jobs.common import DERIVED_TABLES, dependency_order, tenant_tables
 from chalicelib.jobs.progress import Progress, count_rows
 from chalicelib.observability import log_event
 
+Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs.delete")
 # Kept for security forensics until their own retention purge: event, actor ids, IP, time.
 FORENSIC_TABLE = "audit_log"
@@ -48,12 +50,11 @@ def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, *,
     receipt = Receipt(str(tenant_id), found=False)
     with tenant_tx(tenant_id, db=db, pipeline=False) as conn:
         # Two overlapping runs: the second skips instead of racing the first.
-        locked = conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 7301552))",
-                              (str(tenant_id),)).fetchone()
+        locked = conn.execute(Q["deletion_lock"], (str(tenant_id),)).fetchone()
         if not (locked and locked[0]):
             log_event(log, "deletion already running", workspace_id=str(tenant_id))
             return receipt
-        receipt.found = conn.execute("SELECT 1 FROM workspaces WHERE id = %s", (tenant_id,)).fetchone() is not None
+        receipt.found = conn.execute(Q["workspace_exists"], (tenant_id,)).fetchone() is not None
         keys = {t.name: t.key for t in tenant_tables(conn)}
         # Derived tables first: their rows are then counted here, not removed unseen by their sources' triggers.
         children_first = [n for n in reversed(dependency_order(conn, list(keys))) if n != FORENSIC_TABLE]
@@ -68,14 +69,11 @@ def delete_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, *,
                 receipt.rows[name] = cur.rowcount
             if progress is not None:
                 progress.advance(name, max(cur.rowcount, 0))
-        cur = conn.execute("UPDATE audit_log SET details = '{}', user_agent = NULL, target_type = NULL,"
-                           " target_id = NULL WHERE tenant_id = %s"
-                           " AND (details <> '{}' OR user_agent IS NOT NULL OR target_id IS NOT NULL)", (tenant_id,))
+        cur = conn.execute(Q["audit_pseudonymize"], (tenant_id,))
         receipt.audit_entries_pseudonymized = cur.rowcount
-        if conn.execute("SELECT 1 FROM audit_log WHERE tenant_id = %s LIMIT 1", (tenant_id,)).fetchone():
+        if conn.execute(Q["audit_has_entries"], (tenant_id,)).fetchone():
             # The audit entries' purge needs to find this workspace id after its row is gone.
-            conn.execute("INSERT INTO workspace_tombstones (workspace_id, deleted_at) VALUES (%s, now())"
-                         " ON CONFLICT DO NOTHING", (tenant_id,))
+            conn.execute(Q["tombstone_add"], (tenant_id,))
     for prefix in BLOB_PREFIXES:
         for key in blobs.list(prefix.format(id=tenant_id)):
             blobs.delete(key)

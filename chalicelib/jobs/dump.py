@@ -14,6 +14,7 @@ from typing import IO, Any
 
 from psycopg import sql
 
+from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.db.types import Conn
@@ -28,6 +29,7 @@ from chalicelib.jobs.common import (
 from chalicelib.jobs.export import FORMAT, FORMAT_VERSION, workspace_json
 from chalicelib.jobs.progress import Progress, count_rows
 
+Q = queries.load(__package__)
 KIND = "backup"
 # Rows between two progress reports of one table (each report redraws a bar).
 PROGRESS_EVERY = 1024
@@ -67,7 +69,7 @@ def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, tak
         # One statement, so one snapshot even at READ COMMITTED: a row added between two tables' reads
         # could otherwise point at a parent the backup does not hold, and the restore would fail.
         # Without parallel workers the UNION ALL branches come out in order (and _Writer checks it).
-        conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        conn.execute(Q["no_parallel_workers"])
         branches = [sql.SQL("SELECT {}, row_to_json(x)::text FROM (SELECT {} FROM {} WHERE {} = {}) x").format(
             sql.Literal(n), sql.SQL(", ").join(map(sql.Identifier, t.columns)), sql.Identifier(t.name),
             sql.Identifier(t.key), sql.Literal(str(tenant_id))) for n, t in enumerate(tables)]

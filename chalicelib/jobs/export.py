@@ -20,12 +20,14 @@ from typing import IO, Any
 from psycopg import sql
 
 from chalicelib.blobs import BlobStore
+from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.db.types import Conn
 from chalicelib.jobs.common import EXCLUDED_TABLES, TenantTable, allow_long_statements, tenant_tables
 from chalicelib.jobs.progress import Progress, count_rows
 
+Q = queries.load(__package__)
 FORMAT = "tenant-crm-export"
 FORMAT_VERSION = 1
 CHUNK_ROWS = 1024
@@ -40,8 +42,7 @@ class WorkspaceNotFound(LookupError):
 
 def workspace_json(conn: Conn, tenant_id: uuid.UUID) -> str:
     """The workspace's own row as JSON text (the head of an export or a backup), or WorkspaceNotFound."""
-    row = conn.execute("SELECT row_to_json(w)::text FROM (SELECT id, name, created_at, deleted_at"
-                       " FROM workspaces WHERE id = %s) w", (tenant_id,)).fetchone()
+    row = conn.execute(Q["workspace_json"], (tenant_id,)).fetchone()
     if row is None:
         raise WorkspaceNotFound(str(tenant_id))
     return str(row[0])

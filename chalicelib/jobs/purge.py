@@ -18,6 +18,7 @@ from typing import Any, LiteralString
 
 from psycopg import sql
 
+from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx, user_tx
 from chalicelib.db.types import Conn
@@ -25,6 +26,7 @@ from chalicelib.jobs.common import Outcome, claim, each_workspace, finish, log_f
 from chalicelib.observability import log_event
 from chalicelib.settings import Settings, get_settings
 
+Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs.purge")
 AUDIT_JOB = "purge_audit_log"
 AUTH_JOB = "purge_auth"
@@ -57,7 +59,7 @@ def _scope(db: Database, tenant: uuid.UUID | None) -> Iterator[Conn]:
     with (tenant_tx(tenant, db=db) if tenant is not None else user_tx(db=db)) as conn:
         # A purge that a crash loses is simply redone by the next run: no need to wait for the WAL
         # flush on each of its many small commits.
-        conn.execute("SET LOCAL synchronous_commit = off")
+        conn.execute(Q["async_commit"])
         yield conn
 
 
@@ -123,8 +125,7 @@ def delete_older(db: Database, table: str, condition: LiteralString, params: Map
 def tombstoned(db: Database) -> list[uuid.UUID]:
     """Ids of hard-deleted workspaces whose audit entries still await their purge."""
     with db.pool.connection() as conn:
-        rows = conn.execute("SELECT workspace_id FROM workspace_tombstones ORDER BY deleted_at, workspace_id"
-                            ).fetchall()
+        rows = conn.execute(Q["tombstones_all"]).fetchall()
     return [uuid.UUID(str(r[0])) for r in rows]
 
 
@@ -144,8 +145,7 @@ def purge_audit_log(db: Database, now: datetime, *, retention_days: int | None =
         if tenant in gone_set:
             with tenant_tx(tenant, db=db) as conn:
                 # The tombstone only goes once RLS (this workspace's context) shows no audit row left.
-                cur = conn.execute("DELETE FROM workspace_tombstones WHERE workspace_id = %s"
-                                   " AND NOT EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = %s)", (tenant, tenant))
+                cur = conn.execute(Q["tombstone_drop"], (tenant, tenant))
             counts["tombstones_dropped"] = max(cur.rowcount, 0)
         return counts
 
@@ -206,8 +206,7 @@ def run_claimed(db: Database, job: str, scheduled_for: datetime, body: Callable[
         outcome = body()
     except BaseException:
         with db.pool.connection() as conn:
-            conn.execute("DELETE FROM job_runs WHERE name = %s AND scheduled_for = %s AND finished_at IS NULL",
-                         (job, scheduled_for))
+            conn.execute(Q["job_run_release"], (job, scheduled_for))
         raise
     finish(db, job, scheduled_for, {**outcome.counts, "failed": len(outcome.failed)})
     log_finished(job, outcome)

@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from chalicelib.blobs import BlobStore
+from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.db.types import Conn
@@ -36,6 +37,7 @@ from chalicelib.jobs.progress import Progress
 from chalicelib.observability import log_event
 from chalicelib.vault.envelope import Vault
 
+Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs.restore")
 BATCH_ROWS = 1000
 BATCH_BYTES = 4 << 20
@@ -100,11 +102,9 @@ def choose_backup(db: Database, tenant_id: uuid.UUID, key: str | None = None) ->
     """(blob key, taken_at, size) of the named backup of the workspace, or of its newest."""
     with tenant_tx(tenant_id, db=db) as conn:
         if key is None:
-            row = conn.execute("SELECT blob_key, taken_at, size_bytes FROM backups WHERE tenant_id = %s"
-                               " ORDER BY taken_at DESC, blob_key DESC LIMIT 1", (tenant_id,)).fetchone()
+            row = conn.execute(Q["backup_newest"], (tenant_id,)).fetchone()
         else:
-            row = conn.execute("SELECT blob_key, taken_at, size_bytes FROM backups WHERE tenant_id = %s"
-                               " AND blob_key = %s", (tenant_id, key)).fetchone()
+            row = conn.execute(Q["backup_named"], (tenant_id, key)).fetchone()
     if row is None:
         raise RestoreError(f"workspace {tenant_id} has no backup {key}" if key else
                            f"workspace {tenant_id} has no backups")
@@ -242,8 +242,7 @@ def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool,
         progress.begin("restore", {name: sections[name].rows for name in order})
     for name in order:
         section = sections[name]
-        exists = name == "workspaces" and conn.execute("SELECT 1 FROM workspaces WHERE id = %s",
-                                                       (target,)).fetchone() is not None
+        exists = name == "workspaces" and conn.execute(Q["workspace_exists"], (target,)).fetchone() is not None
         try:
             _load_table(conn, tables[name], _batches(plain, section), target, as_new, exists, progress)
         except psycopg.errors.ForeignKeyViolation as exc:

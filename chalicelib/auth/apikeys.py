@@ -13,8 +13,10 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 
 from chalicelib.auth.crypto import keyed_hash
+from chalicelib.db import queries
 from chalicelib.settings import Settings
 
+Q = queries.load(__package__)
 KEY_SHAPE = re.compile(r"^crm_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$")
 TOUCH_EVERY = timedelta(seconds=60)
 
@@ -31,9 +33,7 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, role:
     """Create a key; returns the key (the only time it exists in clear) and its stored row."""
     key, prefix = new_key()
     row = conn.execute(
-        "INSERT INTO api_keys (tenant_id, name, prefix, key_hash, role, created_by, created_at, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " RETURNING id, name, prefix, role, created_at, expires_at, last_used_at",
+        Q["api_key_create"],
         (tenant_id, name, prefix, keyed_hash("api-key", key, settings), role, created_by, now,
          expires_at)).fetchone()
     assert row is not None
@@ -45,20 +45,17 @@ def authorize_pending(conn: Connection[TupleRow], *, key: str, now: datetime, ro
     """Queue the authorization of a key of the CURRENT tenant (RLS: another workspace's key simply is not
     there); the result gives (key_id, role). A refusal fails the statement (app.authorize_api_key), which
     makes PostgreSQL skip every statement queued after it."""
-    cursor = conn.execute("SELECT * FROM app.authorize_api_key(%s, %s, %s, %s, %s)",
+    cursor = conn.execute(Q["api_key_authorize"],
                           (keyed_hash("api-key", key, settings), now, now - TOUCH_EVERY, roles, allow_deleted))
     return cursor.fetchone
 
 
 def list_keys_pending(conn: Connection[TupleRow]) -> Callable[[], list[tuple[Any, ...]]]:
     """Queue the read of the current workspace's live and revoked keys (never the key or its hash)."""
-    return conn.execute(
-        "SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at FROM api_keys"
-        " ORDER BY created_at DESC, id").fetchall
+    return conn.execute(Q["api_keys_list"]).fetchall
 
 
 def revoke(conn: Connection[TupleRow], *, key_id: uuid.UUID, now: datetime) -> bool:
     """Revoke at once; False when there is no such live key in this workspace."""
-    rows = conn.execute("UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL RETURNING id",
-                        (now, key_id)).fetchall()
+    rows = conn.execute(Q["api_key_revoke"], (now, key_id)).fetchall()
     return bool(rows)

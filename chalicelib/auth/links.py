@@ -11,8 +11,10 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 
 from chalicelib.auth.crypto import keyed_hash, new_code, new_token, normalize_code
+from chalicelib.db import queries
 from chalicelib.settings import Settings
 
+Q = queries.load(__package__)
 Purpose = Literal["login", "invitation", "email_change"]
 SIGN_IN_PURPOSES: tuple[Purpose, ...] = ("login", "invitation")
 MAX_CODE_ATTEMPTS = 5
@@ -41,9 +43,6 @@ class Grant:
     next_path: str | None
 
 
-_RETURNING = " RETURNING id, purpose, email, user_id, workspace_id, role, next_path"
-
-
 def _grant(row: tuple[object, ...] | None) -> Grant | None:
     if row is None:
         return None
@@ -58,8 +57,7 @@ def issue(conn: Connection[TupleRow], *, purpose: Purpose, email: str, now: date
     """Store a new token and code (only their HMACs) valid for MAGIC_LINK_TTL_S."""
     token, code = new_token(), new_code()
     conn.execute(
-        "INSERT INTO login_tokens (token_hash, code_hash, purpose, email, user_id, workspace_id, role,"
-        " next_path, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        Q["login_token_issue"],
         (keyed_hash("login-token", token, settings), keyed_hash("login-code", f"{email}:{code}", settings),
          purpose, email, user_id, workspace_id, role, next_path, now,
          now + timedelta(seconds=settings.magic_link_ttl_s)))
@@ -70,8 +68,7 @@ def consume_token(conn: Connection[TupleRow], *, token: str, purposes: tuple[Pur
                   settings: Settings) -> Grant | None:
     """Use a token once: one atomic UPDATE, so of N concurrent attempts exactly one wins."""
     row = conn.execute(
-        "UPDATE login_tokens SET used_at = %s WHERE token_hash = %s AND purpose = ANY(%s)"
-        " AND used_at IS NULL AND expires_at > %s" + _RETURNING,
+        Q["login_token_consume"],
         (now, keyed_hash("login-token", token, settings), list(purposes), now)).fetchone()
     return _grant(row)
 
@@ -81,17 +78,11 @@ def consume_code(conn: Connection[TupleRow], *, email: str, code: str, now: date
     """Use a one-time code once; a wrong code spends one of the few attempts of every live code."""
     code_hash = keyed_hash("login-code", f"{email}:{normalize_code(code)}", settings)
     row = conn.execute(
-        "UPDATE login_tokens SET used_at = %(now)s WHERE id = ("
-        " SELECT id FROM login_tokens WHERE email = %(email)s AND code_hash = %(code)s"
-        " AND purpose = ANY(%(purposes)s) AND used_at IS NULL AND expires_at > %(now)s"
-        " AND code_attempts < %(max)s ORDER BY created_at DESC LIMIT 1)"
-        " AND used_at IS NULL" + _RETURNING,
+        Q["login_code_consume"],
         {"now": now, "email": email, "code": code_hash, "purposes": list(SIGN_IN_PURPOSES),
          "max": MAX_CODE_ATTEMPTS}).fetchone()
     if row is None:
-        conn.execute(
-            "UPDATE login_tokens SET code_attempts = code_attempts + 1 WHERE email = %s AND used_at IS NULL"
-            " AND expires_at > %s RETURNING id", (email, now)).fetchall()
+        conn.execute(Q["login_code_spend_attempt"], (email, now)).fetchall()
     return _grant(row)
 
 

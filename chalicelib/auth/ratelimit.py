@@ -9,7 +9,9 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 
 from chalicelib.auth.crypto import keyed_hash
+from chalicelib.db import queries
 
+Q = queries.load(__package__)
 WINDOW = timedelta(minutes=15)
 
 
@@ -28,10 +30,7 @@ def hit(conn: Connection[TupleRow], *, kind: str, subject: str, limit: int, now:
     bucket = keyed_hash("rate-limit", f"{kind}:{subject}")
     seconds = int(window.total_seconds())
     start = datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, tz=now.tzinfo)
-    row = conn.execute(
-        "INSERT INTO rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)"
-        " ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1 RETURNING hits",
-        (bucket, start)).fetchone()
+    row = conn.execute(Q["rate_limit_hit"], (bucket, start)).fetchone()
     hits = int(row[0]) if row else 1
     retry = max(1, int((start + window - now).total_seconds()))
     return Verdict(allowed=hits <= limit, retry_after_s=retry)

@@ -13,7 +13,10 @@ from psycopg.rows import TupleRow
 
 from chalicelib.audit import Actor, clean_ip
 from chalicelib.auth.crypto import keyed_hash, keyed_token, new_token
+from chalicelib.db import queries
 from chalicelib.settings import Settings
+
+Q = queries.load(__package__)
 
 # last_seen_at is written at most once a minute per session: the idle timeout needs no finer grain,
 # and most requests then stay read-only.
@@ -38,8 +41,7 @@ def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now:
     """Start a session; returns the cookie value (shown once, stored only as an HMAC)."""
     token = new_token()
     conn.execute(
-        "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        Q["session_create"],
         (keyed_hash("session", token, settings), user_id, now, now,
          now + timedelta(seconds=settings.session_absolute_timeout_s), clean_ip(actor.ip),
          (actor.user_agent or "")[:512] or None))
@@ -49,8 +51,7 @@ def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now:
 def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings) -> SessionInfo | None:
     """Find a live session (no workspace involved) in one statement (one round trip)."""
     row = conn.execute(
-        "SELECT id, user_id, last_seen_at FROM sessions WHERE token_hash = %s AND revoked_at IS NULL"
-        " AND expires_at > %s AND last_seen_at > %s",
+        Q["session_resolve"],
         (keyed_hash("session", token, settings), now, now - timedelta(seconds=settings.session_idle_timeout_s))
     ).fetchone()
     if row is None:
@@ -58,7 +59,7 @@ def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: 
     session_id, user_id, last_seen = row
     if last_seen < now - TOUCH_EVERY:
         # Queued, not awaited: in pipeline mode it travels with the handler's next statement.
-        conn.execute("UPDATE sessions SET last_seen_at = %s WHERE id = %s", (now, session_id))
+        conn.execute(Q["session_touch"], (now, session_id))
     return SessionInfo(session_id, user_id)
 
 
@@ -71,7 +72,7 @@ def authorize_pending(conn: Connection[TupleRow], *, token: str, workspace_id: u
     queued after it; a live session is touched at most once per TOUCH_EVERY, as resolve() does.
     """
     cursor = conn.execute(
-        "SELECT * FROM app.authorize_session(%s, %s, %s, %s, %s, %s, %s)",
+        Q["session_authorize"],
         (keyed_hash("session", token, settings), workspace_id, now,
          now - timedelta(seconds=settings.session_idle_timeout_s), now - TOUCH_EVERY, roles, allow_deleted))
     return cursor.fetchone
@@ -81,11 +82,9 @@ def revoke(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,
            session_id: uuid.UUID | None = None, keep: uuid.UUID | None = None) -> int:
     """Revoke one session of the user (session_id) or all of them except `keep`; returns how many."""
     if session_id is not None:
-        rows = conn.execute("UPDATE sessions SET revoked_at = %s WHERE id = %s AND user_id = %s"
-                            " AND revoked_at IS NULL RETURNING id", (now, session_id, user_id)).fetchall()
+        rows = conn.execute(Q["session_revoke_one"], (now, session_id, user_id)).fetchall()
     else:
-        rows = conn.execute("UPDATE sessions SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL"
-                            " AND id IS DISTINCT FROM %s RETURNING id", (now, user_id, keep)).fetchall()
+        rows = conn.execute(Q["session_revoke_others"], (now, user_id, keep)).fetchall()
     return len(rows)
 
 
@@ -93,8 +92,7 @@ def list_for_user(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: dateti
                   settings: Settings) -> list[tuple[Any, ...]]:
     """The user's live sessions: id, created, last seen, IP, user agent (newest first)."""
     return conn.execute(
-        "SELECT id, created_at, last_seen_at, host(ip), user_agent FROM sessions WHERE user_id = %s"
-        " AND revoked_at IS NULL AND expires_at > %s AND last_seen_at > %s ORDER BY created_at DESC",
+        Q["sessions_of_user"],
         (user_id, now, now - timedelta(seconds=settings.session_idle_timeout_s))).fetchall()
 
 

@@ -16,10 +16,12 @@ from chalicelib.auth import links, ratelimit, sessions
 from chalicelib.auth.addresses import safe_next_path
 from chalicelib.auth.crypto import keyed_hash
 from chalicelib.auth.principal import Principal, anonymous_actor, check_origin, session_cookie
+from chalicelib.db import queries
 from chalicelib.db.tenancy import bind_user, tenant_tx, user_tx
 from chalicelib.mail import send_email
 from chalicelib.settings import Settings, get_settings
 
+Q = queries.load(__package__)
 INVALID = "this link or code is invalid or has expired"
 
 
@@ -52,14 +54,14 @@ def _peek_workspace(request_body: SessionRequest, settings: Settings) -> uuid.UU
     """The workspace of an invitation token/code (read-only), so sign-in can run in its tenant."""
     with user_tx() as conn:
         if request_body.token:
-            row = conn.execute("SELECT workspace_id FROM login_tokens WHERE token_hash = %s",
+            row = conn.execute(Q["login_token_workspace"],
                                (keyed_hash("login-token", request_body.token, settings),)).fetchone()
         else:
             assert request_body.email is not None and request_body.code is not None
             from chalicelib.auth.crypto import normalize_code
 
             row = conn.execute(
-                "SELECT workspace_id FROM login_tokens WHERE email = %s AND code_hash = %s AND used_at IS NULL",
+                Q["login_code_workspace"],
                 (request_body.email,
                  keyed_hash("login-code", f"{request_body.email}:{normalize_code(request_body.code)}", settings)),
             ).fetchone()

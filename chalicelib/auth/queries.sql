@@ -1,0 +1,110 @@
+-- Sign-in, sessions, API keys and rate limits. Tokens, codes and keys arrive here only as HMACs.
+
+-- apikeys.py -----------------------------------------------------------------------------------------
+
+-- name: api_key_create
+-- Store a new API key (its HMAC only) and return the row as listed.
+INSERT INTO api_keys (tenant_id, name, prefix, key_hash, role, created_by, created_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING id, name, prefix, role, created_at, expires_at, last_used_at;
+
+-- name: api_key_authorize
+-- (key_id, role) of a live key of the current tenant; the function fails the statement on a refusal.
+SELECT * FROM app.authorize_api_key(%s, %s, %s, %s, %s);
+
+-- name: api_keys_list
+-- The current workspace's live and revoked keys (never the key or its hash), newest first.
+SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at
+  FROM api_keys
+ ORDER BY created_at DESC, id;
+
+-- name: api_key_revoke
+-- Revoke a live key of the current workspace (no row back when there is none).
+UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL RETURNING id;
+
+-- sessions.py ----------------------------------------------------------------------------------------
+
+-- name: session_create
+-- Start a session (stored as the HMAC of its cookie value).
+INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent)
+VALUES (%s, %s, %s, %s, %s, %s, %s);
+
+-- name: session_resolve
+-- A live session by its HMAC: neither revoked nor past its absolute or idle expiry.
+SELECT id, user_id, last_seen_at FROM sessions
+ WHERE token_hash = %s AND revoked_at IS NULL AND expires_at > %s AND last_seen_at > %s;
+
+-- name: session_touch
+-- Slide a session's idle expiry forward.
+UPDATE sessions SET last_seen_at = %s WHERE id = %s;
+
+-- name: session_authorize
+-- (session_id, user_id, role) of a live session for a workspace; the function fails the statement on a refusal.
+SELECT * FROM app.authorize_session(%s, %s, %s, %s, %s, %s, %s);
+
+-- name: session_revoke_one
+-- Revoke one live session of the user.
+UPDATE sessions SET revoked_at = %s
+ WHERE id = %s AND user_id = %s AND revoked_at IS NULL
+RETURNING id;
+
+-- name: session_revoke_others
+-- Revoke every live session of the user except one (NULL: all of them).
+UPDATE sessions SET revoked_at = %s
+ WHERE user_id = %s AND revoked_at IS NULL AND id IS DISTINCT FROM %s
+RETURNING id;
+
+-- name: sessions_of_user
+-- The user's live sessions: id, created, last seen, IP, user agent (newest first).
+SELECT id, created_at, last_seen_at, host(ip), user_agent FROM sessions
+ WHERE user_id = %s AND revoked_at IS NULL AND expires_at > %s AND last_seen_at > %s
+ ORDER BY created_at DESC;
+
+-- ratelimit.py ---------------------------------------------------------------------------------------
+
+-- name: rate_limit_hit
+-- Count one hit in the bucket's current window; returns the window's hits so far.
+INSERT INTO rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)
+ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
+RETURNING hits;
+
+-- links.py -------------------------------------------------------------------------------------------
+
+-- name: login_token_issue
+-- Store a new sign-in token and code (their HMACs only).
+INSERT INTO login_tokens (token_hash, code_hash, purpose, email, user_id, workspace_id, role,
+                          next_path, created_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: login_token_consume
+-- Use a live token of one of the purposes, once; returns what it grants.
+UPDATE login_tokens SET used_at = %s
+ WHERE token_hash = %s AND purpose = ANY(%s) AND used_at IS NULL AND expires_at > %s
+RETURNING id, purpose, email, user_id, workspace_id, role, next_path;
+
+-- name: login_code_consume
+-- Use the newest live code of the address, once, unless its attempts are spent; returns what it grants.
+UPDATE login_tokens SET used_at = %(now)s
+ WHERE id = (SELECT id FROM login_tokens
+              WHERE email = %(email)s AND code_hash = %(code)s AND purpose = ANY(%(purposes)s)
+                AND used_at IS NULL AND expires_at > %(now)s AND code_attempts < %(max)s
+              ORDER BY created_at DESC
+              LIMIT 1)
+   AND used_at IS NULL
+RETURNING id, purpose, email, user_id, workspace_id, role, next_path;
+
+-- name: login_code_spend_attempt
+-- A wrong code spends one attempt of every live code of the address.
+UPDATE login_tokens SET code_attempts = code_attempts + 1
+ WHERE email = %s AND used_at IS NULL AND expires_at > %s
+RETURNING id;
+
+-- signin.py ------------------------------------------------------------------------------------------
+
+-- name: login_token_workspace
+-- The workspace (of an invitation) a token belongs to.
+SELECT workspace_id FROM login_tokens WHERE token_hash = %s;
+
+-- name: login_code_workspace
+-- The workspace (of an invitation) an unused code of the address belongs to.
+SELECT workspace_id FROM login_tokens WHERE email = %s AND code_hash = %s AND used_at IS NULL;

@@ -11,14 +11,14 @@ from psycopg.rows import TupleRow
 
 from chalicelib import audit, errors
 from chalicelib.accounts.models import MemberOut
+from chalicelib.db import queries
+
+Q = queries.load(__package__)
 
 
 def list_members_pending(conn: Connection[TupleRow]) -> Callable[[], list[MemberOut]]:
     """Queue the read of the current workspace's members, owners first; call the result for them."""
-    cursor = conn.execute(
-        "SELECT m.user_id, u.email, u.display_name, m.role, m.created_at FROM memberships m"
-        " JOIN users u ON u.id = m.user_id"
-        " ORDER BY array_position(ARRAY['owner', 'admin', 'member'], m.role), m.created_at, m.user_id")
+    cursor = conn.execute(Q["members_list"])
 
     def members() -> list[MemberOut]:
         return [MemberOut(user_id=r[0], email=r[1], display_name=r[2], role=r[3], created_at=r[4])
@@ -29,12 +29,12 @@ def list_members_pending(conn: Connection[TupleRow]) -> Callable[[], list[Member
 def _lock_owners(conn: Connection[TupleRow]) -> set[uuid.UUID]:
     # Locking every owner row serialises concurrent demotions/removals, so two owners cannot each
     # remove the other and leave the workspace ownerless (write skew).
-    rows = conn.execute("SELECT user_id FROM memberships WHERE role = 'owner' FOR UPDATE").fetchall()
+    rows = conn.execute(Q["owners_lock"]).fetchall()
     return {r[0] for r in rows}
 
 
 def _current_role(conn: Connection[TupleRow], user_id: uuid.UUID) -> str:
-    row = conn.execute("SELECT role FROM memberships WHERE user_id = %s FOR UPDATE", (user_id,)).fetchone()
+    row = conn.execute(Q["member_role_lock"], (user_id,)).fetchone()
     if row is None:
         raise errors.NotFound("no such member")
     return str(row[0])
@@ -49,8 +49,7 @@ def set_role(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.
         raise errors.Forbidden("only an owner can grant or take away ownership")
     if current == "owner" and role != "owner" and owners == {user_id}:
         raise errors.Conflict("a workspace needs at least one owner")
-    conn.execute("UPDATE memberships SET role = %s, updated_at = %s WHERE user_id = %s RETURNING 1",
-                 (role, now, user_id)).fetchall()
+    conn.execute(Q["member_set_role"], (role, now, user_id)).fetchall()
     audit.record(conn, tenant_id=tenant_id, action="member.role_changed", actor=actor, target_type="user",
                  target_id=user_id, details={"from": current, "to": role})
 
@@ -67,7 +66,7 @@ def remove(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UU
         raise errors.Forbidden("only an owner can remove an owner")
     if current == "owner" and owners == {user_id}:
         raise errors.Conflict("a workspace needs at least one owner")
-    conn.execute("DELETE FROM memberships WHERE user_id = %s RETURNING 1", (user_id,)).fetchall()
+    conn.execute(Q["member_remove"], (user_id,)).fetchall()
     audit.record(conn, tenant_id=tenant_id, action="member.removed", actor=actor, target_type="user",
                  target_id=user_id)
 
@@ -75,10 +74,7 @@ def remove(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UU
 def add(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
         actor: audit.Actor, now: datetime) -> None:
     """Add a member from an accepted invitation (an existing membership keeps its role)."""
-    added = conn.execute(
-        "INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (tenant_id, user_id) DO NOTHING RETURNING 1",
-        (tenant_id, user_id, role, now, now)).fetchall()
+    added = conn.execute(Q["member_add"], (tenant_id, user_id, role, now, now)).fetchall()
     if added:
         audit.record(conn, tenant_id=tenant_id, action="member.added", actor=actor, target_type="user",
                      target_id=user_id, details={"role": role})

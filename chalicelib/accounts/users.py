@@ -11,8 +11,9 @@ from psycopg.rows import TupleRow
 
 from chalicelib import errors
 from chalicelib.accounts.models import UserOut, WorkspaceOut
+from chalicelib.db import queries
 
-_USER_COLUMNS = "id, email, display_name, created_at"
+Q = queries.load(__package__)
 
 
 def _user(row: tuple[object, ...] | None) -> UserOut:
@@ -23,32 +24,26 @@ def _user(row: tuple[object, ...] | None) -> UserOut:
 
 def upsert_by_email(conn: Connection[TupleRow], *, email: str, now: datetime) -> UserOut:
     """The user with this (normalized) address, created now if it is new."""
-    row = conn.execute(
-        "INSERT INTO users (email, created_at, updated_at) VALUES (%s, %s, %s)"
-        " ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING " + _USER_COLUMNS,
-        (email, now, now)).fetchone()
+    row = conn.execute(Q["user_upsert_by_email"], (email, now, now)).fetchone()
     return _user(row)
 
 
 def get(conn: Connection[TupleRow], *, user_id: uuid.UUID) -> UserOut:
     """One user."""
-    return _user(conn.execute("SELECT " + _USER_COLUMNS + " FROM users WHERE id = %s", (user_id,)).fetchone())
+    return _user(conn.execute(Q["user_get"], (user_id,)).fetchone())
 
 
 def set_display_name(conn: Connection[TupleRow], *, user_id: uuid.UUID, display_name: str | None,
                      now: datetime) -> UserOut:
     """Change the display name (empty clears it)."""
-    return _user(conn.execute(
-        "UPDATE users SET display_name = %s, updated_at = %s WHERE id = %s RETURNING " + _USER_COLUMNS,
-        (display_name or None, now, user_id)).fetchone())
+    return _user(conn.execute(Q["user_set_display_name"], (display_name or None, now, user_id)).fetchone())
 
 
 def change_email(conn: Connection[TupleRow], *, user_id: uuid.UUID, email: str, now: datetime) -> UserOut:
     """Move the account to a confirmed new address (409 if another account has it)."""
     try:
         # No savepoint (tenant_tx pipelines its transaction): a conflict aborts the whole request.
-        row = conn.execute("UPDATE users SET email = %s, updated_at = %s WHERE id = %s RETURNING "
-                           + _USER_COLUMNS, (email, now, user_id)).fetchone()
+        row = conn.execute(Q["user_change_email"], (email, now, user_id)).fetchone()
     except psycopg.errors.UniqueViolation:
         raise errors.Conflict("another account already uses this address") from None
     return _user(row)
@@ -56,9 +51,6 @@ def change_email(conn: Connection[TupleRow], *, user_id: uuid.UUID, email: str, 
 
 def my_workspaces(conn: Connection[TupleRow]) -> list[WorkspaceOut]:
     """Workspaces of the user bound to this transaction (bind_user), with their role, newest first."""
-    rows = conn.execute(
-        "SELECT w.id, w.name, m.role, w.created_at, w.updated_at, w.deleted_at FROM memberships m"
-        " JOIN workspaces w ON w.id = m.tenant_id WHERE m.user_id = app.current_user_id()"
-        " ORDER BY w.created_at DESC, w.id").fetchall()
+    rows = conn.execute(Q["my_workspaces"]).fetchall()
     return [WorkspaceOut(id=r[0], name=r[1], role=r[2], created_at=r[3], updated_at=r[4],
                          deleted_at=r[5]) for r in rows]

@@ -13,14 +13,15 @@ from psycopg.rows import TupleRow
 from chalicelib import audit, errors
 from chalicelib.accounts.models import WorkspaceOut
 from chalicelib.crm import pipelines
+from chalicelib.db import queries
 from chalicelib.settings import get_settings
+
+Q = queries.load(__package__)
 
 
 def purge_grace() -> timedelta:
     """How long a deleted workspace stays restorable before the purge job deletes it (< 7 days, by policy)."""
     return timedelta(days=get_settings().workspace_purge_grace_days)
-
-_COLUMNS = "id, name, created_at, updated_at, deleted_at"
 
 
 def _out(row: tuple[object, ...] | None, role: str | None) -> WorkspaceOut:
@@ -38,21 +39,17 @@ def etag(workspace: WorkspaceOut) -> str:
     return f'"{digest}"'
 
 
-def check_if_match(if_match: str | None, current: WorkspaceOut) -> None:
-    """Honour If-Match (412 when it names another version)."""
-    if if_match is not None and if_match.strip() != "*" and etag(current) not in {
-            tag.strip() for tag in if_match.split(",")}:
+def check_version(expected: frozenset[str] | None, current: WorkspaceOut) -> None:
+    """PreconditionFailed unless the workspace's ETag is among the `expected` ones (None: any version)."""
+    if expected is not None and etag(current) not in expected:
         raise errors.PreconditionFailed("the workspace changed since you read it")
 
 
 def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
            now: datetime) -> WorkspaceOut:
     """Create the workspace of this tenant transaction with the actor as its owner."""
-    row = conn.execute("INSERT INTO workspaces (id, name, created_by, created_at, updated_at)"
-                       " VALUES (%s, %s, %s, %s, %s) RETURNING " + _COLUMNS,
-                       (tenant_id, name, actor.user_id, now, now)).fetchone()
-    conn.execute("INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at)"
-                 " VALUES (%s, %s, 'owner', %s, %s)", (tenant_id, actor.user_id, now, now))
+    row = conn.execute(Q["workspace_create"], (tenant_id, name, actor.user_id, now, now)).fetchone()
+    conn.execute(Q["workspace_first_owner"], (tenant_id, actor.user_id, now, now))
     pipelines.create_default(conn, tenant_id=tenant_id, now=now)
     audit.record(conn, tenant_id=tenant_id, action="workspace.created", actor=actor,
                  target_type="workspace", target_id=tenant_id)
@@ -61,7 +58,7 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor
 
 def get_pending(conn: Connection[TupleRow], *, tenant_id: uuid.UUID) -> Callable[[str | None], WorkspaceOut]:
     """Queue the read of the workspace of this tenant transaction; call the result with the caller's role."""
-    cursor = conn.execute("SELECT " + _COLUMNS + " FROM workspaces WHERE id = %s", (tenant_id,))
+    cursor = conn.execute(Q["workspace_get"], (tenant_id,))
     return lambda role: _out(cursor.fetchone(), role)
 
 
@@ -73,8 +70,7 @@ def get(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, role: str | None) -
 def rename(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
            now: datetime, role: str | None) -> WorkspaceOut:
     """Rename the workspace."""
-    row = conn.execute("UPDATE workspaces SET name = %s, updated_at = %s WHERE id = %s RETURNING " + _COLUMNS,
-                       (name, now, tenant_id)).fetchone()
+    row = conn.execute(Q["workspace_rename"], (name, now, tenant_id)).fetchone()
     audit.record(conn, tenant_id=tenant_id, action="workspace.updated", actor=actor, target_type="workspace",
                  target_id=tenant_id)
     return _out(row, role)
@@ -84,12 +80,9 @@ def set_deleted(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, deleted: bo
                 now: datetime, role: str | None) -> WorkspaceOut:
     """Soft-delete (purged by the jobs after the grace period) or restore within it."""
     if deleted:
-        row = conn.execute("UPDATE workspaces SET deleted_at = %s, updated_at = %s WHERE id = %s"
-                           " AND deleted_at IS NULL RETURNING " + _COLUMNS, (now, now, tenant_id)).fetchone()
+        row = conn.execute(Q["workspace_soft_delete"], (now, now, tenant_id)).fetchone()
     else:
-        row = conn.execute("UPDATE workspaces SET deleted_at = NULL, updated_at = %s WHERE id = %s"
-                           " AND deleted_at > %s RETURNING " + _COLUMNS,
-                           (now, tenant_id, now - purge_grace())).fetchone()
+        row = conn.execute(Q["workspace_undelete"], (now, tenant_id, now - purge_grace())).fetchone()
     if row is None:
         raise errors.Conflict("the workspace is not deleted" if not deleted else "already deleted")
     audit.record(conn, tenant_id=tenant_id, action="workspace.deleted" if deleted else "workspace.restored",

@@ -22,7 +22,7 @@ from chalicelib.auth import links, ratelimit
 from chalicelib.auth.principal import account_scope, parse_id, workspace_read, workspace_scope, workspace_tx
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.errors import Forbidden, RateLimited
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, if_match, json_response, parse_body
 from chalicelib.mail import send_email
 from chalicelib.settings import get_settings
 
@@ -74,7 +74,7 @@ def patch_workspace(workspace_id: str) -> Response:
     tenant = parse_id(workspace_id)
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         current = workspaces.get(conn, tenant_id=tenant, role=principal.role)
-        workspaces.check_if_match(request.headers.get("if-match"), current)
+        workspaces.check_version(if_match(request), current)
         renamed = workspaces.rename(conn, tenant_id=tenant, name=body.name, actor=principal.actor, now=clock.now(),
                                     role=principal.role)
     return _with_etag(renamed)
@@ -87,8 +87,7 @@ def delete_workspace(workspace_id: str) -> Response:
     request = bp.current_request
     tenant = parse_id(workspace_id)
     with workspace_scope(request, workspace_id, min_role="owner") as (conn, principal):
-        workspaces.check_if_match(request.headers.get("if-match"),
-                                  workspaces.get(conn, tenant_id=tenant, role=principal.role))
+        workspaces.check_version(if_match(request), workspaces.get(conn, tenant_id=tenant, role=principal.role))
         deleted = workspaces.set_deleted(conn, tenant_id=tenant, deleted=True, actor=principal.actor,
                                          now=clock.now(), role=principal.role)
     return json_response(deleted, 202)

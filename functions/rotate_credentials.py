@@ -33,7 +33,7 @@ from typing import IO, Any
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.vault.envelope import Vault
-from chalicelib.vault.store import rotate_tenant
+from chalicelib.vault.store import rotate_tenant, workspace_ids_after
 from functions import cli
 from functions.common import event_flag, event_strings, event_workspace_ids, start
 
@@ -58,10 +58,9 @@ def all_tenant_ids(db: Database) -> list[uuid.UUID]:
     after = uuid.UUID(int=0)
     with db.pool.connection() as conn:
         while True:
-            rows = conn.execute("SELECT id FROM workspaces WHERE id > %s ORDER BY id LIMIT %s",
-                                (after, _PAGE)).fetchall()
-            found += [uuid.UUID(str(r[0])) for r in rows]
-            if len(rows) < _PAGE:
+            page = workspace_ids_after(conn, after=after, limit=_PAGE)
+            found += page
+            if len(page) < _PAGE:
                 return found
             after = found[-1]
 

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict
 
 from chalicelib import audit
+from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.errors import NotFound
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault, credential_context
@@ -35,6 +36,7 @@ from chalicelib.vault.providers import (
     parse_credentials,
 )
 
+Q = queries.load(__package__)
 TARGET = "integration_credentials"
 log = logging.getLogger("crm.vault")
 
@@ -134,11 +136,7 @@ def put_credentials(conn: Conn, *, tenant_id: UUID | str, provider: str, data: M
     active = vault if vault is not None else get_vault()
     ciphertext = active.encrypt(model.to_plaintext(), credential_context(tenant, provider))
     row = conn.execute(
-        "INSERT INTO integration_credentials (tenant_id, provider, ciphertext, hints, key_id)"
-        " VALUES (%s, %s, %s, %s, %s)"
-        " ON CONFLICT (tenant_id, provider) DO UPDATE SET ciphertext = EXCLUDED.ciphertext,"
-        "  hints = EXCLUDED.hints, key_id = EXCLUDED.key_id, updated_at = now(), rotated_at = NULL"
-        " RETURNING id, updated_at",
+        Q["credentials_put"],
         (tenant, provider, ciphertext, Jsonb(model.hints()), active.key_id)).fetchone()
     assert row is not None
     audit.record(conn, tenant_id=tenant, action="credentials.updated", actor=actor, target_type=TARGET,
@@ -150,8 +148,7 @@ def put_credentials(conn: Conn, *, tenant_id: UUID | str, provider: str, data: M
 def list_credentials_pending(conn: Conn, *, tenant_id: UUID | str) -> Callable[[], list[CredentialSummary]]:
     """Queue the read of every known provider, configured or not, with masked hints (never a secret, and
     nothing decrypted); call the result for them."""
-    cursor = conn.execute("SELECT provider, hints, updated_at FROM integration_credentials WHERE tenant_id = %s",
-                          (_uuid(tenant_id),))
+    cursor = conn.execute(Q["credentials_summaries"], (_uuid(tenant_id),))
 
     def summaries() -> list[CredentialSummary]:
         found = {str(provider): (hints or {}, updated) for provider, hints, updated in cursor.fetchall()}
@@ -174,8 +171,7 @@ def delete_credentials(conn: Conn, *, tenant_id: UUID | str, provider: str, acto
     """Delete one provider's credentials; True when there were some (audit "credentials.deleted")."""
     tenant = _uuid(tenant_id)
     model_for(provider)
-    row = conn.execute("DELETE FROM integration_credentials WHERE tenant_id = %s AND provider = %s RETURNING id",
-                       (tenant, provider)).fetchone()
+    row = conn.execute(Q["credentials_delete"], (tenant, provider)).fetchone()
     (cache if cache is not None else _State.cache).invalidate(tenant, provider)
     if row is None:
         return False
@@ -210,8 +206,7 @@ def get_credentials(conn: Conn, *, tenant_id: UUID | str, provider: str, vault: 
     if hit is not None:
         return hit
     model_for(provider)
-    row = conn.execute("SELECT id, ciphertext FROM integration_credentials WHERE tenant_id = %s AND provider = %s",
-                       (tenant, provider)).fetchone()
+    row = conn.execute(Q["credentials_get"], (tenant, provider)).fetchone()
     if row is None:
         raise NotFound("integration not configured")
     active = vault if vault is not None else get_vault()
@@ -257,6 +252,11 @@ def record_integrity_failure(conn: Conn, *, tenant_id: UUID, provider: str, row_
                  target_id=row_id, details={"provider": provider, "reason": reason, "during": during})
 
 
+def workspace_ids_after(conn: Conn, *, after: UUID, limit: int) -> list[UUID]:
+    """One keyset page of workspace ids after `after` (as the jobs role, which alone may list workspaces)."""
+    return [_uuid(r[0]) for r in conn.execute(Q["workspace_ids_page"], (after, limit)).fetchall()]
+
+
 @dataclass
 class RotationCounts:
     """Credentials re-encrypted, already under the current key, or not decryptable."""
@@ -271,8 +271,7 @@ def rotate_tenant(conn: Conn, *, tenant_id: UUID | str, vault: Vault, dry_run: b
     tenant = _uuid(tenant_id)
     counts = RotationCounts()
     # FOR UPDATE: a concurrent run waits here, then re-reads the row, sees the new key id and skips it.
-    rows = conn.execute("SELECT id, provider, ciphertext, key_id FROM integration_credentials"
-                        " WHERE tenant_id = %s ORDER BY provider FOR UPDATE", (tenant,)).fetchall()
+    rows = conn.execute(Q["credentials_lock_for_rotation"], (tenant,)).fetchall()
     for row_id, provider, ciphertext, key_id in rows:
         if key_id == vault.key_id:
             counts.skipped += 1
@@ -289,8 +288,7 @@ def rotate_tenant(conn: Conn, *, tenant_id: UUID | str, vault: Vault, dry_run: b
         counts.rotated += 1
         if dry_run:
             continue
-        conn.execute("UPDATE integration_credentials SET ciphertext = %s, key_id = %s, rotated_at = now()"
-                     " WHERE tenant_id = %s AND id = %s RETURNING id",
+        conn.execute(Q["credentials_rewrap"],
                      (vault.encrypt(decrypted.plaintext, context), vault.key_id, tenant, row_id)).fetchone()
         audit.record(conn, tenant_id=tenant, action="credentials.rotated", target_type=TARGET, target_id=row_id,
                      details={"provider": str(provider)})

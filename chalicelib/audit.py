@@ -17,7 +17,10 @@ from psycopg import Connection
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
+from chalicelib.db import queries
 from chalicelib.logsafe import scrub
+
+Q = queries.load(__package__)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,7 @@ def record(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, action: str, act
            details: dict[str, Any] | None = None) -> None:
     """Append one workspace event inside the caller's tenant transaction."""
     conn.execute(
-        "INSERT INTO audit_log (tenant_id, actor_user_id, actor_api_key_id, action, target_type, target_id,"
-        " ip, user_agent, details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        Q["audit_record"],
         (tenant_id, actor.user_id, actor.api_key_id, action, target_type, target_id, clean_ip(actor.ip),
          _agent(actor.user_agent), Jsonb(scrub(details or {}))),
     )
@@ -64,8 +66,7 @@ def record_account(conn: Connection[TupleRow], *, action: str, actor: Actor = SY
                    details: dict[str, Any] | None = None) -> None:
     """Append one sign-in/account event (no workspace involved)."""
     conn.execute(
-        "INSERT INTO account_audit_log (user_id, subject_hash, action, ip, user_agent, details)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        Q["account_audit_record"],
         (user_id or actor.user_id, subject_hash, action, clean_ip(actor.ip), _agent(actor.user_agent),
          Jsonb(scrub(details or {}))),
     )
@@ -76,11 +77,6 @@ def entries_pending(conn: Connection[TupleRow], *, limit: int, before: tuple[dat
     """Queue one page of the workspace's audit entries, newest first (`limit` + 1 rows, to tell whether
     another page follows), strictly before the (occurred_at, id) of `before`; the result is read later,
     so the read travels with the authorization."""
-    where, params = "", dict[str, object](limit=limit + 1)
-    if before is not None:
-        where = " WHERE (occurred_at, id) < (%(at)s, %(id)s)"
-        params.update({"at": before[0], "id": before[1]})
-    return conn.execute(
-        "SELECT id, occurred_at, action, actor_user_id, actor_api_key_id, target_type, target_id, host(ip),"
-        " user_agent, details FROM audit_log" + where + " ORDER BY occurred_at DESC, id DESC LIMIT %(limit)s",
-        params).fetchall
+    if before is None:
+        return conn.execute(Q["audit_entries_first"], {"limit": limit + 1}).fetchall
+    return conn.execute(Q["audit_entries_before"], {"limit": limit + 1, "at": before[0], "id": before[1]}).fetchall

@@ -13,18 +13,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from chalice.app import Blueprint, Request, Response
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from pydantic import BaseModel
 
 from chalicelib import audit, clock
 from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read, workspace_tx
 from chalicelib.crm import custom_fields, store
 from chalicelib.crm.listing import list_parameters, parse_list
+from chalicelib.db.types import Conn
 from chalicelib.http import endpoint, idempotent, if_match, json_response, parse_body, query_params
 
 T = TypeVar("T", bound=BaseModel)
-Conn = Connection[TupleRow]
 Values = dict[str, Any]
 
 

@@ -16,11 +16,13 @@ from chalicelib.auth.addresses import normalize_email
 from chalicelib.crm.listing import Filter, ListSpec, parse_choice, text_sort, time_sort
 from chalicelib.crm.store import Table
 from chalicelib.crm.values import Money, check_url, normalize_phone
+from chalicelib.db import queries
 
 ObjectType = Literal["lead", "contact", "company"]
 FieldType = Literal["text", "number", "boolean", "date", "datetime", "select", "multi_select", "url", "email",
                     "phone", "currency"]
 OBJECTS = frozenset({"lead", "contact", "company"})
+Q = queries.load(__package__)
 
 TABLE = Table(
     name="custom_fields",
@@ -179,8 +181,8 @@ def check_value(field_type: str, options: list[str], value: Any) -> tuple[Any, s
 def definitions_pending(conn: Any, object_type: str, *, lock: bool = False
                         ) -> Callable[[], dict[str, tuple[str, list[str], bool]]]:
     """Queue the read of definitions() (nothing awaited); call the result for them."""
-    cursor = conn.execute("SELECT key, type, options, required FROM custom_fields WHERE object = %s"
-                          + (" FOR KEY SHARE" if lock else ""), (object_type,))
+    cursor = conn.execute(Q["custom_fields_of_object_key_share"] if lock else Q["custom_fields_of_object"],
+                          (object_type,))
 
     def found() -> dict[str, tuple[str, list[str], bool]]:
         return {str(r[0]): (str(r[1]), list(r[2]), bool(r[3])) for r in cursor.fetchall()}

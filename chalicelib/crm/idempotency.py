@@ -10,12 +10,12 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib import errors
+from chalicelib.db import queries
+from chalicelib.db.types import Conn
 
 MAX_KEY_LENGTH = 200
+Q = queries.load(__package__)
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Stored:
     etag: str | None = None
 
 
-def claim(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, key: str, route: str, body: bytes) -> Stored | None:
+def claim(conn: Conn, *, tenant_id: uuid.UUID, key: str, route: str, body: bytes) -> Stored | None:
     """Claim (workspace, key, route) for this request: None when it is ours to do (then remember() its
     answer), the stored answer when a request with the same key and body came first, 409 for another body.
 
@@ -38,21 +38,17 @@ def claim(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, key: str, route: 
     if not key or len(key) > MAX_KEY_LENGTH:
         raise errors.BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
     digest = hashlib.sha256(body).digest()
-    claimed = conn.execute(
-        "INSERT INTO idempotency_keys (tenant_id, key, route, request_hash) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING 1", (tenant_id, key, route, digest)).fetchall()
+    claimed = conn.execute(Q["idempotency_key_claim"], (tenant_id, key, route, digest)).fetchall()
     if claimed:
         return None
-    row = conn.execute("SELECT request_hash, status, response_body, location, etag FROM idempotency_keys"
-                       " WHERE key = %s AND route = %s", (key, route)).fetchone()
+    row = conn.execute(Q["idempotency_key_stored"], (key, route)).fetchone()
     if row is None or bytes(row[0]) != digest:
         raise errors.Conflict("this Idempotency-Key was used with a different request")
     return Stored(status=int(row[1] or 200), body=str(row[2] or ""), location=str(row[3]) if row[3] else None,
                   etag=str(row[4]) if row[4] else None)
 
 
-def remember(conn: Connection[TupleRow], *, key: str, route: str, answer: Stored) -> None:
+def remember(conn: Conn, *, key: str, route: str, answer: Stored) -> None:
     """Store the answer of a claimed key (replayed to later requests with the same key and body)."""
-    conn.execute("UPDATE idempotency_keys SET status = %s, response_body = %s, location = %s, etag = %s"
-                 " WHERE key = %s AND route = %s RETURNING 1",
+    conn.execute(Q["idempotency_key_remember"],
                  (answer.status, answer.body, answer.location, answer.etag, key, route)).fetchall()

@@ -14,13 +14,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import errors
+from chalicelib.db.types import Conn
 
-Conn = Connection[TupleRow]
 Definitions = Mapping[str, tuple[str, list[str], bool]]
 MAX_ROWS = 10_000
 ROW = "(row)"  # the field of a problem that is about the whole row
@@ -159,16 +157,12 @@ def check_header(columns: Sequence[str], allowed: Iterable[str], definitions: De
 
 
 def existing_ids(conn: Conn, query: str, ids: set[uuid.UUID]) -> Callable[[], set[uuid.UUID]]:
-    """Queue one `id = ANY(...)` lookup; call the result for the ids that exist in this workspace."""
+    """Queue one `id = ANY(...)` lookup (a named query of crm/queries.sql, import_existing_*); call the result
+    for the ids that exist in this workspace."""
     if not ids:
         return set
     cursor = conn.execute(query, (list(ids),))
     return lambda: {row[0] for row in cursor.fetchall()}
-
-
-MEMBERS = "SELECT user_id FROM memberships WHERE tenant_id = app.current_tenant() AND user_id = ANY(%s)"
-COMPANIES = "SELECT id FROM companies WHERE id = ANY(%s)"
-CONTACTS = "SELECT id FROM contacts WHERE id = ANY(%s)"
 
 
 @dataclass

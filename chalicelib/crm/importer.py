@@ -34,13 +34,9 @@ from chalicelib.crm.api import Context
 from chalicelib.crm.companies import CompanyCreate
 from chalicelib.crm.contacts import ContactCreate
 from chalicelib.crm.import_rows import (
-    COMPANIES,
-    CONTACTS,
     INTEGER,
     MAX_ROWS,
-    MEMBERS,
     Candidate,
-    Conn,
     RowError,
     Sheet,
     check_header,
@@ -53,8 +49,12 @@ from chalicelib.crm.import_rows import (
     referenced,
 )
 from chalicelib.crm.store import db_errors
+from chalicelib.db import queries
+from chalicelib.db.types import Conn
 
 __all__ = ["MAX_ROWS", "OBJECTS", "ImportResult", "RowError", "Sheet", "parse_csv", "run"]
+
+Q = queries.load(__package__)
 
 
 class ImportResult(BaseModel):
@@ -68,24 +68,6 @@ class ImportResult(BaseModel):
 # ---- contacts ------------------------------------------------------------------------------------
 
 CONTACT_COLUMNS = ("first_name", "last_name", "email", "phone", "company_id", "owner_id")
-_WRITE_CONTACTS = """
-WITH written AS (
-    INSERT INTO contacts AS c (tenant_id, first_name, last_name, email, phone, company_id, owner_id, custom)
-    SELECT app.current_tenant(), * FROM unnest(%(first_name)s::text[], %(last_name)s::text[], %(email)s::text[],
-                                               %(phone)s::text[], %(company_id)s::uuid[], %(owner_id)s::uuid[],
-                                               %(custom)s::jsonb[])
-    ON CONFLICT (tenant_id, lower(email)) WHERE email IS NOT NULL DO UPDATE SET
-        first_name = coalesce(EXCLUDED.first_name, c.first_name),
-        last_name = coalesce(EXCLUDED.last_name, c.last_name),
-        phone = coalesce(EXCLUDED.phone, c.phone),
-        company_id = coalesce(EXCLUDED.company_id, c.company_id),
-        owner_id = coalesce(EXCLUDED.owner_id, c.owner_id),
-        custom = c.custom || EXCLUDED.custom,
-        updated_at = %(now)s
-    RETURNING (xmax = 0) AS created
-)
-SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM written
-"""
 
 
 def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
@@ -96,8 +78,8 @@ def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
     candidates, bad = parse_rows(sheet, definitions, ContactCreate)
     emails = sorted({c.model.email for c in candidates if c.model.email is not None})
     # Queued together: one round trip for every lookup.
-    found_companies = existing_ids(conn, COMPANIES, referenced(candidates, "company_id"))
-    found_owners = existing_ids(conn, MEMBERS, referenced(candidates, "owner_id"))
+    found_companies = existing_ids(conn, Q["import_existing_companies"], referenced(candidates, "company_id"))
+    found_owners = existing_ids(conn, Q["import_existing_members"], referenced(candidates, "owner_id"))
     stored_custom = _stored_custom(conn, emails) if definitions else dict
     check_reference(candidates, "company_id", found_companies())
     check_reference(candidates, "owner_id", found_owners())
@@ -122,7 +104,7 @@ def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
         columns: dict[str, list[Any]] = {name: [getattr(c.model, name) for c in good] for name in CONTACT_COLUMNS}
         columns["custom"] = [Jsonb(c.custom) for c in good]
         with db_errors(contacts.TABLE):
-            row = conn.execute(_WRITE_CONTACTS, {**columns, "now": ctx.now}).fetchone()
+            row = conn.execute(Q["import_contacts_upsert"], {**columns, "now": ctx.now}).fetchone()
         assert row is not None
         created, updated = int(row[0]), int(row[1])
     return ImportResult(created=created, updated=updated, errors=bad)
@@ -144,21 +126,13 @@ def _refuse_repeated_emails(candidates: list[Candidate]) -> None:
 
 
 def _stored_custom(conn: Conn, emails: list[str]) -> Callable[[], dict[str, dict[str, Any]]]:
-    cursor = conn.execute("SELECT lower(email), custom FROM contacts WHERE lower(email) = ANY(%s)", (emails,))
+    cursor = conn.execute(Q["import_contacts_custom_by_email"], (emails,))
     return lambda: {str(r[0]): dict(r[1]) for r in cursor.fetchall()}
 
 
 # ---- companies -----------------------------------------------------------------------------------
 
 COMPANY_COLUMNS = ("name", "domain")
-_WRITE_COMPANIES = """
-WITH written AS (
-    INSERT INTO companies (tenant_id, name, domain, custom)
-    SELECT app.current_tenant(), * FROM unnest(%(name)s::text[], %(domain)s::text[], %(custom)s::jsonb[])
-    RETURNING 1
-)
-SELECT count(*) FROM written
-"""
 
 
 def import_companies(ctx: Context, sheet: Sheet) -> ImportResult:
@@ -179,7 +153,7 @@ def import_companies(ctx: Context, sheet: Sheet) -> ImportResult:
                   "domain": [c.model.domain.lower() if c.model.domain else None for c in good],
                   "custom": [Jsonb(c.custom) for c in good]}
         with db_errors(companies.TABLE):
-            row = conn.execute(_WRITE_COMPANIES, values).fetchone()
+            row = conn.execute(Q["import_companies_insert"], values).fetchone()
         assert row is not None
         created = int(row[0])
     return ImportResult(created=created, updated=0, errors=bad)
@@ -189,18 +163,6 @@ def import_companies(ctx: Context, sheet: Sheet) -> ImportResult:
 
 LEAD_COLUMNS = ("title", "contact_id", "company_id", "pipeline_id", "stage_id", "owner_id", "value_amount_minor",
                 "value_currency", "lost_reason", "expected_close_date")
-_WRITE_LEADS = """
-WITH written AS (
-    INSERT INTO leads (tenant_id, id, title, contact_id, company_id, pipeline_id, stage_id, status, owner_id,
-                       value_amount_minor, value_currency, lost_reason, expected_close_date, custom)
-    SELECT app.current_tenant(), * FROM unnest(%(id)s::uuid[], %(title)s::text[], %(contact_id)s::uuid[],
-        %(company_id)s::uuid[], %(pipeline_id)s::uuid[], %(stage_id)s::uuid[], %(status)s::text[],
-        %(owner_id)s::uuid[], %(value_amount_minor)s::bigint[], %(value_currency)s::text[],
-        %(lost_reason)s::text[], %(expected_close_date)s::date[], %(custom)s::jsonb[])
-    RETURNING 1
-)
-SELECT count(*) FROM written
-"""
 
 
 def _lead_data(plain: dict[str, Any]) -> dict[str, Any]:
@@ -218,9 +180,9 @@ def import_leads(ctx: Context, sheet: Sheet) -> ImportResult:
     definitions = custom_fields.definitions(conn, "lead")
     check_header(sheet.columns, LEAD_COLUMNS, definitions)
     candidates, bad = parse_rows(sheet, definitions, leads.LeadCreate, _lead_data)
-    found_contacts = existing_ids(conn, CONTACTS, referenced(candidates, "contact_id"))
-    found_companies = existing_ids(conn, COMPANIES, referenced(candidates, "company_id"))
-    found_owners = existing_ids(conn, MEMBERS, referenced(candidates, "owner_id"))
+    found_contacts = existing_ids(conn, Q["import_existing_contacts"], referenced(candidates, "contact_id"))
+    found_companies = existing_ids(conn, Q["import_existing_companies"], referenced(candidates, "company_id"))
+    found_owners = existing_ids(conn, Q["import_existing_members"], referenced(candidates, "owner_id"))
     check_reference(candidates, "contact_id", found_contacts())
     check_reference(candidates, "company_id", found_companies())
     check_reference(candidates, "owner_id", found_owners())
@@ -259,12 +221,13 @@ def import_leads(ctx: Context, sheet: Sheet) -> ImportResult:
         for lead_id, stage_id in zip(ids, values["stage_id"], strict=True):
             by_stage.setdefault(stage_id, []).append(lead_id)
         with db_errors(leads.TABLE):
-            written = conn.execute(_WRITE_LEADS, values)
-            # Queued behind the leads: their history rows, one per lead (the lead module's own writer).
+            # The lead module's own writers: the leads (one statement), then, queued behind them, their
+            # history rows (one per lead).
+            written = leads.insert_many_pending(conn, values)
             for stage_id, lead_ids in by_stage.items():
                 leads.record_moves(ctx, lead_ids, None, stage_id)
-            row = written.fetchone()
-        assert row is not None and int(row[0]) == len(good)
+            count = written()
+        assert count == len(good)
     return ImportResult(created=len(good), updated=0, errors=bad)
 
 

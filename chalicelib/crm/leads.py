@@ -1,14 +1,16 @@
-"""Leads: the items of a pipeline; status follows the stage's kind; every stage change is kept."""
+"""Leads: the items of a pipeline; status follows the stage's kind; every stage change is kept.
+
+The only module that writes leads (and so leads.status): the resource's hooks, the bulk insert of an
+import, and the moves and re-kinds of a stage that crm/stages.py asks for.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import audit, errors
@@ -28,6 +30,10 @@ from chalicelib.crm.listing import (
 )
 from chalicelib.crm.store import Row, Table
 from chalicelib.crm.values import Money
+from chalicelib.db import queries
+from chalicelib.db.types import Conn
+
+Q = queries.load(__package__)
 
 TABLE = Table(
     name="leads",
@@ -228,8 +234,7 @@ def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.U
                  to_stage: uuid.UUID) -> None:
     """Append stage-history rows for leads moved from one stage to another."""
     actor: audit.Actor = ctx.principal.actor
-    statement = ("INSERT INTO lead_stage_history (tenant_id, lead_id, from_stage_id, to_stage_id, changed_at,"
-                 " actor_user_id, actor_api_key_id) VALUES (%s, %s, %s, %s, %s, %s, %s)")
+    statement = Q["lead_stage_history_insert"]
     rows = [(ctx.tenant, lead, from_stage, to_stage, ctx.now, actor.user_id, actor.api_key_id) for lead in lead_ids]
     if len(rows) == 1:
         # The common case (one lead created or moved): a plain queued statement, no executemany machinery.
@@ -239,7 +244,7 @@ def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.U
         cur.executemany(statement, rows)
 
 
-def history_pending(conn: Connection[TupleRow], query: ListQuery) -> Callable[[], StageHistory]:
+def history_pending(conn: Conn, query: ListQuery) -> Callable[[], StageHistory]:
     """Queue the read of one page of a lead's stage changes (HISTORY's list query; oldest first); call the
     result for the page."""
     page = store.list_pending(conn, HISTORY, query)
@@ -250,6 +255,29 @@ def history_pending(conn: Connection[TupleRow], query: ListQuery) -> Callable[[]
                                               actor_user_id=r[4], actor_api_key_id=r[5]) for r in rows],
                             next_cursor=cursor)
     return changes
+
+
+def move_stage_leads(conn: Conn, *, from_stage: uuid.UUID, to_stage: uuid.UUID, kind: str) -> list[uuid.UUID]:
+    """Move every lead of a stage to another, with the target's kind as their status; returns the ids moved."""
+    # RETURNING: the leads really moved, not the ones read before (the history must name each of them).
+    return [r[0] for r in conn.execute(Q["leads_move_to_stage"], (to_stage, kind, from_stage)).fetchall()]
+
+
+def set_stage_kind(conn: Conn, *, stage_id: uuid.UUID, kind: str, now: datetime) -> None:
+    """Give a stage's leads the status of its new kind (and a new updated_at: their ETags change too)."""
+    conn.execute(Q["leads_set_status_of_stage"], (kind, now, stage_id, kind)).fetchall()
+
+
+def insert_many_pending(conn: Conn, columns: Mapping[str, list[Any]]) -> Callable[[], int]:
+    """Queue the insert of many leads (one statement; each column a list, one item per lead, status
+    included); call the result for how many were written."""
+    cursor = conn.execute(Q["leads_insert_many"], columns)
+
+    def written() -> int:
+        row = cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+    return written
 
 
 RESOURCE = Resource(path="/leads", singular="lead", id_param="lead_id", table=TABLE, out=out, out_model=LeadOut,

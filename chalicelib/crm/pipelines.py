@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
-from psycopg import Connection, sql
+from psycopg import sql
 from psycopg.rows import TupleRow
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,9 +22,11 @@ from chalicelib.crm import store
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import ListQuery, ListSpec, text_sort, time_sort
 from chalicelib.crm.store import Row, Table
+from chalicelib.db import queries
+from chalicelib.db.types import Conn
 
+Q = queries.load(__package__)
 Kind = Literal["open", "won", "lost"]
-Conn = Connection[TupleRow]
 DEFAULT_STAGES: tuple[tuple[str, Kind], ...] = (("New", "open"), ("Qualified", "open"), ("Proposal", "open"),
                                                 ("Won", "won"), ("Lost", "lost"))
 
@@ -109,9 +111,6 @@ def _stage(row: Row) -> StageOut:
     return StageOut(id=row[0], name=row[2], position=row[3], kind=row[4], probability=row[5])
 
 
-_STAGE_COLUMNS = "SELECT id, pipeline_id, name, position, kind, probability FROM stages"
-
-
 def _grouped(cursor: psycopg.Cursor[TupleRow], pipeline_ids: list[uuid.UUID] | None = None
              ) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
     def stages() -> dict[uuid.UUID, list[StageOut]]:
@@ -124,15 +123,16 @@ def _grouped(cursor: psycopg.Cursor[TupleRow], pipeline_ids: list[uuid.UUID] | N
 
 def stages_of_pending(conn: Conn, pipeline_ids: list[uuid.UUID]) -> Callable[[], dict[uuid.UUID, list[StageOut]]]:
     """Queue the read of several pipelines' stages (one query); call the result for each list in order."""
-    return _grouped(conn.execute(_STAGE_COLUMNS + " WHERE pipeline_id = ANY(%s) ORDER BY pipeline_id, position",
-                                 (pipeline_ids,)), pipeline_ids)
+    return _grouped(conn.execute(Q["stages_of_pipelines"], (pipeline_ids,)), pipeline_ids)
 
 
 @functools.lru_cache(maxsize=64)
 def _page_stages_sql(page_sql: str) -> sql.SQL:
     # The page's own statement as a subquery (its parameters are the page's): the stages need not wait
-    # for the page's ids, so both reads travel in one round trip.
-    return sql.SQL(sql.SQL(_STAGE_COLUMNS + " WHERE pipeline_id IN (SELECT id FROM ({}) AS page)"
+    # for the page's ids, so both reads travel in one round trip. Composed (the subquery is the page's
+    # statement), so not a named query: the columns are those of Q["stages_of_pipelines"].
+    return sql.SQL(sql.SQL("SELECT id, pipeline_id, name, position, kind, probability FROM stages"
+                           " WHERE pipeline_id IN (SELECT id FROM ({}) AS page)"
                            " ORDER BY pipeline_id, position").format(sql.SQL(page_sql)).as_string())
 
 
@@ -169,13 +169,11 @@ def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, stages: list[StageIn]
            now: datetime) -> uuid.UUID:
     """Insert a pipeline and its stages (queued; nothing awaited)."""
     pipeline_id = uuid.uuid4()
-    conn.execute("INSERT INTO pipelines (tenant_id, id, name, is_default, created_at, updated_at)"
-                 " VALUES (%s, %s, %s, %s, %s, %s)", (tenant_id, pipeline_id, name, is_default, now, now))
+    conn.execute(Q["pipeline_insert"], (tenant_id, pipeline_id, name, is_default, now, now))
     specs = stages or [StageIn(name=n, kind=k) for n, k in DEFAULT_STAGES]
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO stages (tenant_id, pipeline_id, name, position, kind, probability, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            Q["stages_insert_of_new_pipeline"],
             [(tenant_id, pipeline_id, s.name, i, s.kind, s.probability, now, now) for i, s in enumerate(specs)])
     return pipeline_id
 
@@ -220,15 +218,14 @@ def lock_all(conn: Conn) -> None:
     """Lock the workspace's pipeline rows in id order (taking them in one order cannot deadlock)."""
     # Concurrent switches of the default serialize here; without it, the second one would not see the
     # first one's new default and would break the one-default index.
-    conn.execute("SELECT id FROM pipelines ORDER BY id FOR UPDATE").fetchall()
+    conn.execute(Q["pipelines_lock_all"]).fetchall()
 
 
 def make_default(conn: Conn, pipeline_id: uuid.UUID) -> None:
     """Make this pipeline the workspace's default (one default at a time). The caller holds lock_all()."""
     # updated_at too: the demoted pipeline's representation (and so its ETag) changes.
-    conn.execute("UPDATE pipelines SET is_default = false, updated_at = now() WHERE is_default AND id <> %s"
-                 " RETURNING 1", (pipeline_id,)).fetchall()
-    conn.execute("UPDATE pipelines SET is_default = true WHERE id = %s RETURNING 1", (pipeline_id,)).fetchall()
+    conn.execute(Q["pipelines_demote_default"], (pipeline_id,)).fetchall()
+    conn.execute(Q["pipeline_make_default"], (pipeline_id,)).fetchall()
 
 
 def first_stage_pending(conn: Conn, pipeline_id: uuid.UUID | None
@@ -236,12 +233,9 @@ def first_stage_pending(conn: Conn, pipeline_id: uuid.UUID | None
     """Queue the lookup of (pipeline, stage, kind) of the first stage of a pipeline, or of the default
     pipeline (pipeline mode: nothing awaited); call the result to read it."""
     if pipeline_id is None:
-        cur = conn.execute("SELECT s.pipeline_id, s.id, s.kind FROM stages s JOIN pipelines p"
-                           " ON p.tenant_id = s.tenant_id AND p.id = s.pipeline_id"
-                           " WHERE p.is_default ORDER BY s.position LIMIT 1")
+        cur = conn.execute(Q["stage_first_of_default_pipeline"])
     else:
-        cur = conn.execute("SELECT pipeline_id, id, kind FROM stages WHERE pipeline_id = %s ORDER BY position LIMIT 1",
-                           (pipeline_id,))
+        cur = conn.execute(Q["stage_first_of_pipeline"], (pipeline_id,))
 
     def read() -> tuple[uuid.UUID, uuid.UUID, str] | None:
         row = cur.fetchone()
@@ -252,7 +246,7 @@ def first_stage_pending(conn: Conn, pipeline_id: uuid.UUID | None
 
 def stage_pending(conn: Conn, stage_id: uuid.UUID) -> Callable[[], tuple[uuid.UUID, str] | None]:
     """Queue the lookup of stage() (pipeline mode: nothing awaited); call the result to read it."""
-    cur = conn.execute("SELECT pipeline_id, kind FROM stages WHERE id = %s", (stage_id,))
+    cur = conn.execute(Q["stage_pipeline_and_kind"], (stage_id,))
 
     def read() -> tuple[uuid.UUID, str] | None:
         row = cur.fetchone()
@@ -269,14 +263,7 @@ def stage(conn: Conn, stage_id: uuid.UUID) -> tuple[uuid.UUID, str] | None:
 def board_pending(conn: Conn, pipeline_id: uuid.UUID) -> Callable[[], Board]:
     """Queue the board (stages in order with lead counts and value totals per currency: one query);
     call the result for it (404 when there is no such pipeline)."""
-    cursor = conn.execute(
-        "WITH per AS (SELECT stage_id, value_currency, count(*) AS n, sum(value_amount_minor) AS total"
-        "  FROM leads WHERE pipeline_id = %(p)s GROUP BY stage_id, value_currency)"
-        " SELECT s.id, s.pipeline_id, s.name, s.position, s.kind, s.probability, coalesce(sum(per.n), 0)::bigint,"
-        "  coalesce(jsonb_object_agg(per.value_currency, per.total) FILTER (WHERE per.value_currency IS NOT NULL),"
-        "  '{}'::jsonb)"
-        " FROM stages s LEFT JOIN per ON per.stage_id = s.id WHERE s.pipeline_id = %(p)s"
-        " GROUP BY s.tenant_id, s.id ORDER BY s.position", {"p": pipeline_id})
+    cursor = conn.execute(Q["pipeline_board"], {"p": pipeline_id})
 
     def result() -> Board:
         rows = cursor.fetchall()
@@ -307,7 +294,7 @@ def delete(conn: Conn, *, tenant_id: uuid.UUID, pipeline_id: uuid.UUID, expected
     store.check_version(expected, existing, TABLE)
     if existing[TABLE.index("is_default")]:
         raise errors.Conflict("the default pipeline cannot be deleted; make another one the default first")
-    if conn.execute("SELECT 1 FROM leads WHERE pipeline_id = %s LIMIT 1", (pipeline_id,)).fetchone():
+    if conn.execute(Q["pipeline_holds_a_lead"], (pipeline_id,)).fetchone():
         raise errors.Conflict("the pipeline holds leads; move or delete them first")
     store.delete(conn, TABLE, pipeline_id)
     audit.record(conn, tenant_id=tenant_id, action="pipeline.deleted", actor=actor(), target_type="pipeline",

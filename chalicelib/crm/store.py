@@ -16,12 +16,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import Connection, sql
-from psycopg.rows import TupleRow
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from chalicelib import errors
 from chalicelib.crm.listing import ListQuery, ListSpec, next_cursor, order_by
+from chalicelib.db.types import Conn
 
 Row = tuple[Any, ...]
 
@@ -111,7 +111,7 @@ def db_errors(table: Table) -> Iterator[None]:
         raise errors.ValidationFailed("a value cannot be stored (text may not contain NUL characters)") from None
 
 
-def get_pending(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Callable[[], Row | None]:
+def get_pending(conn: Conn, table: Table, record_id: uuid.UUID) -> Callable[[], Row | None]:
     """Queue the read of one row of the current workspace; call the result for the row (or None)."""
     return conn.execute(_get_sql(table.name, table.columns), (record_id,)).fetchone
 
@@ -123,24 +123,24 @@ def found(row: Row | None) -> Row:
     return row
 
 
-def get(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row | None:
+def get(conn: Conn, table: Table, record_id: uuid.UUID) -> Row | None:
     """One row of the current workspace, or None."""
     return get_pending(conn, table, record_id)()
 
 
-def require(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
+def require(conn: Conn, table: Table, record_id: uuid.UUID) -> Row:
     """One row, or 404 (also for another workspace's id: RLS hides it)."""
     return found(get(conn, table, record_id))
 
 
-def require_for_update(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> Row:
+def require_for_update(conn: Conn, table: Table, record_id: uuid.UUID) -> Row:
     """require(), with the row locked until the transaction ends: what a PATCH or DELETE checks (its
     If-Match, its previous stage) stays true until it writes. Without the lock two requests holding the
     same ETag could both pass the check and the second would overwrite the first (a lost update)."""
     return found(conn.execute(_get_sql(table.name, table.columns, True), (record_id,)).fetchone())
 
 
-def insert_pending(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Callable[[], Row]:
+def insert_pending(conn: Conn, table: Table, values: Mapping[str, Any]) -> Callable[[], Row]:
     """Queue an INSERT (pipeline mode: nothing is awaited); call the result to get the row."""
     names = tuple(values)
     cursor = conn.execute(_insert_sql(table.name, table.columns, names), [_adapt(values[n]) for n in names])
@@ -154,12 +154,12 @@ def insert_pending(conn: Connection[TupleRow], table: Table, values: Mapping[str
     return row
 
 
-def insert(conn: Connection[TupleRow], table: Table, values: Mapping[str, Any]) -> Row:
+def insert(conn: Conn, table: Table, values: Mapping[str, Any]) -> Row:
     """Insert one row; returns it."""
     return insert_pending(conn, table, values)()
 
 
-def update(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID, values: Mapping[str, Any],
+def update(conn: Conn, table: Table, record_id: uuid.UUID, values: Mapping[str, Any],
            now: datetime) -> Row:
     """Update one row (and updated_at); returns it, or 404."""
     names = tuple(values)
@@ -171,7 +171,7 @@ def update(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID, value
     return row
 
 
-def delete(conn: Connection[TupleRow], table: Table, record_id: uuid.UUID) -> None:
+def delete(conn: Conn, table: Table, record_id: uuid.UUID) -> None:
     """Delete one row, or 404."""
     query = sql.SQL("DELETE FROM {} WHERE id = %s RETURNING id").format(sql.Identifier(table.name))
     with db_errors(table):
@@ -186,7 +186,7 @@ def list_statement(table: Table, query: ListQuery) -> tuple[sql.SQL, dict[str, A
     return statement, {**query.params, "limit": query.limit + 1}
 
 
-def list_pending(conn: Connection[TupleRow], table: Table, query: ListQuery
+def list_pending(conn: Conn, table: Table, query: ListQuery
                  ) -> Callable[[], tuple[list[Row], str | None]]:
     """Queue the SELECT of one page (pipeline mode: nothing is awaited); call the result for the page.
 
@@ -202,7 +202,7 @@ def list_pending(conn: Connection[TupleRow], table: Table, query: ListQuery
     return page
 
 
-def list_rows(conn: Connection[TupleRow], table: Table, query: ListQuery) -> tuple[list[Row], str | None]:
+def list_rows(conn: Conn, table: Table, query: ListQuery) -> tuple[list[Row], str | None]:
     """One page of rows and the cursor of the next page."""
     return list_pending(conn, table, query)()
 

@@ -30,8 +30,8 @@ TABLE = Table(
 )
 
 
-class ContactCreate(BaseModel):
-    """A new contact: at least a name or an email."""
+class _ContactFields(BaseModel):
+    """The fields a contact is created or changed with (null clears one on PATCH)."""
 
     model_config = ConfigDict(extra="forbid")
     first_name: str | None = Field(default=None, max_length=100)
@@ -40,6 +40,11 @@ class ContactCreate(BaseModel):
     phone: Phone | None = None
     company_id: UUID | None = None
     owner_id: UUID | None = None
+
+
+class ContactCreate(_ContactFields):
+    """A new contact: at least a name or an email."""
+
     custom: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -49,16 +54,9 @@ class ContactCreate(BaseModel):
         return self
 
 
-class ContactPatch(BaseModel):
+class ContactPatch(_ContactFields):
     """Changes to a contact (null clears a field)."""
 
-    model_config = ConfigDict(extra="forbid")
-    first_name: str | None = Field(default=None, max_length=100)
-    last_name: str | None = Field(default=None, max_length=100)
-    email: Email | None = None
-    phone: Phone | None = None
-    company_id: UUID | None = None
-    owner_id: UUID | None = None
     custom: dict[str, Any] | None = None
 
 

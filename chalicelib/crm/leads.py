@@ -54,11 +54,10 @@ TABLE = Table(
 )
 
 
-class LeadCreate(BaseModel):
-    """A new lead; without stage_id it starts in the first stage (of pipeline_id or the default pipeline)."""
+class _LeadFields(BaseModel):
+    """The optional fields a lead is created or changed with (null clears one on PATCH)."""
 
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=200)
     contact_id: uuid.UUID | None = None
     company_id: uuid.UUID | None = None
     pipeline_id: uuid.UUID | None = None
@@ -67,22 +66,19 @@ class LeadCreate(BaseModel):
     value: Money | None = None
     lost_reason: str | None = Field(default=None, max_length=500)
     expected_close_date: date | None = None
+
+
+class LeadCreate(_LeadFields):
+    """A new lead; without stage_id it starts in the first stage (of pipeline_id or the default pipeline)."""
+
+    title: str = Field(min_length=1, max_length=200)
     custom: dict[str, Any] = Field(default_factory=dict)
 
 
-class LeadPatch(BaseModel):
+class LeadPatch(_LeadFields):
     """Changes to a lead; moving stage_id (or pipeline_id) is recorded in the stage history."""
 
-    model_config = ConfigDict(extra="forbid")
     title: str | None = Field(default=None, min_length=1, max_length=200)
-    contact_id: uuid.UUID | None = None
-    company_id: uuid.UUID | None = None
-    pipeline_id: uuid.UUID | None = None
-    stage_id: uuid.UUID | None = None
-    owner_id: uuid.UUID | None = None
-    value: Money | None = None
-    lost_reason: str | None = Field(default=None, max_length=500)
-    expected_close_date: date | None = None
     custom: dict[str, Any] | None = None
 
 

@@ -75,12 +75,17 @@ def delete_in_batches(db: Database, table: str, condition: LiteralString, params
         started = time.perf_counter()
         with _scope(db, tenant) as conn:
             cur = conn.execute(query, params)
-        rows = max(cur.rowcount, 0)
+        rows = _reported(Batch(table, tenant, max(cur.rowcount, 0), time.perf_counter() - started), on_batch)
         total += rows
-        if on_batch is not None:
-            on_batch(Batch(table, tenant, rows, time.perf_counter() - started))
         if rows < batch_size:
             return total
+
+
+def _reported(batch: Batch, on_batch: OnBatch | None) -> int:
+    """Hand one finished batch to the caller's callback; its row count."""
+    if on_batch is not None:
+        on_batch(batch)
+    return batch.rows
 
 
 def delete_older(db: Database, table: str, condition: LiteralString, params: Mapping[str, Any], *, before: datetime,
@@ -110,10 +115,8 @@ def delete_older(db: Database, table: str, condition: LiteralString, params: Map
             # The first batch is usually the last one too (a day's entries): it passes no bound on.
             bound = None if first else conn.execute(probe, values)
             cur = conn.execute(delete, values)
-        rows = max(cur.rowcount, 0)
+        rows = _reported(Batch(table, tenant, max(cur.rowcount, 0), time.perf_counter() - started), on_batch)
         total += rows
-        if on_batch is not None:
-            on_batch(Batch(table, tenant, rows, time.perf_counter() - started))
         if rows < batch_size:
             return total
         row = bound.fetchone() if bound is not None else None

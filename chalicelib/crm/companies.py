@@ -51,11 +51,6 @@ class CompanyOut(BaseModel):
     updated_at: datetime
 
 
-def out(row: Row) -> dict[str, Any]:
-    """Row to API shape (CompanyOut)."""
-    return TABLE.as_dict(row)
-
-
 def prepare_create(ctx: Context, body: CompanyCreate) -> dict[str, Any]:
     """Column values of a new company."""
     return {"name": body.name, "domain": body.domain and body.domain.lower(),
@@ -72,6 +67,6 @@ def prepare_patch(ctx: Context, existing: Row, body: CompanyPatch) -> dict[str, 
     return values
 
 
-RESOURCE = Resource(path="/companies", singular="company", id_param="company_id", table=TABLE, out=out,
+RESOURCE = Resource(path="/companies", singular="company", id_param="company_id", table=TABLE, out=TABLE.as_dict,
                     out_model=CompanyOut, create_model=CompanyCreate, patch_model=CompanyPatch,
                     prepare_create=prepare_create, prepare_patch=prepare_patch)

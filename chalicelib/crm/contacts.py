@@ -75,11 +75,6 @@ class ContactOut(BaseModel):
     updated_at: datetime
 
 
-def out(row: Row) -> dict[str, Any]:
-    """Row to API shape (ContactOut)."""
-    return TABLE.as_dict(row)
-
-
 def prepare_create(ctx: Context, body: ContactCreate) -> dict[str, Any]:
     """Column values of a new contact."""
     values = body.model_dump(exclude={"custom"})
@@ -99,6 +94,6 @@ def prepare_patch(ctx: Context, existing: Row, body: ContactPatch) -> dict[str, 
     return values
 
 
-RESOURCE = Resource(path="/contacts", singular="contact", id_param="contact_id", table=TABLE, out=out,
+RESOURCE = Resource(path="/contacts", singular="contact", id_param="contact_id", table=TABLE, out=TABLE.as_dict,
                     out_model=ContactOut, create_model=ContactCreate, patch_model=ContactPatch,
                     prepare_create=prepare_create, prepare_patch=prepare_patch)

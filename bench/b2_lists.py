@@ -6,7 +6,8 @@ For one workspace, in the same run and interleaved:
     RLS, JSON);
   - database part: the handler's exact list SQL (store.list_statement) through tenant_tx as crm_app;
   - floor: the same SQL plus an explicit `WHERE tenant_id = ...`, autocommit, as a BYPASSRLS role
-    (the same pool settings).
+    (the same pool settings, through the same Database.connection() the app's tenant_tx uses: the
+    client's connection path is common to both, so the ratio is what RLS and its framing add).
 The database part is measured twice: as the server's CPU time per call (the time the database spends:
 the statement under RLS plus binding the tenant, vs the bare statement) and as the client's wall time
 (which adds psycopg's client work for the three extra statements of a tenant transaction).
@@ -220,11 +221,11 @@ def _paths(app_url: str, admin_url: str, workspace: uuid.UUID, cookie: str,
             return cursor.fetchall()
 
         def bare(explicit: Any = explicit, explicit_params: dict[str, Any] = explicit_params) -> object:
-            with floor.pool.connection() as conn:
+            with floor.connection() as conn:
                 return conn.execute(explicit, explicit_params).fetchall()
 
         def statement_alone(statement: Any = statement, params: dict[str, Any] = params) -> object:
-            with alone.pool.connection() as conn:
+            with alone.connection() as conn:
                 return conn.execute(statement, params).fetchall()
 
         paths[f"{name}: bypass floor"] = bare

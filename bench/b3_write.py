@@ -93,7 +93,7 @@ def _paths(app_url: str, workspace: uuid.UUID, user: uuid.UUID, token: str, plac
     principal = Principal(audit.Actor(user_id=user), "owner")
 
     def bare_insert() -> object:
-        with floor.pool.connection() as conn:
+        with floor.connection() as conn:
             return conn.execute(
                 "INSERT INTO leads (tenant_id, id, title, pipeline_id, stage_id, status, value_amount_minor,"
                 " value_currency) VALUES (%s, %s, %s, %s, %s, 'open', %s, %s)",

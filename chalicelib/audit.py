@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 from chalicelib.logsafe import scrub
 
 Q = queries.load(__package__)
@@ -50,7 +49,7 @@ def _agent(value: str | None) -> str | None:
     return value[:512] if value else None
 
 
-def record(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, action: str, actor: Actor = SYSTEM,
+def record(conn: Conn, *, tenant_id: uuid.UUID, action: str, actor: Actor = SYSTEM,
            target_type: str | None = None, target_id: uuid.UUID | None = None,
            details: dict[str, Any] | None = None) -> None:
     """Append one workspace event inside the caller's tenant transaction."""
@@ -61,7 +60,7 @@ def record(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, action: str, act
     )
 
 
-def record_account(conn: Connection[TupleRow], *, action: str, actor: Actor = SYSTEM,
+def record_account(conn: Conn, *, action: str, actor: Actor = SYSTEM,
                    user_id: uuid.UUID | None = None, subject_hash: bytes | None = None,
                    details: dict[str, Any] | None = None) -> None:
     """Append one sign-in/account event (no workspace involved)."""
@@ -72,7 +71,7 @@ def record_account(conn: Connection[TupleRow], *, action: str, actor: Actor = SY
     )
 
 
-def entries_pending(conn: Connection[TupleRow], *, limit: int, before: tuple[datetime, str] | None = None
+def entries_pending(conn: Conn, *, limit: int, before: tuple[datetime, str] | None = None
                     ) -> Callable[[], list[tuple[Any, ...]]]:
     """Queue one page of the workspace's audit entries, newest first (`limit` + 1 rows, to tell whether
     another page follows), strictly before the (occurred_at, id) of `before`; the result is read later,

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from chalice.app import Blueprint, Request, Response
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 
 from chalicelib import errors
 from chalicelib.crm import idempotency
 from chalicelib.db.faults import unavailable_kind
+from chalicelib.db.types import Conn
 from chalicelib.inbox import refusals
 from chalicelib.observability import capture_exception
 
@@ -208,7 +207,7 @@ def if_match(request: Request) -> frozenset[str] | None:
     return frozenset(tag.strip() for tag in header.split(","))
 
 
-def idempotent(conn: Connection[TupleRow], request: Request, *, tenant_id: uuid.UUID, route: str,
+def idempotent(conn: Conn, request: Request, *, tenant_id: uuid.UUID, route: str,
                produce: Callable[[], Response]) -> Response:
     """Honour Idempotency-Key on a POST: call `produce` once per (workspace, key, route) and replay its
     stored answer (marked Idempotent-Replayed) to later requests with the same key and body."""

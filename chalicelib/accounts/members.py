@@ -6,17 +6,15 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib import audit, errors
 from chalicelib.accounts.models import MemberOut
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 
 Q = queries.load(__package__)
 
 
-def list_members_pending(conn: Connection[TupleRow]) -> Callable[[], list[MemberOut]]:
+def list_members_pending(conn: Conn) -> Callable[[], list[MemberOut]]:
     """Queue the read of the current workspace's members, owners first; call the result for them."""
     cursor = conn.execute(Q["members_list"])
 
@@ -26,21 +24,21 @@ def list_members_pending(conn: Connection[TupleRow]) -> Callable[[], list[Member
     return members
 
 
-def _lock_owners(conn: Connection[TupleRow]) -> set[uuid.UUID]:
+def _lock_owners(conn: Conn) -> set[uuid.UUID]:
     # Locking every owner row serialises concurrent demotions/removals, so two owners cannot each
     # remove the other and leave the workspace ownerless (write skew).
     rows = conn.execute(Q["owners_lock"]).fetchall()
     return {r[0] for r in rows}
 
 
-def _current_role(conn: Connection[TupleRow], user_id: uuid.UUID) -> str:
+def _current_role(conn: Conn, user_id: uuid.UUID) -> str:
     row = conn.execute(Q["member_role_lock"], (user_id,)).fetchone()
     if row is None:
         raise errors.NotFound("no such member")
     return str(row[0])
 
 
-def set_role(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
+def set_role(conn: Conn, *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
              actor: audit.Actor, actor_role: str, now: datetime) -> None:
     """Change a member's role; only owners grant or take away ownership."""
     owners = _lock_owners(conn)
@@ -54,7 +52,7 @@ def set_role(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.
                  target_id=user_id, details={"from": current, "to": role})
 
 
-def remove(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, actor: audit.Actor,
+def remove(conn: Conn, *, tenant_id: uuid.UUID, user_id: uuid.UUID, actor: audit.Actor,
            actor_role: str) -> None:
     """Remove a member (or leave); the last owner cannot go."""
     owners = _lock_owners(conn)
@@ -71,7 +69,7 @@ def remove(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UU
                  target_id=user_id)
 
 
-def add(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
+def add(conn: Conn, *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
         actor: audit.Actor, now: datetime) -> None:
     """Add a member from an accepted invitation (an existing membership keeps its role)."""
     added = conn.execute(Q["member_add"], (tenant_id, user_id, role, now, now)).fetchall()

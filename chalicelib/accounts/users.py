@@ -6,12 +6,11 @@ import uuid
 from datetime import datetime
 
 import psycopg
-from psycopg import Connection
-from psycopg.rows import TupleRow
 
 from chalicelib import errors
 from chalicelib.accounts.models import UserOut, WorkspaceOut
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 
 Q = queries.load(__package__)
 
@@ -22,24 +21,24 @@ def _user(row: tuple[object, ...] | None) -> UserOut:
     return UserOut(id=row[0], email=row[1], display_name=row[2], created_at=row[3])
 
 
-def upsert_by_email(conn: Connection[TupleRow], *, email: str, now: datetime) -> UserOut:
+def upsert_by_email(conn: Conn, *, email: str, now: datetime) -> UserOut:
     """The user with this (normalized) address, created now if it is new."""
     row = conn.execute(Q["user_upsert_by_email"], (email, now, now)).fetchone()
     return _user(row)
 
 
-def get(conn: Connection[TupleRow], *, user_id: uuid.UUID) -> UserOut:
+def get(conn: Conn, *, user_id: uuid.UUID) -> UserOut:
     """One user."""
     return _user(conn.execute(Q["user_get"], (user_id,)).fetchone())
 
 
-def set_display_name(conn: Connection[TupleRow], *, user_id: uuid.UUID, display_name: str | None,
+def set_display_name(conn: Conn, *, user_id: uuid.UUID, display_name: str | None,
                      now: datetime) -> UserOut:
     """Change the display name (empty clears it)."""
     return _user(conn.execute(Q["user_set_display_name"], (display_name or None, now, user_id)).fetchone())
 
 
-def change_email(conn: Connection[TupleRow], *, user_id: uuid.UUID, email: str, now: datetime) -> UserOut:
+def change_email(conn: Conn, *, user_id: uuid.UUID, email: str, now: datetime) -> UserOut:
     """Move the account to a confirmed new address (409 if another account has it)."""
     try:
         # No savepoint (tenant_tx pipelines its transaction): a conflict aborts the whole request.
@@ -49,7 +48,7 @@ def change_email(conn: Connection[TupleRow], *, user_id: uuid.UUID, email: str, 
     return _user(row)
 
 
-def my_workspaces(conn: Connection[TupleRow]) -> list[WorkspaceOut]:
+def my_workspaces(conn: Conn) -> list[WorkspaceOut]:
     """Workspaces of the user bound to this transaction (bind_user), with their role, newest first."""
     rows = conn.execute(Q["my_workspaces"]).fetchall()
     return [WorkspaceOut(id=r[0], name=r[1], role=r[2], created_at=r[3], updated_at=r[4],

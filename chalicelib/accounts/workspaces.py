@@ -7,13 +7,11 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib import audit, errors
 from chalicelib.accounts.models import WorkspaceOut
 from chalicelib.crm import pipelines
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 from chalicelib.settings import get_settings
 
 Q = queries.load(__package__)
@@ -45,7 +43,7 @@ def check_version(expected: frozenset[str] | None, current: WorkspaceOut) -> Non
         raise errors.PreconditionFailed("the workspace changed since you read it")
 
 
-def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
+def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
            now: datetime) -> WorkspaceOut:
     """Create the workspace of this tenant transaction with the actor as its owner."""
     row = conn.execute(Q["workspace_create"], (tenant_id, name, actor.user_id, now, now)).fetchone()
@@ -56,18 +54,18 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor
     return _out(row, "owner")
 
 
-def get_pending(conn: Connection[TupleRow], *, tenant_id: uuid.UUID) -> Callable[[str | None], WorkspaceOut]:
+def get_pending(conn: Conn, *, tenant_id: uuid.UUID) -> Callable[[str | None], WorkspaceOut]:
     """Queue the read of the workspace of this tenant transaction; call the result with the caller's role."""
     cursor = conn.execute(Q["workspace_get"], (tenant_id,))
     return lambda role: _out(cursor.fetchone(), role)
 
 
-def get(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, role: str | None) -> WorkspaceOut:
+def get(conn: Conn, *, tenant_id: uuid.UUID, role: str | None) -> WorkspaceOut:
     """The workspace of this tenant transaction."""
     return get_pending(conn, tenant_id=tenant_id)(role)
 
 
-def rename(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
+def rename(conn: Conn, *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
            now: datetime, role: str | None) -> WorkspaceOut:
     """Rename the workspace."""
     row = conn.execute(Q["workspace_rename"], (name, now, tenant_id)).fetchone()
@@ -76,7 +74,7 @@ def rename(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, actor
     return _out(row, role)
 
 
-def set_deleted(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, deleted: bool, actor: audit.Actor,
+def set_deleted(conn: Conn, *, tenant_id: uuid.UUID, deleted: bool, actor: audit.Actor,
                 now: datetime, role: str | None) -> WorkspaceOut:
     """Soft-delete (purged by the jobs after the grace period) or restore within it."""
     if deleted:

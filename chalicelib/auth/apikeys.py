@@ -9,11 +9,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib.auth.crypto import keyed_hash
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 from chalicelib.settings import Settings
 
 Q = queries.load(__package__)
@@ -27,7 +25,7 @@ def new_key() -> tuple[str, str]:
     return f"crm_{prefix}_{secrets.token_urlsafe(32)}", prefix
 
 
-def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, role: str,
+def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, role: str,
            expires_at: datetime | None, created_by: uuid.UUID | None, now: datetime,
            settings: Settings) -> tuple[str, tuple[Any, ...]]:
     """Create a key; returns the key (the only time it exists in clear) and its stored row."""
@@ -40,7 +38,7 @@ def create(conn: Connection[TupleRow], *, tenant_id: uuid.UUID, name: str, role:
     return key, row
 
 
-def authorize_pending(conn: Connection[TupleRow], *, key: str, now: datetime, roles: list[str],
+def authorize_pending(conn: Conn, *, key: str, now: datetime, roles: list[str],
                       allow_deleted: bool, settings: Settings) -> Callable[[], tuple[Any, ...] | None]:
     """Queue the authorization of a key of the CURRENT tenant (RLS: another workspace's key simply is not
     there); the result gives (key_id, role). A refusal fails the statement (app.authorize_api_key), which
@@ -50,12 +48,12 @@ def authorize_pending(conn: Connection[TupleRow], *, key: str, now: datetime, ro
     return cursor.fetchone
 
 
-def list_keys_pending(conn: Connection[TupleRow]) -> Callable[[], list[tuple[Any, ...]]]:
+def list_keys_pending(conn: Conn) -> Callable[[], list[tuple[Any, ...]]]:
     """Queue the read of the current workspace's live and revoked keys (never the key or its hash)."""
     return conn.execute(Q["api_keys_list"]).fetchall
 
 
-def revoke(conn: Connection[TupleRow], *, key_id: uuid.UUID, now: datetime) -> bool:
+def revoke(conn: Conn, *, key_id: uuid.UUID, now: datetime) -> bool:
     """Revoke at once; False when there is no such live key in this workspace."""
     rows = conn.execute(Q["api_key_revoke"], (now, key_id)).fetchall()
     return bool(rows)

@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib.auth.crypto import keyed_hash, new_code, new_token, normalize_code
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 from chalicelib.settings import Settings
 
 Q = queries.load(__package__)
@@ -51,7 +49,7 @@ def _grant(row: tuple[object, ...] | None) -> Grant | None:
                  str(next_path) if next_path else None)
 
 
-def issue(conn: Connection[TupleRow], *, purpose: Purpose, email: str, now: datetime, settings: Settings,
+def issue(conn: Conn, *, purpose: Purpose, email: str, now: datetime, settings: Settings,
           next_path: str | None = None, user_id: uuid.UUID | None = None,
           workspace_id: uuid.UUID | None = None, role: str | None = None) -> IssuedLink:
     """Store a new token and code (only their HMACs) valid for MAGIC_LINK_TTL_S."""
@@ -64,7 +62,7 @@ def issue(conn: Connection[TupleRow], *, purpose: Purpose, email: str, now: date
     return IssuedLink(token, code, email, purpose)
 
 
-def consume_token(conn: Connection[TupleRow], *, token: str, purposes: tuple[Purpose, ...], now: datetime,
+def consume_token(conn: Conn, *, token: str, purposes: tuple[Purpose, ...], now: datetime,
                   settings: Settings) -> Grant | None:
     """Use a token once: one atomic UPDATE, so of N concurrent attempts exactly one wins."""
     row = conn.execute(
@@ -73,7 +71,7 @@ def consume_token(conn: Connection[TupleRow], *, token: str, purposes: tuple[Pur
     return _grant(row)
 
 
-def consume_code(conn: Connection[TupleRow], *, email: str, code: str, now: datetime,
+def consume_code(conn: Conn, *, email: str, code: str, now: datetime,
                  settings: Settings) -> Grant | None:
     """Use a one-time code once; a wrong code spends one of the few attempts of every live code."""
     code_hash = keyed_hash("login-code", f"{email}:{normalize_code(code)}", settings)

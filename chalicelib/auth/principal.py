@@ -13,14 +13,13 @@ from urllib.parse import urlsplit
 
 import psycopg
 from chalice.app import Request
-from psycopg import Connection
-from psycopg.rows import TupleRow
 
 from chalicelib import clock, errors
 from chalicelib.audit import Actor
 from chalicelib.auth import apikeys, sessions
 from chalicelib.auth.crypto import same
 from chalicelib.db.tenancy import bind_user, tenant_tx, user_tx
+from chalicelib.db.types import Conn
 from chalicelib.settings import Settings, get_settings
 
 Role = Literal["owner", "admin", "member"]
@@ -136,7 +135,7 @@ def _refusals(min_role: Role) -> Iterator[None]:
         raise
 
 
-def _authorize_pending(conn: Connection[TupleRow], request: Request, tenant: uuid.UUID, key: str | None,
+def _authorize_pending(conn: Conn, request: Request, tenant: uuid.UUID, key: str | None,
                        token: str | None, min_role: Role, allow_deleted: bool,
                        settings: Settings) -> Callable[[], Principal]:
     """Queue the caller's authorization in the tenant transaction; the result gives the Principal.
@@ -182,7 +181,7 @@ def _credentials(request: Request, settings: Settings) -> tuple[str | None, str 
 
 @contextlib.contextmanager
 def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "member",
-                    allow_deleted: bool = False) -> Iterator[tuple[Connection[TupleRow], Principal]]:
+                    allow_deleted: bool = False) -> Iterator[tuple[Conn, Principal]]:
     """A tenant transaction for the path's workspace, opened only for a member with `min_role`.
 
     Not a member (or no such workspace) answers 404, indistinguishable on purpose. The authorization is
@@ -196,7 +195,7 @@ def workspace_scope(request: Request, workspace_id: str, *, min_role: Role = "me
 
 @contextlib.contextmanager
 def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "member", allow_deleted: bool = False
-                 ) -> Iterator[tuple[Connection[TupleRow], Callable[[], Principal]]]:
+                 ) -> Iterator[tuple[Conn, Callable[[], Principal]]]:
     """A tenant transaction whose authorization travels with the route's first statements.
 
     Yields the connection and `caller()`, which gives the Principal when first called. set_config and the
@@ -227,7 +226,7 @@ def workspace_tx(request: Request, workspace_id: str, *, min_role: Role = "membe
 
 @contextlib.contextmanager
 def workspace_read(request: Request, workspace_id: str, *, min_role: Role = "member"
-                   ) -> Iterator[Connection[TupleRow]]:
+                   ) -> Iterator[Conn]:
     """workspace_tx for GET routes that only queue reads and read their results after the block: the
     authorization, the reads and the Sync that ends the transaction travel in one round trip."""
     with workspace_tx(request, workspace_id, min_role=min_role) as (conn, _caller):
@@ -235,7 +234,7 @@ def workspace_read(request: Request, workspace_id: str, *, min_role: Role = "mem
 
 
 @contextlib.contextmanager
-def account_scope(request: Request) -> Iterator[tuple[Connection[TupleRow], Principal]]:
+def account_scope(request: Request) -> Iterator[tuple[Conn, Principal]]:
     """A transaction for the signed-in user's own data (no workspace; cookie sessions only)."""
     settings = get_settings()
     if bearer_key(request):

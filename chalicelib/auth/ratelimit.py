@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib.auth.crypto import keyed_hash
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 
 Q = queries.load(__package__)
 WINDOW = timedelta(minutes=15)
@@ -23,7 +21,7 @@ class Verdict:
     retry_after_s: int
 
 
-def hit(conn: Connection[TupleRow], *, kind: str, subject: str, limit: int, now: datetime,
+def hit(conn: Conn, *, kind: str, subject: str, limit: int, now: datetime,
         window: timedelta = WINDOW) -> Verdict:
     """Count one hit for (kind, subject) in the current window and judge it against `limit`."""
     # The bucket is keyed, so the table holds no addresses or IPs, only unlinkable digests.

@@ -8,12 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
-
 from chalicelib.audit import Actor, clean_ip
 from chalicelib.auth.crypto import keyed_hash, keyed_token, new_token
 from chalicelib.db import queries
+from chalicelib.db.types import Conn
 from chalicelib.settings import Settings
 
 Q = queries.load(__package__)
@@ -36,7 +34,7 @@ def csrf_token(session_token: str, settings: Settings) -> str:
     return keyed_token("csrf", session_token, settings)
 
 
-def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now: datetime,
+def create(conn: Conn, *, user_id: uuid.UUID, actor: Actor, now: datetime,
            settings: Settings) -> str:
     """Start a session; returns the cookie value (shown once, stored only as an HMAC)."""
     token = new_token()
@@ -48,7 +46,7 @@ def create(conn: Connection[TupleRow], *, user_id: uuid.UUID, actor: Actor, now:
     return token
 
 
-def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: Settings) -> SessionInfo | None:
+def resolve(conn: Conn, *, token: str, now: datetime, settings: Settings) -> SessionInfo | None:
     """Find a live session (no workspace involved) in one statement (one round trip)."""
     row = conn.execute(
         Q["session_resolve"],
@@ -63,7 +61,7 @@ def resolve(conn: Connection[TupleRow], *, token: str, now: datetime, settings: 
     return SessionInfo(session_id, user_id)
 
 
-def authorize_pending(conn: Connection[TupleRow], *, token: str, workspace_id: uuid.UUID, now: datetime,
+def authorize_pending(conn: Conn, *, token: str, workspace_id: uuid.UUID, now: datetime,
                       roles: list[str], allow_deleted: bool, settings: Settings
                       ) -> Callable[[], tuple[Any, ...] | None]:
     """Queue the authorization of a session for a workspace; the result gives (session_id, user_id, role).
@@ -78,7 +76,7 @@ def authorize_pending(conn: Connection[TupleRow], *, token: str, workspace_id: u
     return cursor.fetchone
 
 
-def revoke(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,
+def revoke(conn: Conn, *, user_id: uuid.UUID, now: datetime,
            session_id: uuid.UUID | None = None, keep: uuid.UUID | None = None) -> int:
     """Revoke one session of the user (session_id) or all of them except `keep`; returns how many."""
     if session_id is not None:
@@ -88,7 +86,7 @@ def revoke(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,
     return len(rows)
 
 
-def list_for_user(conn: Connection[TupleRow], *, user_id: uuid.UUID, now: datetime,
+def list_for_user(conn: Conn, *, user_id: uuid.UUID, now: datetime,
                   settings: Settings) -> list[tuple[Any, ...]]:
     """The user's live sessions: id, created, last seen, IP, user agent (newest first)."""
     return conn.execute(

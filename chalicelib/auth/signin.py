@@ -6,8 +6,6 @@ import uuid
 from dataclasses import dataclass
 
 from chalice.app import Request
-from psycopg import Connection
-from psycopg.rows import TupleRow
 
 from chalicelib import audit, clock, errors
 from chalicelib.accounts import members, users
@@ -18,6 +16,7 @@ from chalicelib.auth.crypto import keyed_hash
 from chalicelib.auth.principal import Principal, anonymous_actor, check_origin, session_cookie
 from chalicelib.db import queries
 from chalicelib.db.tenancy import bind_user, tenant_tx, user_tx
+from chalicelib.db.types import Conn
 from chalicelib.mail import send_email
 from chalicelib.settings import Settings, get_settings
 
@@ -111,7 +110,7 @@ def sign_in(request: Request, body: SessionRequest) -> tuple[Me, str]:
     return result
 
 
-def _establish(conn: Connection[TupleRow], grant: links.Grant, actor: audit.Actor, old_cookie: str | None,
+def _establish(conn: Conn, grant: links.Grant, actor: audit.Actor, old_cookie: str | None,
                settings: Settings) -> tuple[Me, str]:
     now = clock.now()
     user = users.upsert_by_email(conn, email=grant.email, now=now)
@@ -131,7 +130,7 @@ def _establish(conn: Connection[TupleRow], grant: links.Grant, actor: audit.Acto
     return me, sessions.set_cookie(token, settings)
 
 
-def revoke_sessions(conn: Connection[TupleRow], principal: Principal, *, session_id: uuid.UUID | None) -> int:
+def revoke_sessions(conn: Conn, principal: Principal, *, session_id: uuid.UUID | None) -> int:
     """Revoke one session of the principal's user, or all of them (session_id None); audited."""
     assert principal.user_id is not None
     count = sessions.revoke(conn, user_id=principal.user_id, now=clock.now(), session_id=session_id)
@@ -152,7 +151,7 @@ class PendingEmailChange:
     old_email: str
 
 
-def start_email_change(conn: Connection[TupleRow], principal: Principal, new_email: str) -> PendingEmailChange:
+def start_email_change(conn: Conn, principal: Principal, new_email: str) -> PendingEmailChange:
     """Issue a confirmation token bound to this user and the new address."""
     settings, now = get_settings(), clock.now()
     assert principal.user_id is not None

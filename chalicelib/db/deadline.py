@@ -22,8 +22,7 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
+from chalicelib.db.types import Conn
 
 log = logging.getLogger("crm.db.deadline")
 # The cancel gets at most this long (and at most a quarter of the budget) before the hard stop.
@@ -54,9 +53,9 @@ class _Alarm:
 
     __slots__ = ("cancel_at", "conn", "end", "lock")
 
-    def __init__(self, conn: Connection[TupleRow], cancel_at: float, end: float) -> None:
+    def __init__(self, conn: Conn, cancel_at: float, end: float) -> None:
         # None once the guarded block has ended: the connection is no longer ours to touch.
-        self.conn: Connection[TupleRow] | None = conn
+        self.conn: Conn | None = conn
         self.cancel_at = cancel_at
         self.end = end
         self.lock = threading.Lock()
@@ -113,7 +112,7 @@ def _interrupt(alarm: _Alarm) -> None:
             shut_down_socket(alarm.conn)
 
 
-def shut_down_socket(conn: Connection[TupleRow]) -> None:
+def shut_down_socket(conn: Conn) -> None:
     """End every wait on `conn` now: the socket is shut down (not closed: closing a descriptor another
     thread polls does not wake it, and the number could be reused), so a blocked read sees EOF."""
     with contextlib.suppress(Exception):  # already closed or broken: nothing is waiting on it
@@ -125,7 +124,7 @@ def shut_down_socket(conn: Connection[TupleRow]) -> None:
 
 
 @contextlib.contextmanager
-def watch(conn: Connection[TupleRow], *, seconds: float | None = None) -> Iterator[None]:
+def watch(conn: Conn, *, seconds: float | None = None) -> Iterator[None]:
     """Cut `conn`'s waits short when the block outlives the current budget (or `seconds`, if tighter).
 
     Without a budget and without `seconds` (jobs, scripts) nothing is armed. When the block ends, the

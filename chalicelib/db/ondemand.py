@@ -21,20 +21,20 @@ from __future__ import annotations
 from time import monotonic
 from typing import Any
 
-from psycopg import Connection
-from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.pool import AddConnection, MaintenanceTask
 
+from chalicelib.db.types import Conn
 
-class OnDemandPool(ConnectionPool[Connection[TupleRow]]):
+
+class OnDemandPool(ConnectionPool[Conn]):
     """ConnectionPool whose connections are opened by the request that needs one (see the module)."""
 
     def __init__(self, conninfo: str, *, connect_timeout: float, **kwargs: Any) -> None:
         self._connect_timeout = connect_timeout
         super().__init__(conninfo, **kwargs)
 
-    def _get_ready_connection(self, timeout: float | None) -> Connection[TupleRow] | None:
+    def _get_ready_connection(self, timeout: float | None) -> Conn | None:
         # Called under the pool's lock, like NullConnectionPool's connect (bounded by connect_timeout).
         if self._pool or self._nconns >= self.max_size:
             return super()._get_ready_connection(timeout)
@@ -44,7 +44,7 @@ class OnDemandPool(ConnectionPool[Connection[TupleRow]]):
         self._nconns += 1
         return conn
 
-    def _getconn_with_check_loop(self, deadline: float) -> Connection[TupleRow]:
+    def _getconn_with_check_loop(self, deadline: float) -> Conn:
         # A connection that fails its check is closed and the next one taken at once (no backoff: there
         # is no background reconnection to wait for). After a restart every idle connection may be
         # dead: one try per slot, and the last one opens a new connection.

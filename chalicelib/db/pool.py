@@ -21,15 +21,16 @@ from chalicelib.db import deadline
 from chalicelib.db.faults import unavailable_as_domain_error
 from chalicelib.db.iam import PasswordSource, RdsIamTokens, with_default_sslrootcert
 from chalicelib.db.ondemand import OnDemandPool
+from chalicelib.db.types import Conn
 from chalicelib.errors import DatabaseUnavailable
 from chalicelib.settings import Settings, get_settings
 
 # A connection last checked out less than this long ago is checked without a round trip (see
 # CheckoutCheck); one idle for longer gets the pool's full check, an empty query.
 QUIET_CHECK_SECONDS = 30.0
-_checked_out_at: weakref.WeakKeyDictionary[Connection[TupleRow], tuple[float, float]] = weakref.WeakKeyDictionary()
+_checked_out_at: weakref.WeakKeyDictionary[Conn, tuple[float, float]] = weakref.WeakKeyDictionary()
 # The Database whose pool opened a connection (for side_database: same server, same way of signing in).
-_opened_by: weakref.WeakKeyDictionary[Connection[TupleRow], Database] = weakref.WeakKeyDictionary()
+_opened_by: weakref.WeakKeyDictionary[Conn, Database] = weakref.WeakKeyDictionary()
 # Seconds a new connection may take to open, when settings do not say (DB_CONNECT_TIMEOUT_S's default).
 DEFAULT_CONNECT_TIMEOUT_S = 5
 # A peer that vanishes (host down, failover, a network that drops packets) sends no FIN: without these an
@@ -61,7 +62,7 @@ class CheckoutCheck:
         self.quiet_seconds = quiet_seconds
         self.ping_seconds = ping_seconds
 
-    def __call__(self, conn: Connection[TupleRow]) -> None:
+    def __call__(self, conn: Conn) -> None:
         now = (time.monotonic(), time.time())
         last = _checked_out_at.get(conn)
         idle = max(now[0] - last[0], now[1] - last[1]) if last is not None else None
@@ -72,7 +73,7 @@ class CheckoutCheck:
         _checked_out_at[conn] = now
 
 
-def _has_input(conn: Connection[TupleRow]) -> bool:
+def _has_input(conn: Conn) -> bool:
     # An idle connection is owed nothing by the server: any input (an error, EOF) means trouble.
     # poll, not select: select cannot watch descriptors numbered 1024 and above.
     poller = select.poll()
@@ -109,7 +110,7 @@ class Database:
         self._timeout = timeout
         self._prepare_threshold = prepare_threshold
         self._name = name
-        self._pool: ConnectionPool[Connection[TupleRow]] | None = None
+        self._pool: ConnectionPool[Conn] | None = None
         self._kwargs: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +133,7 @@ class Database:
         return self._conninfo
 
     @property
-    def pool(self) -> ConnectionPool[Connection[TupleRow]]:
+    def pool(self) -> ConnectionPool[Conn]:
         """The open pool (created on first access)."""
         if self._pool is None:
             with self._lock:
@@ -160,7 +161,7 @@ class Database:
         return self._pool
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection[TupleRow]]:
+    def connection(self) -> Iterator[Conn]:
         """A pooled connection for one unit of work, with every wait bounded.
 
         The checkout waits at most DB_POOL_TIMEOUT, or what is left of the request's budget
@@ -185,7 +186,7 @@ class Database:
         assert self._password_source is not None
         return {**self._kwargs, "password": self._password_source()}
 
-    def _configure(self, conn: Connection[TupleRow]) -> None:
+    def _configure(self, conn: Conn) -> None:
         """Per new connection: json/jsonb columns are parsed by pydantic-core's parser (several times
         faster than the stdlib's on list pages, where every row carries a `custom` object)."""
         set_json_loads(from_json, conn)
@@ -211,7 +212,7 @@ def _tcp_bounds(conninfo: str) -> dict[str, int]:
     return {name: value for name, value in TCP_BOUNDS.items() if name not in given}
 
 
-def side_database(conn: Connection[TupleRow], *, name: str) -> Database:
+def side_database(conn: Conn, *, name: str) -> Database:
     """A one-connection Database to the same server, database and role as `conn`, signing in the same way.
 
     With IAM authentication `conn`'s own token may have expired since it connected: the side connection

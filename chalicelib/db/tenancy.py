@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Iterator
 
 import psycopg
-from psycopg import Connection, Pipeline
+from psycopg import Pipeline
 from psycopg.pq import TransactionStatus
-from psycopg.rows import TupleRow
 
 from chalicelib.db.pool import Database, get_database
+from chalicelib.db.types import Conn
 
 # Transaction-local (third argument true): the setting dies with COMMIT/ROLLBACK, so a pooled
 # connection can never carry a tenant into the next request. Never `SET`, never is_local=false.
@@ -26,7 +26,7 @@ def _tenant_str(value: uuid.UUID | str) -> str:
 
 @contextlib.contextmanager
 def tenant_tx(tenant_id: uuid.UUID | str, *, db: Database | None = None,
-              pipeline: bool = True) -> Iterator[Connection[TupleRow]]:
+              pipeline: bool = True) -> Iterator[Conn]:
     """Yield a pooled connection inside a transaction scoped to one tenant by RLS.
 
     With ``pipeline`` (the default) set_config and the first statement reach the server in one round
@@ -39,7 +39,7 @@ def tenant_tx(tenant_id: uuid.UUID | str, *, db: Database | None = None,
 
 
 @contextlib.contextmanager
-def user_tx(*, db: Database | None = None) -> Iterator[Connection[TupleRow]]:
+def user_tx(*, db: Database | None = None) -> Iterator[Conn]:
     """A transaction with no tenant: account tables only (tenant rows stay invisible).
 
     After the caller has verified a session it may call bind_user() to read that user's own
@@ -49,7 +49,7 @@ def user_tx(*, db: Database | None = None) -> Iterator[Connection[TupleRow]]:
         yield conn
 
 
-def bind_user(conn: Connection[TupleRow], user_id: uuid.UUID) -> None:
+def bind_user(conn: Conn, user_id: uuid.UUID) -> None:
     """Let the current transaction read the rows the RLS policies grant to this (verified) user."""
     # Transaction-local, like the tenant: gone at COMMIT/ROLLBACK.
     conn.execute(_SET_USER, (_tenant_str(user_id),))
@@ -57,7 +57,7 @@ def bind_user(conn: Connection[TupleRow], user_id: uuid.UUID) -> None:
 
 @contextlib.contextmanager
 def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | None,
-                 pipeline: bool) -> Iterator[Connection[TupleRow]]:
+                 pipeline: bool) -> Iterator[Conn]:
     database = db if db is not None else get_database("app")
     with database.connection() as conn:
         try:
@@ -87,7 +87,7 @@ def _transaction(scope_sql: str | None, params: tuple[str, ...], db: Database | 
             raise
 
 
-def _abandon(conn: Connection[TupleRow], queued: Pipeline) -> None:
+def _abandon(conn: Conn, queued: Pipeline) -> None:
     """Roll back what the block queued or ran, then settle the pipeline (the block raised).
 
     The closing Sync would commit the block's transaction, so it must not be the next thing the
@@ -123,7 +123,7 @@ def _settle(queued: Pipeline) -> None:
             return
 
 
-def _rollback(conn: Connection[TupleRow]) -> None:
+def _rollback(conn: Conn) -> None:
     # The pool would also roll back a connection returned mid-transaction, but doing it here keeps
     # the failed transaction's tenant from ever being visible to the next checkout.
     if conn.closed or conn.broken:

@@ -12,14 +12,8 @@ from chalice.app import Blueprint, Chalice, Request, Response
 
 from chalicelib import errors
 from chalicelib.db import deadline
-from chalicelib.http import (
-    PROBLEM_JSON,
-    assign_request_id,
-    check_json_depth,
-    guarded,
-    is_json_media,
-    problem_response,
-)
+from chalicelib.http import PROBLEM_JSON, assign_request_id, guarded, problem_response
+from chalicelib.inputs import check_json_depth, is_json_media
 from chalicelib.observability import log_request
 from chalicelib.settings import get_settings
 

@@ -20,7 +20,8 @@ from chalicelib.auth.principal import Principal, Role, parse_id, workspace_read,
 from chalicelib.crm import custom_fields, store
 from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.db.types import Conn
-from chalicelib.http import endpoint, idempotent, if_match, json_response, parse_body, query_params
+from chalicelib.http import endpoint, idempotent, json_response
+from chalicelib.inputs import if_match, parse_body, query_params
 
 T = TypeVar("T", bound=BaseModel)
 Values = dict[str, Any]

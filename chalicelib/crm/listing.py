@@ -126,7 +126,7 @@ def parse_list(spec: ListSpec, query: Mapping[str, str], *, tenant: uuid.UUID) -
     """Turn query parameters into a ListQuery; every unknown or malformed parameter is a 400."""
     allowed = {"limit", "cursor", "sort", *spec.filters, *(("q",) if spec.search else ()),
                *(("created_after", "created_before") if spec.created_bounds else ())}
-    # Values that PostgreSQL cannot store (NUL, lone surrogates) were refused by http.query_params.
+    # Values that PostgreSQL cannot store (NUL, lone surrogates) were refused by inputs.query_params.
     for name in query:
         if name not in allowed and not (spec.custom_select_filters and name.startswith("custom.")):
             raise errors.BadRequest(f"unknown query parameter {name}")

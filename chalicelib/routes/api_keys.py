@@ -11,7 +11,8 @@ from chalicelib.accounts.models import ApiKeyCreate, ApiKeyCreated, ApiKeyList, 
 from chalicelib.auth import apikeys
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm.listing import page_parameters
-from chalicelib.http import endpoint, json_response, parse_body, query_params
+from chalicelib.http import endpoint, json_response
+from chalicelib.inputs import parse_body, query_params
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)

@@ -21,7 +21,8 @@ from chalicelib.accounts.models import (
 from chalicelib.auth import sessions as auth_sessions
 from chalicelib.auth import signin
 from chalicelib.auth.principal import account_scope, parse_id
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response
+from chalicelib.inputs import parse_body
 from chalicelib.settings import get_settings
 from chalicelib.web.pages import confirm_page
 

@@ -10,7 +10,8 @@ from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
 from chalicelib.crm.api import Context, register
 from chalicelib.crm.custom_fields import TABLE as FIELDS
 from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, definition, failures, out
-from chalicelib.http import endpoint, if_match, json_response, parse_body, query_params
+from chalicelib.http import endpoint, json_response
+from chalicelib.inputs import if_match, parse_body, query_params
 
 bp = Blueprint(__name__)
 

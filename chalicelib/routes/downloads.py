@@ -12,7 +12,8 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import errors
 from chalicelib.blobs import LinkRefused, attachment_disposition, get_blobs, open_link
-from chalicelib.http import endpoint, query_params
+from chalicelib.http import endpoint
+from chalicelib.inputs import query_params
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)

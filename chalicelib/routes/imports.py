@@ -9,7 +9,8 @@ from chalicelib.auth.principal import parse_id, workspace_scope
 from chalicelib.crm import importer
 from chalicelib.crm.api import Context
 from chalicelib.crm.importer import ImportResult
-from chalicelib.http import endpoint, idempotent, json_response, raw_body
+from chalicelib.http import endpoint, idempotent, json_response
+from chalicelib.inputs import raw_body
 
 bp = Blueprint(__name__)
 CSV = "text/csv"

@@ -13,8 +13,9 @@ from chalicelib.crm.api import Page
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import list_parameters
 from chalicelib.errors import NotFound
-from chalicelib.http import endpoint, if_match, json_response, parse_body
+from chalicelib.http import endpoint, json_response
 from chalicelib.inbox import attachments, channels, conversations, replies
+from chalicelib.inputs import if_match, parse_body
 from chalicelib.routes.lists import page_response
 from chalicelib.settings import get_settings
 

@@ -8,7 +8,8 @@ from chalice.app import Blueprint, Response
 from pydantic import BaseModel, RootModel
 
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response
+from chalicelib.inputs import parse_body
 from chalicelib.vault import store
 from chalicelib.vault.providers import model_for
 

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from chalicelib.auth.principal import parse_id, workspace_read
 from chalicelib.crm import store
 from chalicelib.crm.listing import parse_list
-from chalicelib.http import json_response, query_params
+from chalicelib.http import json_response
+from chalicelib.inputs import query_params
 
 
 def page_response(request: Request, workspace_id: str, table: store.Table,

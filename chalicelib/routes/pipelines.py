@@ -11,7 +11,8 @@ from chalicelib.crm.api import Context, Page
 from chalicelib.crm.listing import list_parameters, parse_list, parse_uuid
 from chalicelib.crm.pipelines import TABLE, Board, PipelineCreate, PipelineOut, PipelinePatch, StageIn
 from chalicelib.crm.stages import StagePatch
-from chalicelib.http import endpoint, idempotent, if_match, json_response, parse_body, query_params
+from chalicelib.http import endpoint, idempotent, json_response
+from chalicelib.inputs import if_match, parse_body, query_params
 
 bp = Blueprint(__name__)
 WS = "/workspaces/{workspace_id}"

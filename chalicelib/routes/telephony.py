@@ -8,8 +8,9 @@ from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.listing import list_parameters
-from chalicelib.http import endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response
 from chalicelib.inbox import calls
+from chalicelib.inputs import parse_body
 from chalicelib.routes.lists import page_response
 
 bp = Blueprint(__name__)

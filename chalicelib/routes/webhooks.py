@@ -15,10 +15,11 @@ from pydantic import BaseModel
 from chalicelib import errors
 from chalicelib.auth.crypto import same
 from chalicelib.db.tenancy import tenant_tx, user_tx
-from chalicelib.http import endpoint, query_params
+from chalicelib.http import endpoint
 from chalicelib.inbox import channels, ingest
 from chalicelib.inbox.providers import twilio
 from chalicelib.inbox.providers.base import Delivery
+from chalicelib.inputs import query_params
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)

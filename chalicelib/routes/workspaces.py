@@ -22,7 +22,8 @@ from chalicelib.auth import links, ratelimit
 from chalicelib.auth.principal import account_scope, parse_id, workspace_read, workspace_scope, workspace_tx
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.errors import Forbidden, RateLimited
-from chalicelib.http import endpoint, if_match, json_response, parse_body
+from chalicelib.http import endpoint, json_response
+from chalicelib.inputs import if_match, parse_body
 from chalicelib.mail import send_email
 from chalicelib.settings import get_settings
 

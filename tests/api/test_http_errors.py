@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 import app as app_module
 from chalicelib.api import NOT_FOUND_PATHS, create_app
 from chalicelib.errors import BadRequest, NotFound
-from chalicelib.http import MAX_JSON_DEPTH, check_json_depth, endpoint, json_response, parse_body
+from chalicelib.http import endpoint, json_response
+from chalicelib.inputs import MAX_JSON_DEPTH, check_json_depth, parse_body
 from chalicelib.observability import configure_logging
 from tests.api.auth_helpers import ORIGIN, Outbox, body_of, call, create_workspace, fresh_address, sign_in
 

@@ -158,3 +158,50 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     data: list[AuditEntry]
     next_cursor: str | None
+
+
+class ExportedAccount(BaseModel):
+    id: uuid.UUID
+    email: str
+    display_name: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExportedMembership(BaseModel):
+    workspace_id: uuid.UUID
+    workspace_name: str
+    role: MemberRole
+    since: datetime
+    workspace_deleted_at: datetime | None
+
+
+class ExportedSession(BaseModel):
+    """A session as its owner may see it: never its token hash, cookie value or CSRF token."""
+
+    id: uuid.UUID
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+class ExportedAccountEvent(BaseModel):
+    id: uuid.UUID
+    occurred_at: datetime
+    action: str
+    ip: str | None
+    user_agent: str | None
+    details: dict[str, object]
+
+
+class AccountExport(BaseModel):
+    format: Literal["crm-account-export/1"] = "crm-account-export/1"
+    exported_at: datetime
+    account: ExportedAccount
+    memberships: list[ExportedMembership]
+    sessions: list[ExportedSession]
+    account_audit_log: list[ExportedAccountEvent]

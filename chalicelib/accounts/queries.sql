@@ -92,3 +92,33 @@ RETURNING id, name, created_at, updated_at, deleted_at;
 UPDATE workspaces SET deleted_at = NULL, updated_at = %s
  WHERE id = %s AND deleted_at > %s
 RETURNING id, name, created_at, updated_at, deleted_at;
+
+-- export.py (GET /auth/me/export) --------------------------------------------------------------------
+-- Each reads the rows of the user bound to the transaction (bind_user) and nothing else: no bound user,
+-- no rows. Sessions and audit entries are read column by column, so no hash can slip in with a SELECT *.
+
+-- name: export_account
+-- The bound user's account.
+SELECT id, email, display_name, created_at, updated_at FROM users WHERE id = app.current_user_id();
+
+-- name: export_memberships
+-- The bound user's memberships with their workspace's name, oldest first.
+SELECT m.tenant_id, w.name, m.role, m.created_at, w.deleted_at
+  FROM memberships m
+  JOIN workspaces w ON w.id = m.tenant_id
+ WHERE m.user_id = app.current_user_id()
+ ORDER BY m.created_at, m.tenant_id;
+
+-- name: export_sessions
+-- Every session of the bound user, revoked and expired included, without its token hash; newest first.
+SELECT id, created_at, last_seen_at, expires_at, revoked_at, host(ip), user_agent
+  FROM sessions
+ WHERE user_id = app.current_user_id()
+ ORDER BY created_at DESC, id;
+
+-- name: export_account_events
+-- The bound user's account audit entries (without the address HMAC), oldest first.
+SELECT id, occurred_at, action, host(ip), user_agent, details
+  FROM account_audit_log
+ WHERE user_id = app.current_user_id()
+ ORDER BY occurred_at, id;

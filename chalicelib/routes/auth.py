@@ -5,9 +5,11 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from chalicelib import clock, errors
+from chalicelib.accounts import export as account_export
 from chalicelib.accounts import users
 from chalicelib.accounts.models import (
     Accepted,
+    AccountExport,
     EmailChangeRequest,
     MagicLinkRequest,
     Me,
@@ -77,6 +79,23 @@ def patch_me() -> Response:
         user = users.set_display_name(conn, user_id=principal.user_id, display_name=patch.display_name,
                                       now=clock.now())
     return json_response(user)
+
+
+@endpoint(bp, "/auth/me/export", "GET", summary="Download everything held about your account (one JSON file)",
+          response_model=AccountExport, errors_=(401,), tags=TAGS,
+          description="A download (`Content-Disposition: attachment`, `application/json`): the account, its "
+                      "memberships, every session (revoked and expired ones too; never a token, hash or CSRF "
+                      "token) and the account's audit entries. The export itself is recorded in the account's "
+                      "audit log, without its content. Workspace content is exported by privacy staff.")
+def export_me() -> Response:
+    """The signed-in user's own data as a JSON file (access and portability of the controller data)."""
+    now = clock.now()
+    with account_scope(bp.current_request) as (conn, principal):
+        assert principal.session_id is not None
+        document = account_export.export(conn, actor=principal.actor, session_id=principal.session_id, now=now)
+    return json_response(document, headers={
+        "Content-Disposition": f'attachment; filename="{account_export.filename(now)}"',
+        "Cache-Control": "private, no-store"})
 
 
 @endpoint(bp, "/auth/sessions", "GET", summary="The signed-in user's live sessions", response_model=SessionList,

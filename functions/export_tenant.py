@@ -67,8 +67,9 @@ def _export(db: Database, args: argparse.Namespace) -> int:
         print(f"no workspace {args.workspace_id}", file=sys.stderr)
         return 1
     log_event(log, "export written", workspace_id=str(args.workspace_id), count=manifest.total_rows)
-    print(json.dumps({"out": str(args.out), "rows": manifest.total_rows,
-                      "tables": {k: v["rows"] for k, v in manifest.tables.items()}}))
+    print(json.dumps({"out": str(args.out), "rows": manifest.total_rows, "tables": manifest.exported,
+                      "excluded": {k: v["excluded"] for k, v in manifest.tables.items() if "excluded" in v},
+                      "blobs_included": manifest.blobs["included"]}))
     return 0
 
 

@@ -18,14 +18,22 @@ from chalicelib.observability import log_event
 
 Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs")
-# Columns that never leave the database in an export or a backup (secrets and their digests).
-EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext"}, "api_keys": {"key_hash"},
-                    "channels": {"secrets_ciphertext"}}
+# Why a table or a column of the catalogue is left out of an export or a backup: the closed set of reasons
+# a manifest may give (README, "Privacy staff"). Anything else left out is a bug, and tests say so.
+REASONS = {
+    "derived": "rebuilt from rows that are included (by triggers, or a generated column): nothing is lost",
+    "key-material": "a secret, its ciphertext, a key or a digest of one: never handed out",
+    "backup-index": "the bookkeeping of the workspace's own backups (which objects exist), not its content",
+}
+# Columns that never leave the database in an export (secrets and their digests); a backup keeps them.
+EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext": "key-material"}, "api_keys": {"key_hash": "key-material"},
+                    "channels": {"secrets_ciphertext": "key-material"}}
 # Tables derived from other tables' rows by triggers: search_terms (the words of searchable records).
 DERIVED_TABLES = ("search_terms",)
-# Tables about the backups themselves (not workspace content), and the derived ones (their sources are
-# exported and backed up themselves; the triggers rebuild them from those rows on restore).
-EXCLUDED_TABLES = frozenset({"backup_keys", "backups", *DERIVED_TABLES})
+# Tables left out of exports and backups, with their reason: the backups' own key and index (not workspace
+# content), and the derived ones (their sources are exported and backed up; the triggers rebuild them from
+# those rows on restore).
+EXCLUDED_TABLES = {"backup_keys": "key-material", "backups": "backup-index", **dict.fromkeys(DERIVED_TABLES, "derived")}
 
 
 def jobs_database() -> Database:
@@ -99,12 +107,13 @@ def log_finished(job: str, outcome: Outcome) -> None:
 
 @dataclass(frozen=True)
 class TenantTable:
-    """A table holding workspace data: its tenant key and the columns an export carries."""
+    """A table holding workspace data: its tenant key, the columns an export carries and those it withholds."""
 
     name: str
     key: str
     columns: tuple[str, ...]
     generated: tuple[str, ...]
+    withheld: tuple[str, ...] = ()
 
 
 def tenant_tables(conn: Conn) -> list[TenantTable]:
@@ -112,10 +121,28 @@ def tenant_tables(conn: Conn) -> list[TenantTable]:
     rows = conn.execute(Q["tenant_tables"]).fetchall()
     tables = []
     for name, columns, generated in rows:
-        excluded = EXCLUDED_COLUMNS.get(str(name), set())
+        excluded = EXCLUDED_COLUMNS.get(str(name), {})
         tables.append(TenantTable(str(name), "id" if name == "workspaces" else "tenant_id",
-                                  tuple(c for c in columns if c not in excluded), tuple(generated or ())))
+                                  tuple(c for c in columns if c not in excluded), tuple(generated or ()),
+                                  tuple(c for c in columns if c in excluded)))
     return tables
+
+
+def manifest_tables(catalog: list[TenantTable], written: dict[str, dict[str, Any]],
+                    withheld: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """A manifest's `tables`: every catalog table with its rows and digest (and withheld columns) or its reason."""
+    # `withheld` names the columns left out of a written table, with their reason (only those it has).
+    entries: dict[str, dict[str, Any]] = {}
+    for table in sorted(catalog, key=lambda t: t.name):
+        if table.name in written:
+            entries[table.name] = dict(written[table.name])
+            if withheld.get(table.name):
+                entries[table.name]["excluded_columns"] = dict(sorted(withheld[table.name].items()))
+        elif table.name in EXCLUDED_TABLES:
+            entries[table.name] = {"excluded": EXCLUDED_TABLES[table.name]}
+        else:  # never silently: a table is either in the file or declared left out
+            raise RuntimeError(f"{table.name} is neither written nor excluded")
+    return entries
 
 
 def dependency_order(conn: Conn, names: list[str]) -> list[str]:

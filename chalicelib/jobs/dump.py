@@ -22,8 +22,10 @@ from chalicelib.jobs import gfs
 from chalicelib.jobs.common import (
     EXCLUDED_COLUMNS,
     EXCLUDED_TABLES,
+    REASONS,
     TenantTable,
     allow_long_statements,
+    manifest_tables,
     tenant_tables,
 )
 from chalicelib.jobs.export import FORMAT, FORMAT_VERSION, workspace_json
@@ -35,10 +37,10 @@ KIND = "backup"
 PROGRESS_EVERY = 1024
 
 
-def backup_tables(conn: Conn) -> list[TenantTable]:
+def backup_tables(conn: Conn, catalog: list[TenantTable] | None = None) -> list[TenantTable]:
     """Tenant tables as a backup carries them: every stored column, none generated, no backup tables."""
     tables = []
-    for table in tenant_tables(conn):
+    for table in tenant_tables(conn) if catalog is None else catalog:
         if table.name in EXCLUDED_TABLES:
             continue
         # Unlike the export handed to a customer, a backup must restore the workspace exactly, so the
@@ -56,7 +58,8 @@ def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, tak
     with open(destination, "wb") as out, tenant_tx(tenant_id, db=db, pipeline=False) as conn:
         allow_long_statements(conn)
         workspace = workspace_json(conn, tenant_id)
-        tables = backup_tables(conn)
+        catalog = tenant_tables(conn)
+        tables = backup_tables(conn, catalog)
         head = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": KIND,
                 "exported_at": gfs.utc(taken_at).isoformat()}
         out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + workspace.encode()
@@ -85,7 +88,10 @@ def dump_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, tak
                     index, row = line.split(b"\t", 1)
                     manifest.row(int(index), row)
         manifest.finish()
-        out.write(b'}, "manifest": ' + json.dumps(manifest.tables).encode() + b"}\n")
+        # Every catalog table is named: left-out ones with their reason, generated columns as derived.
+        entries = manifest_tables(catalog, manifest.tables, {t.name: dict.fromkeys(t.generated, "derived")
+                                                             for t in tables})
+        out.write(b'}, "manifest": ' + json.dumps({"tables": entries, "reasons": REASONS}).encode() + b"}\n")
     return manifest.total
 
 

@@ -1,5 +1,10 @@
 """Export one workspace as one JSON file: every row of every tenant table, read under RLS, streamed.
 
+The file: `format`, `format_version`, `exported_at`, `workspace`, `tables` (name -> rows), `accounts`
+(accounts.py), `blobs` (only with --with-blobs) and last the `manifest`: every catalog table with a
+tenant key, each with its rows and SHA-256 or the reason it is left out (common.REASONS), the columns
+withheld from a table, the accounts lists likewise, and whether attachment and recording bytes are in.
+
 PostgreSQL builds each row's JSON (row_to_json through COPY), so memory stays flat whatever the size
 of the workspace; the file is written beside its destination and renamed into place only when it is
 complete, so a crashed export leaves no partial file behind.
@@ -24,12 +29,22 @@ from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.db.types import Conn
-from chalicelib.jobs.common import EXCLUDED_TABLES, TenantTable, allow_long_statements, tenant_tables
+from chalicelib.jobs.accounts import write_accounts
+from chalicelib.jobs.common import (
+    EXCLUDED_COLUMNS,
+    EXCLUDED_TABLES,
+    REASONS,
+    TenantTable,
+    allow_long_statements,
+    manifest_tables,
+    tenant_tables,
+)
 from chalicelib.jobs.progress import Progress, count_rows
 
 Q = queries.load(__package__)
 FORMAT = "tenant-crm-export"
-FORMAT_VERSION = 1
+# 2: the manifest names every catalog table (left-out ones with their reason), accounts and blobs.
+FORMAT_VERSION = 2
 CHUNK_ROWS = 1024
 BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 ROW_OF_ONE_FIELD = b"\x00\x01"
@@ -50,15 +65,25 @@ def workspace_json(conn: Conn, tenant_id: uuid.UUID) -> str:
 
 @dataclass
 class Manifest:
-    """Rows and SHA-256 of each table's rows as written (the JSON text of the rows, comma-joined)."""
+    """Per catalog table its rows and SHA-256 (rows' JSON, comma-joined) or why it is left out; accounts; blobs."""
 
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[str, Any] = field(default_factory=lambda: {"included": False})
 
     @property
     def total_rows(self) -> int:
-        """Rows in the whole export."""
-        return sum(int(t["rows"]) for t in self.tables.values())
+        """Rows of the tables in the export (the accounts lists not counted)."""
+        return sum(int(t.get("rows", 0)) for t in self.tables.values())
 
+    @property
+    def exported(self) -> dict[str, int]:
+        """Rows per table written to the file."""
+        return {name: int(t["rows"]) for name, t in self.tables.items() if "rows" in t}
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `manifest` object of the file."""
+        return {"tables": self.tables, "accounts": self.accounts, "blobs": self.blobs, "reasons": REASONS}
 
 def _copy_rows(conn: Conn, table: TenantTable, tenant_id: uuid.UUID, out: IO[bytes],
                progress: Progress | None) -> dict[str, Any]:
@@ -134,19 +159,25 @@ def export_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, b
             head = {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": datetime.now(UTC).isoformat()}
             out.write(json.dumps(head)[:-1].encode() + b', "workspace": ' + workspace.encode()
                       + b', "tables": {')
-            tables = [t for t in tenant_tables(conn) if t.name not in EXCLUDED_TABLES]
+            catalog = tenant_tables(conn)
+            tables = [t for t in catalog if t.name not in EXCLUDED_TABLES]
             if progress is not None:
                 progress.begin("export", count_rows(conn, [(t.name, t.key) for t in tables], tenant_id))
+            written: dict[str, dict[str, Any]] = {}
             for index, table in enumerate(tables):
                 out.write((", " if index else "").encode() + json.dumps(table.name).encode() + b": [")
-                manifest.tables[table.name] = _copy_rows(conn, table, tenant_id, out, progress)
+                written[table.name] = _copy_rows(conn, table, tenant_id, out, progress)
                 out.write(b"]")
+            manifest.tables = manifest_tables(
+                catalog, written, {t.name: {c: EXCLUDED_COLUMNS[t.name][c] for c in t.withheld} for t in tables})
+            out.write(b'}, "accounts": {')
+            manifest.accounts = write_accounts(conn, tenant_id, out)
             out.write(b"}")
             if blobs is not None:
                 out.write(b', "blobs": {')
-                _write_blobs(blobs, tenant_id, out)
+                manifest.blobs = {"included": True, "objects": _write_blobs(blobs, tenant_id, out)}
                 out.write(b"}")
-            out.write(b', "manifest": ' + json.dumps(manifest.tables).encode() + b"}\n")
+            out.write(b', "manifest": ' + json.dumps(manifest.as_dict()).encode() + b"}\n")
             out.flush()
             os.fsync(out.fileno())
         temporary.replace(destination)
@@ -155,11 +186,13 @@ def export_workspace(db: Database, tenant_id: uuid.UUID, destination: Path, *, b
     return manifest
 
 
-def _write_blobs(blobs: BlobStore, tenant_id: uuid.UUID, out: IO[bytes]) -> None:
-    for index, key in enumerate(blobs.list(f"tenants/{tenant_id}")):
+def _write_blobs(blobs: BlobStore, tenant_id: uuid.UUID, out: IO[bytes]) -> int:
+    keys = blobs.list(f"tenants/{tenant_id}")
+    for index, key in enumerate(keys):
         with blobs.open(key) as handle:
             encoded = base64.b64encode(handle.read())
         out.write((", " if index else "").encode() + json.dumps(key).encode() + b': "' + encoded + b'"')
+    return len(keys)
 
 
 def read_export(path: Path) -> dict[str, Any]:

@@ -81,6 +81,42 @@ SET LOCAL max_parallel_workers_per_gather = 0;
 SELECT row_to_json(w)::text
   FROM (SELECT id, name, created_at, deleted_at FROM workspaces WHERE id = %s) w;
 
+-- accounts.py ----------------------------------------------------------------------------------------
+
+-- name: accounts_members
+-- The accounts (email, display name) of the workspace's members, as JSON text, one row each.
+SELECT row_to_json(x)::text
+  FROM (SELECT u.id, u.email, u.display_name, u.created_at, u.updated_at
+          FROM users u
+         WHERE u.id IN (SELECT m.user_id FROM memberships m WHERE m.tenant_id = %(tenant)s)
+         ORDER BY u.created_at, u.id) x;
+
+-- name: accounts_invitations
+-- The workspace's invitations (invitee email, role, times), as JSON text; never the token's or code's HMAC.
+SELECT row_to_json(x)::text
+  FROM (SELECT t.id, t.purpose, t.email, t.user_id, t.workspace_id, t.role, t.next_path, t.code_attempts,
+               t.created_at, t.expires_at, t.used_at
+          FROM login_tokens t
+         WHERE t.purpose = 'invitation' AND t.workspace_id = %(tenant)s
+         ORDER BY t.created_at, t.id) x;
+
+-- name: accounts_audit_entries
+-- Account audit entries of the workspace's members that name this workspace, as JSON text; no subject hash.
+SELECT row_to_json(x)::text
+  FROM (SELECT a.id, a.occurred_at, a.user_id, a.action, a.ip, a.user_agent, a.details
+          FROM account_audit_log a
+         WHERE a.details ->> 'workspace_id' = %(tenant)s::text
+           AND a.user_id IN (SELECT m.user_id FROM memberships m WHERE m.tenant_id = %(tenant)s)
+         ORDER BY a.occurred_at, a.id) x;
+
+-- name: accounts_webhook_routes
+-- The workspace's webhook routes (which channel id in a webhook URL leads to it), as JSON text.
+SELECT row_to_json(x)::text
+  FROM (SELECT r.channel_id, r.workspace_id
+          FROM webhook_routes r
+         WHERE r.workspace_id = %(tenant)s
+         ORDER BY r.channel_id) x;
+
 -- backup.py ------------------------------------------------------------------------------------------
 
 -- name: backup_key_add

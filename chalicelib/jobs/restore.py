@@ -43,6 +43,8 @@ BATCH_ROWS = 1000
 BATCH_BYTES = 4 << 20
 _TABLES_OPEN = b'"tables": {\n'
 _MANIFEST = b'}, "manifest": '
+# Backup formats this code restores: 1 (manifest: the tables written) and 2 (every catalog table named).
+VERSIONS = (1, FORMAT_VERSION)
 
 
 class RestoreError(BackupError):
@@ -59,12 +61,14 @@ class RestoreReceipt:
     taken_at: str
     rows: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    # Tables the backup itself left out, with their reason (common.REASONS); empty for a version 1 backup.
+    excluded: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able receipt."""
         return {"workspace_id": self.workspace_id, "source_workspace_id": self.source_workspace_id,
                 "backup_key": self.backup_key, "taken_at": self.taken_at, "rows": self.rows,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "excluded": self.excluded}
 
 
 def decrypt_file(source: Path, target: Path, *, tenant_id: uuid.UUID, key: bytes) -> None:
@@ -117,13 +121,22 @@ class _Section:
     rows: int
 
 
-def _index(plain: IO[bytes]) -> dict[str, _Section]:
-    """Where each table's rows are in the decrypted file; checks the layout and the manifest."""
+def _manifest(manifest: dict[str, Any], version: int) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(rows and digest per table written, reason per table left out) of a backup's manifest."""
+    if version == 1:  # tables written only; what was left out is what the rules of the day left out
+        return manifest, {}
+    tables: dict[str, dict[str, Any]] = manifest["tables"]
+    written = {name: {"rows": e["rows"], "sha256": e["sha256"]} for name, e in tables.items() if "excluded" not in e}
+    return written, {name: str(e["excluded"]) for name, e in tables.items() if "excluded" in e}
+
+
+def _index(plain: IO[bytes]) -> tuple[dict[str, _Section], dict[str, str]]:
+    """Where each table's rows are in the file and what it left out (with reasons); checks layout and manifest."""
     first = plain.readline()
     if not first.endswith(_TABLES_OPEN):
         raise RestoreError("not a backup file")
     head = json.loads(first[:-len(_TABLES_OPEN)] + b'"tables": {}}')
-    if (head.get("format"), head.get("format_version"), head.get("kind")) != (FORMAT, FORMAT_VERSION, KIND):
+    if (head.get("format"), head.get("kind")) != (FORMAT, KIND) or head.get("format_version") not in VERSIONS:
         raise RestoreError("unsupported backup format")
     sections: dict[str, _Section] = {}
     found: dict[str, dict[str, Any]] = {}
@@ -146,9 +159,10 @@ def _index(plain: IO[bytes]) -> dict[str, _Section]:
             start, rows, digest = plain.tell(), 0, hashlib.sha256()
         elif text.startswith(_MANIFEST) and current is None:
             # The AEAD already proves the file is the one we wrote; the manifest proves we read it right.
-            if json.loads(text[len(_MANIFEST):-1]) != found:
+            written, excluded = _manifest(json.loads(text[len(_MANIFEST):-1]), int(head["format_version"]))
+            if written != found:
                 raise RestoreError("the backup does not match its manifest")
-            return sections
+            return sections, excluded
         else:
             raise RestoreError("malformed backup")
     raise RestoreError("the backup ends early")
@@ -219,9 +233,9 @@ def _occupied(conn: Conn, tables: list[TenantTable], tenant_id: uuid.UUID) -> li
 
 
 def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool,
-         progress: Progress | None = None) -> tuple[dict[str, int], dict[str, int]]:
-    """Insert a decrypted backup's rows under `target`; returns (rows per table, skipped per table)."""
-    sections = _index(plain)
+         progress: Progress | None = None) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
+    """Insert a decrypted backup's rows under `target`; returns rows, skipped rows and left-out tables."""
+    sections, excluded = _index(plain)
     tables = {t.name: t for t in backup_tables(conn)}
     missing = sorted(set(sections) - set(tables))
     if missing:
@@ -249,7 +263,7 @@ def load(conn: Conn, plain: IO[bytes], target: uuid.UUID, *, as_new: bool,
             constraint = exc.diag.constraint_name or "a foreign key"
             raise RestoreError(f"{name}: a row refers to a row that no longer exists ({constraint})") from None
         rows[name] = section.rows
-    return rows, skipped
+    return rows, skipped, excluded
 
 
 def restore_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vault: Vault, *,
@@ -269,7 +283,8 @@ def restore_workspace(db: Database, tenant_id: uuid.UUID, blobs: BlobStore, vaul
         decrypt_file(sealed, plain, tenant_id=tenant_id, key=secret)
         sealed.unlink()
         with open(plain, "rb") as source, tenant_tx(target, db=db, pipeline=False) as conn:
-            receipt.rows, receipt.skipped = load(conn, source, target, as_new=as_new, progress=progress)
+            receipt.rows, receipt.skipped, receipt.excluded = load(conn, source, target, as_new=as_new,
+                                                                   progress=progress)
     log_event(log, "workspace restored", workspace_id=str(target), source_workspace_id=str(tenant_id),
               as_new=as_new, rows=sum(receipt.rows.values()), skipped=sum(receipt.skipped.values()))
     return receipt

@@ -1,4 +1,8 @@
-"""Encrypted per-workspace backups, GFS retention, restore, crypto-shredding (backup_tenants, restore_tenant)."""
+"""Encrypted per-workspace backups, GFS retention, restore, crypto-shredding (backup_tenants, restore_tenant).
+
+What a backup must hold comes from the catalogue and the allowlist below, never from the product's own
+exclusion lists: a content table added to EXCLUDED_TABLES fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,32 @@ from psycopg.types.json import Jsonb
 from chalicelib.blobs import LocalBlobs
 from chalicelib.db.pool import Database
 from chalicelib.jobs import gfs
-from chalicelib.jobs.backup import BackupError, BackupKeyMissing, apply_retention, backup_workspace, blob_key, data_key
-from chalicelib.jobs.common import EXCLUDED_TABLES, dependency_order, tenant_tables
+from chalicelib.jobs.backup import (
+    BackupError,
+    BackupKeyMissing,
+    apply_retention,
+    backup_workspace,
+    blob_key,
+    data_key,
+    encrypt_file,
+)
+from chalicelib.jobs.common import dependency_order
 from chalicelib.jobs.delete import delete_workspace
 from chalicelib.jobs.export import read_export
 from chalicelib.jobs.restore import RestoreError, decrypt_file, restore_workspace
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault
 from functions import backup_tenants, restore_tenant
 from tests.conftest import TestDatabase, make_tenant
+from tests.functions.test_delete import key_of, plant, tenant_table_names
 
 NOW = datetime(2025, 6, 1, 2, 0, tzinfo=UTC)
+# The only tables with a tenant_id a backup may leave out, each with its reason. Every other table of the
+# catalogue must be in the backup, with rows, and come back with the same rows after a restore.
+NOT_BACKED_UP = {
+    "backup_keys": "key-material",  # the key the backups are encrypted under: a backup cannot hold its own key
+    "backups": "backup-index",  # which backup objects exist: bookkeeping about backups, not content
+    "search_terms": "derived",  # the words of searchable records, rebuilt by triggers on restore
+}
 
 
 @pytest.fixture
@@ -97,11 +117,30 @@ def seed(db: TestDatabase, name: str, canary: str, *, bulk: int = 0) -> uuid.UUI
 
 
 def content_tables(db: TestDatabase) -> list[tuple[str, str]]:
-    """(table, tenant key) of every tenant table a backup carries, parents first."""
+    """(table, tenant key) of every catalogue table with a tenant_id a backup must carry, parents first."""
+    names = [n for n in tenant_table_names(db) if n not in NOT_BACKED_UP]
     with db.admin() as conn:
-        keys = {t.name: t.key for t in tenant_tables(conn) if t.name not in EXCLUDED_TABLES}
-        return [(n, keys[n]) for n in dependency_order(conn, list(keys))]
+        return [(n, key_of(n)) for n in dependency_order(conn, names)]
 
+
+def seed_everything(db: TestDatabase, name: str, canary: str) -> uuid.UUID:
+    """A workspace with rows in every tenant table (plant), less the planted backup key and index."""
+    tenant = make_tenant(db, name)
+    plant(db, tenant, canary)
+    with db.admin() as conn:
+        conn.execute("DELETE FROM backups WHERE tenant_id = %s", (tenant,))
+        conn.execute("DELETE FROM backup_keys WHERE tenant_id = %s", (tenant,))
+    return tenant
+
+
+def generated_columns(db: TestDatabase) -> dict[str, dict[str, str]]:
+    """Generated columns per table, from the catalogue (a backup leaves them out: `derived`)."""
+    found: dict[str, dict[str, str]] = {}
+    with db.admin() as conn:
+        for table, column in conn.execute("SELECT table_name, column_name FROM information_schema.columns"
+                                          " WHERE table_schema = 'public' AND is_generated = 'ALWAYS'"):
+            found.setdefault(str(table), {})[str(column)] = "derived"
+    return found
 
 def rows_of(db: TestDatabase, tenant: uuid.UUID) -> dict[str, list[str]]:
     """Every row (all columns, generated ones included) of `tenant` per table, as the superuser sees them."""
@@ -150,9 +189,9 @@ def test_backup_writes_an_encrypted_object_that_holds_the_whole_workspace(
     plain = tmp_path / "plain.json"
     decrypt_file(tmp_path / "blobs" / info.blob_key, plain, tenant_id=a, key=data_key(jobs_db, a, vault))
     document = read_export(plain)  # the export format: one JSON document
-    assert (document["format"], document["format_version"], document["kind"]) == ("tenant-crm-export", 1, "backup")
+    assert (document["format"], document["format_version"], document["kind"]) == ("tenant-crm-export", 2, "backup")
     assert document["workspace"]["id"] == str(a)
-    assert sum(m["rows"] for m in document["manifest"].values()) == info.row_count == sum(
+    assert sum(m.get("rows", 0) for m in document["manifest"]["tables"].values()) == info.row_count == sum(
         len(rows) for rows in rows_of(fresh_db, a).values())
     # Unlike the export, the backup keeps what a restore needs (still only ciphertext and HMACs).
     assert "key_hash" in document["tables"]["api_keys"][0] and "ciphertext" in document["tables"][
@@ -176,6 +215,56 @@ def test_restore_round_trip_yields_identical_rows(fresh_db: TestDatabase, jobs_d
     assert rows_of(fresh_db, b) == other_before
     assert receipt.workspace_id == str(a) and receipt.skipped == {}
     assert (receipt.rows["leads"], receipt.rows["contacts"]) == (1, 2501)
+
+
+def test_backup_and_restore_carry_every_catalogue_table_with_rows(
+        fresh_db: TestDatabase, jobs_db: Database, blobs: LocalBlobs, vault: Vault, tmp_path: Path) -> None:
+    a, b = seed_everything(fresh_db, "a", new_canary()), seed_everything(fresh_db, "b", new_canary())
+    info = backup_workspace(jobs_db, a, blobs, vault, NOW)
+    plain = tmp_path / "plain.json"
+    decrypt_file(tmp_path / "blobs" / info.blob_key, plain, tenant_id=a, key=data_key(jobs_db, a, vault))
+    document = read_export(plain)
+    catalogue = set(tenant_table_names(fresh_db))
+    expected = catalogue - set(NOT_BACKED_UP)
+    assert set(document["tables"]) == expected
+    assert [t for t, rows in document["tables"].items() if not rows] == []  # every table has rows
+    manifest = document["manifest"]["tables"]
+    assert set(manifest) == catalogue
+    assert {t: e["excluded"] for t, e in manifest.items() if "excluded" in e} == NOT_BACKED_UP
+    assert {t: e["rows"] for t, e in manifest.items() if t in expected} == {
+        t: len(rows) for t, rows in document["tables"].items()}
+    generated = generated_columns(fresh_db)
+    assert {t: e["excluded_columns"] for t, e in manifest.items() if "excluded_columns" in e} == {
+        t: c for t, c in generated.items() if t in expected}
+    assert set(document["manifest"]["reasons"]) == {"derived", "key-material", "backup-index"}
+    before, other = rows_of(fresh_db, a), rows_of(fresh_db, b)
+    wipe_content(fresh_db, a)
+    receipt = restore_workspace(jobs_db, a, blobs, vault)
+    after = rows_of(fresh_db, a)
+    assert set(after) == expected and [t for t, rows in after.items() if not rows] == []
+    assert after == before and rows_of(fresh_db, b) == other
+    assert set(receipt.rows) == expected and receipt.excluded == NOT_BACKED_UP
+
+
+def test_a_backup_of_format_version_1_still_restores(
+        fresh_db: TestDatabase, jobs_db: Database, blobs: LocalBlobs, vault: Vault, tmp_path: Path) -> None:
+    a = seed(fresh_db, "a", new_canary())
+    info = backup_workspace(jobs_db, a, blobs, vault, NOW)
+    key, sealed, plain = data_key(jobs_db, a, vault), tmp_path / "blobs" / info.blob_key, tmp_path / "plain.json"
+    decrypt_file(sealed, plain, tenant_id=a, key=key)
+    # Version 1 wrote the tables' rows and digests alone as its manifest.
+    head, _, tail = plain.read_bytes().partition(b'}, "manifest": ')
+    manifest = json.loads(tail[:-2])["tables"]
+    old = {t: {"rows": e["rows"], "sha256": e["sha256"]} for t, e in manifest.items() if "excluded" not in e}
+    plain.write_bytes(head.replace(b'"format_version": 2', b'"format_version": 1', 1) + b'}, "manifest": '
+                      + json.dumps(old).encode() + b"}\n")
+    encrypt_file(plain, sealed, tenant_id=a, key=key)
+    with fresh_db.admin() as conn:
+        conn.execute("UPDATE backups SET size_bytes = %s WHERE tenant_id = %s", (sealed.stat().st_size, a))
+    before = rows_of(fresh_db, a)
+    wipe_content(fresh_db, a)
+    receipt = restore_workspace(jobs_db, a, blobs, vault)
+    assert rows_of(fresh_db, a) == before and receipt.excluded == {}
 
 
 def test_restore_refuses_a_workspace_that_still_has_rows(fresh_db: TestDatabase, jobs_db: Database,

@@ -107,7 +107,8 @@ def plant(db: TestDatabase, tenant: uuid.UUID, canary: str, blobs: Path | None =
 
 
 def plant_inbox(conn: Any, tenant: uuid.UUID, canary: str, ids: dict[str, uuid.UUID]) -> None:
-    """Inbox rows (raw webhook payload, message body, call transcript) once the inbox tables exist."""
+    """Inbox rows (raw webhook payload, message body, call transcript, attachments, telephony opt-in) and an
+    account audit entry naming the workspace, once the inbox tables exist."""
     if conn.execute("SELECT to_regclass('public.inbound_events') IS NULL").fetchone()[0]:
         return
     channel, conversation = uuid.uuid4(), uuid.uuid4()
@@ -124,9 +125,23 @@ def plant_inbox(conn: Any, tenant: uuid.UUID, canary: str, ids: dict[str, uuid.U
     conn.execute("INSERT INTO inbound_events (tenant_id, channel_id, provider, provider_event_id, kind, payload)"
                  " VALUES (%s, %s, 'mailgun', %s, 'message', %s)",
                  (tenant, channel, f"evt-{canary}", Jsonb({"from": f"{canary}@example.com", "text": canary})))
-    conn.execute("INSERT INTO calls (tenant_id, call_sid, from_number, contact_id, status, recording_enabled,"
-                 " transcription_enabled, transcript) VALUES (%s, %s, '+4915112345678', %s, 'completed', true,"
-                 " true, %s)", (tenant, f"CA{canary}", ids["contact"], f"They said {canary}"))
+    call, message = uuid.uuid4(), uuid.uuid4()
+    conn.execute("INSERT INTO messages (tenant_id, id, conversation_id, direction, kind, body, status, sent_at)"
+                 " VALUES (%s, %s, %s, 'in', 'document', %s, 'received', now())",
+                 (tenant, message, conversation, f"See attached {canary}"))
+    conn.execute("INSERT INTO calls (tenant_id, id, call_sid, from_number, contact_id, status, recording_enabled,"
+                 " transcription_enabled, transcript) VALUES (%s, %s, %s, '+4915112345678', %s, 'completed', true,"
+                 " true, %s)", (tenant, call, f"CA{canary}", ids["contact"], f"They said {canary}"))
+    for column, owner, key in (("message_id", message, f"tenants/{tenant}/attachments/{ids['lead']}.txt"),
+                               ("call_id", call, f"tenants/{tenant}/recordings/RE{canary}.mp3")):
+        conn.execute(sql.SQL("INSERT INTO attachments (tenant_id, {}, filename, content_type, size_bytes, sha256,"
+                             " blob_key) VALUES (%s, %s, %s, 'application/octet-stream', 21, %s, %s)").format(
+                         sql.Identifier(column)), (tenant, owner, f"{canary}.bin", "0" * 64, key))
+    conn.execute("INSERT INTO telephony_settings (tenant_id, recording_enabled, transcription_enabled)"
+                 " VALUES (%s, true, true)", (tenant,))
+    # An account audit entry of the member naming this workspace (no canary: account entries outlive it).
+    conn.execute("INSERT INTO account_audit_log (user_id, action, ip, details) VALUES (%s, 'member.joined',"
+                 " '203.0.113.7', %s)", (ids["user"], Jsonb({"workspace_id": str(tenant)})))
 
 
 def tenant_table_names(db: TestDatabase) -> list[str]:

@@ -19,6 +19,7 @@ from chalicelib.routes import (  # noqa: E402
     imports,
     inbox,
     integrations,
+    legal,
     pipelines,
     telephony,
     webhooks,
@@ -26,5 +27,5 @@ from chalicelib.routes import (  # noqa: E402
 )
 
 BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, imports.bp, integrations.bp,
-              inbox.bp, webhooks.bp, telephony.bp, docs.bp, downloads.bp]
+              inbox.bp, webhooks.bp, telephony.bp, docs.bp, downloads.bp, legal.bp]
 app = create_app("tenant-crm", BLUEPRINTS, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)

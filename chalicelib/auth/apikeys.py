@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
 import uuid
@@ -9,6 +11,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib import errors
 from chalicelib.auth.crypto import keyed_hash
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
@@ -17,6 +22,13 @@ from chalicelib.settings import Settings
 Q = queries.load(__package__)
 KEY_SHAPE = re.compile(r"^crm_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}$")
 TOUCH_EVERY = timedelta(seconds=60)
+
+
+class ApiKeyPatch(BaseModel):
+    """A key's new name (its role, expiry and secret never change: create another key instead)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
 
 
 def new_key() -> tuple[str, str]:
@@ -57,3 +69,27 @@ def revoke(conn: Conn, *, key_id: uuid.UUID, now: datetime) -> bool:
     """Revoke at once; False when there is no such live key in this workspace."""
     rows = conn.execute(Q["api_key_revoke"], (now, key_id)).fetchall()
     return bool(rows)
+
+
+def get_pending(conn: Conn, key_id: uuid.UUID) -> Callable[[], tuple[Any, ...] | None]:
+    """Queue the read of one key of the current workspace as listed; call the result for it (or None)."""
+    return conn.execute(Q["api_key_get"], (key_id,)).fetchone
+
+
+def etag(row: tuple[Any, ...]) -> str:
+    """A strong validator of what the API can change of a key (its name, its revocation), not its last use."""
+    revoked = row[7].isoformat() if row[7] is not None else None
+    digest = hashlib.sha256(json.dumps([str(row[0]), row[1], revoked]).encode()).hexdigest()[:20]
+    return f'"{digest}"'
+
+
+def rename(conn: Conn, *, key_id: uuid.UUID, name: str, expected: frozenset[str] | None) -> tuple[Any, ...]:
+    """Rename a key (live or revoked) of the current workspace; 404 when there is none, 412 on a stale If-Match."""
+    row = conn.execute(Q["api_key_lock"], (key_id,)).fetchone()
+    if row is None:
+        raise errors.NotFound("no such API key")
+    if expected is not None and etag(row) not in expected:
+        raise errors.PreconditionFailed("the API key changed since you read it")
+    renamed = conn.execute(Q["api_key_rename"], (name, key_id)).fetchone()
+    assert renamed is not None
+    return renamed

@@ -18,6 +18,24 @@ SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at
   FROM api_keys
  ORDER BY created_at DESC, id;
 
+-- name: api_key_get
+-- One key of the current workspace as listed (never the key or its hash).
+SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at
+  FROM api_keys
+ WHERE id = %s;
+
+-- name: api_key_lock
+-- One key of the current workspace as listed, locked until the transaction ends (what a PATCH checks stays true).
+SELECT id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at
+  FROM api_keys
+ WHERE id = %s
+   FOR UPDATE;
+
+-- name: api_key_rename
+-- Rename a key of the current workspace; returns it as listed.
+UPDATE api_keys SET name = %s WHERE id = %s
+RETURNING id, name, prefix, role, created_at, expires_at, last_used_at, revoked_at;
+
 -- name: api_key_revoke
 -- Revoke a live key of the current workspace (no row back when there is none).
 UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL RETURNING id;

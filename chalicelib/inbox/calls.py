@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from chalicelib import audit
+from chalicelib import audit, errors
 from chalicelib.blobs import get_blobs
+from chalicelib.crm import store
 from chalicelib.crm.listing import Filter, ListSpec, parse_choice, parse_uuid, time_sort
 from chalicelib.crm.store import Row, Table
 from chalicelib.db import queries
@@ -35,6 +36,7 @@ from chalicelib.settings import get_settings
 log = logging.getLogger("crm.inbox.calls")
 Q = queries.load(__package__)
 MAX_NUMBER = 128
+MAX_TRANSCRIPT = 100_000
 # Call statuses (Twilio's words) in the order a call goes through them; a late callback never moves a
 # call backwards.
 STATUS_RANK = {"queued": 1, "initiated": 1, "ringing": 2, "in-progress": 3,
@@ -106,6 +108,14 @@ class CallDetail(CallOut):
 
     recording: RecordingOut | None
     transcript: str | None
+    transcript_corrected_at: datetime | None
+
+
+class TranscriptCorrection(BaseModel):
+    """A member's correction of a call's stored transcript (the whole new text)."""
+
+    model_config = ConfigDict(extra="forbid")
+    transcript: str = Field(min_length=1, max_length=MAX_TRANSCRIPT)
 
 
 def out(row: Row) -> CallOut:
@@ -119,7 +129,22 @@ def detail(conn: Conn, row: Row) -> CallDetail:
     found = conn.execute(Q["call_recording_latest"], (row[0],)).fetchone()
     recording = (RecordingOut(id=found[0], filename=found[1], content_type=found[2], size=found[3], sha256=found[4])
                  if found else None)
-    return CallDetail(**out(row).model_dump(), recording=recording, transcript=extra[0] if extra else None)
+    return CallDetail(**out(row).model_dump(), recording=recording, transcript=extra[0] if extra else None,
+                      transcript_corrected_at=extra[1] if extra else None)
+
+
+def correct_transcript(conn: Conn, *, tenant_id: uuid.UUID, row: Row, text: str, actor: audit.Actor,
+                       now: datetime) -> Row:
+    """Replace the stored transcript of a call (locked by the caller); audited without the text."""
+    current = conn.execute(Q["call_transcript"], (row[0],)).fetchone()
+    # Only a transcript that was kept (the call opted in) can be corrected: nothing is added to a call
+    # that has none, and a correction written before the provider's text arrived would be overwritten.
+    if not row[TABLE.index("transcription_enabled")] or current is None or current[0] is None:
+        raise errors.Conflict("this call has no transcript to correct")
+    updated = store.update(conn, TABLE, row[0], {"transcript": text, "transcript_corrected_at": now}, now)
+    audit.record(conn, tenant_id=tenant_id, action="call.transcript_corrected", actor=actor, target_type="call",
+                 target_id=row[0], details={"length": len(text)})
+    return updated
 
 
 # ---- settings ----

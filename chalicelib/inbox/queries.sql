@@ -6,21 +6,38 @@
 -- name: channel_insert
 -- Store a channel with its encrypted secrets and masked hints; returns its API columns.
 INSERT INTO channels (tenant_id, id, type, phone_number_id, display_phone_number, address,
-                      secrets_ciphertext, secrets_hints)
-     VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-  RETURNING id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at;
+                      secrets_ciphertext, secrets_hints, name)
+     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+  RETURNING id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at, name, updated_at;
 
 -- name: channel_list
 -- The current workspace's channels, oldest first (API columns, no ciphertext).
-SELECT id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at
+SELECT id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at, name, updated_at
   FROM channels
  ORDER BY created_at, id;
 
 -- name: channel_load
 -- One channel of the current workspace: its API columns, then its secrets' ciphertext.
-SELECT id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at, secrets_ciphertext
+SELECT id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at, name, updated_at,
+       secrets_ciphertext
   FROM channels
  WHERE id = %s;
+
+-- name: channel_lock
+-- One channel of the current workspace, locked until the transaction ends (what a PATCH checks stays true).
+SELECT id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at, name, updated_at,
+       secrets_ciphertext
+  FROM channels
+ WHERE id = %s
+   FOR UPDATE;
+
+-- name: channel_update
+-- Write a channel's editable columns (all of them: the caller holds the row lock and passes the unchanged ones).
+UPDATE channels
+   SET name = %s, display_phone_number = %s, address = %s, secrets_ciphertext = %s, secrets_hints = %s,
+       updated_at = now()
+ WHERE id = %s
+RETURNING id, type, phone_number_id, display_phone_number, address, secrets_hints, created_at, name, updated_at;
 
 -- name: channel_delete
 -- Delete a channel (its conversations go with it); a row comes back when it existed.
@@ -204,12 +221,12 @@ SELECT id, status, direction, contact_id, recording_enabled, transcription_enabl
    FOR UPDATE;
 
 -- name: call_transcript
--- A call's stored transcript.
-SELECT transcript FROM calls WHERE id = %s;
+-- A call's stored transcript, and when a member corrected it.
+SELECT transcript, transcript_corrected_at FROM calls WHERE id = %s;
 
 -- name: call_transcript_set
--- Keep a call's transcript (the call opted in).
-UPDATE calls SET transcript = %s, updated_at = now() WHERE id = %s;
+-- Keep a call's transcript (the call opted in); a member's correction is not overwritten by a later callback.
+UPDATE calls SET transcript = %s, updated_at = now() WHERE id = %s AND transcript_corrected_at IS NULL;
 
 -- name: call_recording_latest
 -- The latest stored recording of a call.

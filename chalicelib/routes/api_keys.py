@@ -12,7 +12,7 @@ from chalicelib.auth import apikeys
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm.listing import page_parameters
 from chalicelib.http import endpoint, json_response
-from chalicelib.inputs import parse_body, query_params
+from chalicelib.inputs import if_match, parse_body, query_params
 from chalicelib.settings import get_settings
 
 bp = Blueprint(__name__)
@@ -59,6 +59,35 @@ def list_keys(workspace_id: str) -> Response:
     with workspace_read(bp.current_request, workspace_id, min_role="admin") as conn:
         found = apikeys.list_keys_pending(conn)
     return json_response(ApiKeyList(data=[_key(r) for r in found()]))
+
+
+@endpoint(bp, WS + "/api-keys/{key_id}", "GET", summary="An API key: name, prefix, role, created, last used (admin)",
+          response_model=ApiKeyOut, errors_=(401, 403, 404), tags=("api-keys",), etag=True)
+def get_key(workspace_id: str, key_id: str) -> Response:
+    """Never the key itself; the ETag is what a PATCH's If-Match names."""
+    with workspace_read(bp.current_request, workspace_id, min_role="admin") as conn:
+        found = apikeys.get_pending(conn, parse_id(key_id))
+    row = found()
+    if row is None:
+        raise errors.NotFound("no such API key")
+    return json_response(_key(row), headers={"ETag": apikeys.etag(row)})
+
+
+@endpoint(bp, WS + "/api-keys/{key_id}", "PATCH", summary="Rename an API key (admin)",
+          description="Only the name changes: a key's role, expiry and secret are fixed (create another key). "
+                      "Honours If-Match; audited \"api_key.renamed\".",
+          request_model=apikeys.ApiKeyPatch, response_model=ApiKeyOut, errors_=(400, 401, 403, 404, 412, 422),
+          tags=("api-keys",), etag=True)
+def rename_key(workspace_id: str, key_id: str) -> Response:
+    """The key keeps working; a revoked key may be renamed too."""
+    request = bp.current_request
+    body = parse_body(request, apikeys.ApiKeyPatch)
+    target = parse_id(key_id)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        row = apikeys.rename(conn, key_id=target, name=body.name, expected=if_match(request))
+        audit.record(conn, tenant_id=parse_id(workspace_id), action="api_key.renamed", actor=principal.actor,
+                     target_type="api_key", target_id=target)
+    return json_response(_key(row), headers={"ETag": apikeys.etag(row)})
 
 
 @endpoint(bp, WS + "/api-keys/{key_id}", "DELETE", summary="Revoke an API key at once (admin)", status=204,

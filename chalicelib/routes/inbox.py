@@ -51,6 +51,37 @@ def list_channels(workspace_id: str) -> Response:
     return json_response(ChannelList(data=found(), next_cursor=None))
 
 
+@endpoint(bp, WS + "/channels/{channel_id}", "GET", summary="A channel (owner/admin)",
+          response_model=channels.ChannelOut, errors_=(401, 403, 404), tags=TAGS, etag=True)
+def get_channel(workspace_id: str, channel_id: str) -> Response:
+    """With its webhook URL and masked hints; the ETag is what a PATCH's If-Match names."""
+    with workspace_read(bp.current_request, workspace_id, min_role="admin") as conn:
+        found = channels.get_pending(conn, parse_id(channel_id), base_url=get_settings().public_base_url)
+    result = found()
+    if result is None:
+        raise NotFound("no such channel")
+    return json_response(result[0], headers={"ETag": result[1]})
+
+
+@endpoint(bp, WS + "/channels/{channel_id}", "PATCH", summary="Rename a channel, change its settings or replace its "
+          "secrets (owner/admin)",
+          description="WhatsApp: `name`, `display_phone_number`, `access_token`, `app_secret`, `verify_token`. "
+                      "Email: `name`, `address`, `signing_key`. `type` and `phone_number_id` are what the channel is "
+                      "(connect another channel instead). A secret is replaced, never read back: the answer shows "
+                      "its masked hint. Honours If-Match; audited \"channel.updated\" with the field names.",
+          request_model=channels.ChannelPatch, response_model=channels.ChannelOut,
+          errors_=(400, 401, 403, 404, 412, 422), tags=TAGS, etag=True)
+def patch_channel(workspace_id: str, channel_id: str) -> Response:
+    """Replaced secrets take effect at the next delivery or reply."""
+    request = bp.current_request
+    body = parse_body(request, channels.ChannelPatch)
+    with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
+        changed, tag = channels.patch(conn, tenant_id=parse_id(workspace_id), channel_id=parse_id(channel_id),
+                                      spec=body, expected=if_match(request), actor=principal.actor,
+                                      base_url=get_settings().public_base_url)
+    return json_response(changed, headers={"ETag": tag})
+
+
 @endpoint(bp, WS + "/channels/{channel_id}", "DELETE", summary="Disconnect a channel (owner/admin)", status=204,
           errors_=(401, 403, 404), tags=TAGS)
 def delete_channel(workspace_id: str, channel_id: str) -> Response:

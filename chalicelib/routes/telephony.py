@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from chalice.app import Blueprint, Response
 
+from chalicelib import clock
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.crm import store
 from chalicelib.crm.api import Page
 from chalicelib.crm.listing import list_parameters
 from chalicelib.http import endpoint, json_response
 from chalicelib.inbox import calls
-from chalicelib.inputs import parse_body
+from chalicelib.inputs import if_match, parse_body
 from chalicelib.routes.lists import page_response
 
 bp = Blueprint(__name__)
@@ -56,5 +57,25 @@ def get_call(workspace_id: str, call_id: str) -> Response:
     """Recording metadata only (with its sha256 and size): GET /attachments/{id} gives a link to the audio."""
     with workspace_scope(bp.current_request, workspace_id) as (conn, _principal):
         row = store.require(conn, calls.TABLE, parse_id(call_id))
+        found = calls.detail(conn, row)
+    return json_response(found, headers={"ETag": store.etag(row, calls.TABLE)})
+
+
+@endpoint(bp, WS + "/calls/{call_id}", "PATCH", summary="Correct a call's stored transcript",
+          description="Only a transcript that was kept (the call opted in to transcription) can be corrected: 409 "
+                      "otherwise. The call's other fields are what the provider reported and are not editable. "
+                      "Honours If-Match; audited \"call.transcript_corrected\" (without the text).",
+          request_model=calls.TranscriptCorrection, response_model=calls.CallDetail,
+          errors_=(400, 401, 404, 409, 412, 422), tags=TAGS, etag=True)
+def correct_transcript(workspace_id: str, call_id: str) -> Response:
+    """The corrected call, with its new ETag and `transcript_corrected_at`."""
+    request = bp.current_request
+    body = parse_body(request, calls.TranscriptCorrection)
+    record = parse_id(call_id)
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        existing = store.require_for_update(conn, calls.TABLE, record)
+        store.check_version(if_match(request), existing, calls.TABLE)
+        row = calls.correct_transcript(conn, tenant_id=parse_id(workspace_id), row=existing, text=body.transcript,
+                                       actor=principal.actor, now=clock.now())
         found = calls.detail(conn, row)
     return json_response(found, headers={"ETag": store.etag(row, calls.TABLE)})

@@ -24,6 +24,7 @@ ROUTABLE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # matches it for one path segment only): an unknown path answers a 404 problem, not the gateway's own
 # 403 {"message": "Missing Authentication Token"}, which tells a client nothing true.
 NOT_FOUND_PATHS = ("/", "/{proxy+}")
+HSTS = "max-age=31536000; includeSubDomains"
 CORS_ALLOW_HEADERS = "Content-Type, Authorization, X-CSRF-Token, Idempotency-Key, If-Match"
 _CHALICE_ERRORS: dict[int, type[errors.AppError]] = {
     400: errors.BadRequest, 403: errors.Forbidden, 404: errors.NotFound,
@@ -114,6 +115,9 @@ def _as_problem(response: Response, request_id: str) -> Response:
 def _add_headers(request: Request, response: Response, request_id: str,
                  allowed_origins: frozenset[str]) -> None:
     response.headers["X-Request-Id"] = request_id
+    if get_settings().stage == "prod":
+        # Every answer, errors included: browsers then refuse plain http for the API's host for a year.
+        response.headers["Strict-Transport-Security"] = HSTS
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Cache-Control", "no-store")
     origin = request.headers.get("origin")

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     download_url_ttl_s: int = Field(default=300, ge=30, le=900)
     # Soft-deleted workspaces are hard-deleted after this many days (the policy promises < 7).
     workspace_purge_grace_days: int = Field(default=3, ge=0, le=6)
-    audit_retention_days: int = Field(default=365, ge=1)
+    # Audit entries are kept at most a year (the policy's bound): a larger value stops startup.
+    audit_retention_days: int = Field(default=365, ge=1, le=365)
     queue_backend: Literal["local", "sqs"] = "local"
     queue_url: str | None = None
     graph_base_url: str = "https://graph.facebook.com/v21.0"
@@ -153,6 +154,15 @@ class Settings(BaseSettings):
             raise ValueError("QUEUE_BACKEND=sqs and QUEUE_URL are required in prod")
         if self.mail_backend != "ses":
             raise ValueError("MAIL_BACKEND=ses is required in prod (the outbox directory is local-only)")
+        from chalicelib.db.iam import verified_tls_problem
+
+        # Every database connection of prod verifies the server's certificate and name (no CA-bundle setting
+        # exists for these URLs, so `require` could not verify anything: only verify-full passes).
+        for name, secret in (("DATABASE_URL", self.database_url), ("JOBS_DATABASE_URL", self.jobs_database_url),
+                             ("MIGRATE_DATABASE_URL", self.migrate_database_url)):
+            problem = verified_tls_problem(secret.get_secret_value()) if secret is not None else None
+            if problem:
+                raise ValueError(f"{name} {problem} in prod")
         return self
 
     @model_validator(mode="after")

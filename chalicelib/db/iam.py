@@ -81,6 +81,18 @@ def iam_conninfo_problem(conninfo: str) -> str | None:
     return None
 
 
+def verified_tls_problem(conninfo: str) -> str | None:
+    """Why `conninfo` would not verify the server (certificate chain and host name), or None; never quotes it."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except ProgrammingError:
+        return "is not a valid connection string"
+    if params.get("sslmode") != "verify-full":
+        # require/verify-ca encrypt but accept any server or any name: whoever answers on the address.
+        return "must have sslmode=verify-full (the server's certificate and host name are verified)"
+    return None
+
+
 def with_default_sslrootcert(conninfo: str) -> str:
     """`conninfo`, plus certifi's CA bundle as `sslrootcert` when it verifies certificates and names none.
 

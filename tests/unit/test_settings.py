@@ -11,8 +11,9 @@ import pytest
 from chalicelib.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-PROD_OK = {"stage": "prod", "database_url": "postgresql://crm_app@db/crm", "master_key_source": "kms",
-           "kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:key/abc", "public_base_url": "https://crm.example",
+PROD_OK = {"stage": "prod", "database_url": "postgresql://crm_app@db/crm?sslmode=verify-full",
+           "master_key_source": "kms", "kms_key_arn": "arn:aws:kms:eu-west-1:111122223333:key/abc",
+           "public_base_url": "https://crm.example",
            "app_secret_key": "k" * 40, "mail_backend": "ses", "blob_backend": "s3", "blob_bucket": "crm-blobs",
            "queue_backend": "sqs", "queue_url": "https://sqs.eu-west-1.amazonaws.com/111122223333/inbound"}
 
@@ -122,8 +123,9 @@ def test_iam_refuses_an_unparseable_connection_string_without_echoing_it() -> No
     assert "CANARY" not in str(info.value)
 
 
-def test_without_iam_a_password_url_without_tls_settings_still_loads_in_prod() -> None:
-    settings = load_settings(**{**PROD_OK, "database_url": "postgresql://crm_app:pw@db.internal/crm"})
+def test_without_iam_a_password_url_that_verifies_the_server_still_loads_in_prod() -> None:
+    url = "postgresql://crm_app:pw@db.internal/crm?sslmode=verify-full"
+    settings = load_settings(**{**PROD_OK, "database_url": url})
     assert settings.db_iam_auth is False
 
 

@@ -242,15 +242,15 @@ def account_scope(request: Request) -> Iterator[tuple[Conn, Principal]]:
     token = session_cookie(request, settings)
     if token is None:
         raise errors.Unauthorized("sign in first")
-    unsafe = request.method in UNSAFE_METHODS
-    if unsafe:
+    if request.method in UNSAFE_METHODS:
+        # Both checks need only the request and the cookie: a forged write is refused before the
+        # database is touched (as on workspace routes), even when its session has expired.
         check_origin(request, settings)
+        _check_csrf(request, token, settings)
     with user_tx() as conn:
         info = sessions.resolve(conn, token=token, now=clock.now(), settings=settings)
         if info is None:
             raise errors.Unauthorized("the session has expired; sign in again")
-        if unsafe:
-            _check_csrf(request, token, settings)
         # Only now, with the session verified, may the transaction read this user's memberships.
         bind_user(conn, info.user_id)
         yield conn, Principal(Actor(info.user_id, None, client_ip(request), user_agent(request)),

@@ -121,9 +121,12 @@ def _establish(conn: Conn, grant: links.Grant, actor: audit.Actor, old_cookie: s
         if old is not None:
             sessions.revoke(conn, user_id=old.user_id, now=now, session_id=old.session_id)
     token = sessions.create(conn, user_id=user.id, actor=signed_in, now=now, settings=settings)
+    details: dict[str, str] = {"purpose": grant.purpose}
     if grant.purpose == "invitation" and grant.workspace_id is not None and grant.role is not None:
         members.add(conn, tenant_id=grant.workspace_id, user_id=user.id, role=grant.role, actor=signed_in, now=now)
-    audit.record_account(conn, action="signin.succeeded", actor=signed_in, details={"purpose": grant.purpose})
+        # The account event names the workspace it joined: that workspace's access export lists it.
+        details["workspace_id"] = str(grant.workspace_id)
+    audit.record_account(conn, action="signin.succeeded", actor=signed_in, details=details)
     bind_user(conn, user.id)
     me = Me(user=user, workspaces=users.my_workspaces(conn), csrf_token=sessions.csrf_token(token, settings),
             next=grant.next_path)

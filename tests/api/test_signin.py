@@ -24,6 +24,8 @@ from tests.api.auth_helpers import (
     Outbox,
     body_of,
     call,
+    create_workspace,
+    invite_and_join,
     post_json,
     problem,
     request_link,
@@ -523,3 +525,15 @@ def test_the_confirm_page_shows_the_servers_detail_for_a_refusal_and_not_invalid
     # A spent link still gets the one answer that reveals nothing.
     invalid = {"status": 400, "detail": "this link or code is invalid or has expired"}
     assert show_answer(api, 400, invalid) == "This link or code is invalid or has expired. Request a new one."
+
+
+def test_accepting_an_invitation_is_an_account_event_that_names_the_workspace(
+        api: Client, outbox: Outbox, fresh_db: TestDatabase) -> None:
+    owner = sign_in(api, "inviter@example.test", outbox)
+    workspace = create_workspace(api, owner)["id"]
+    joined = invite_and_join(api, outbox, owner, workspace, "joiner@example.test")
+    with fresh_db.admin() as conn:
+        rows = conn.execute("SELECT details FROM account_audit_log WHERE action = 'signin.succeeded'"
+                            " AND user_id = %s", (joined.user_id,)).fetchall()
+    # The workspace's access export lists its members' account events that name it: this one does.
+    assert [r[0] for r in rows] == [{"purpose": "invitation", "workspace_id": workspace}]

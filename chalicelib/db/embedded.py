@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import subprocess
 import warnings
@@ -27,16 +28,21 @@ def start_embedded(pgdata: Path) -> tuple[Any, bool]:
 
     pgdata = pgdata.resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
-    already_running = info is not None and info.is_running()
-    if not already_running:
-        # get_server() keeps one handle per pgdata for the life of the process and hands it back as it
-        # is: after stop_embedded, a second start in the same process (make bench runs several) would
-        # get the stopped server's handle and start nothing.
-        PostgresServer._instances.pop(pgdata, None)
-    # cleanup_mode=None: we stop it ourselves (devserver on Ctrl-C/SIGTERM, tests at session end),
-    # and only if we started it, so `make migrate` never stops the server of a running `make run`.
-    return get_server(pgdata, cleanup_mode=None), not already_running
+    # One starter at a time per data directory, across processes: two test workers (or `make run` and a
+    # staff command) arriving together would otherwise both create the directory and run initdb in it.
+    # The second waits here, then finds the first one's server running and attaches to it.
+    with open(pgdata.parent / f".{pgdata.name}.start-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+        already_running = info is not None and info.is_running()
+        if not already_running:
+            # get_server() keeps one handle per pgdata for the life of the process and hands it back as
+            # it is: after stop_embedded, a second start in the same process (make bench runs several)
+            # would get the stopped server's handle and start nothing.
+            PostgresServer._instances.pop(pgdata, None)
+        # cleanup_mode=None: we stop it ourselves (devserver on Ctrl-C/SIGTERM, tests at session end),
+        # and only if we started it, so `make migrate` never stops the server of a running `make run`.
+        return get_server(pgdata, cleanup_mode=None), not already_running
 
 
 def stop_embedded(server: Any) -> None:

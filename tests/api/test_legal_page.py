@@ -43,9 +43,10 @@ def test_the_page_is_public_html_under_a_csp_that_allows_only_its_own_inline_sty
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    for entry in legal.REGISTRY:
-        assert f'<section id="{entry.key}">' in html
-        assert all(host in html for host in entry.hosts)
+    for key in REQUIRED:
+        assert f'<section id="{key}">' in html, key
+    for host in ("api.twilio.com", "graph.facebook.com", "*.fbcdn.net", "*.amazonaws.com", "*.ingest.sentry.io"):
+        assert host in html, host
 
 
 def test_the_json_lists_every_required_sub_processor_with_purpose_data_and_region(client: Client) -> None:
@@ -60,7 +61,9 @@ def test_the_json_lists_every_required_sub_processor_with_purpose_data_and_regio
     services = {s["name"] for s in entries["aws"]["services"]}
     assert {"AWS Lambda", "Amazon S3", "Amazon SES", "AWS KMS", "Amazon SQS", "Amazon EventBridge Scheduler",
             "Amazon Aurora PostgreSQL and RDS Proxy"} <= services
-    assert body == legal.published().model_dump(mode="json")
+    # What the code contacts, as the test knows it (not read from the registry it checks).
+    assert "api.twilio.com" in entries["twilio"]["hosts"] and "graph.facebook.com" in entries["meta"]["hosts"]
+    assert "*.amazonaws.com" in entries["aws"]["hosts"] and "*.ingest.sentry.io" in entries["sentry"]["hosts"]
 
 
 def test_aws_region_is_the_deployments(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:

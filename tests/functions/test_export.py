@@ -26,7 +26,7 @@ from chalicelib import audit
 from chalicelib.blobs import LocalBlobs
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.export import FORMAT, WorkspaceNotFound, export_workspace, read_export
+from chalicelib.jobs.export import WorkspaceNotFound, export_workspace, read_export
 from chalicelib.vault.envelope import Vault
 from chalicelib.vault.store import CredentialCache, put_credentials
 from tests.conftest import ROOT, TestDatabase, make_tenant
@@ -100,7 +100,7 @@ def test_export_has_every_tenant_table_and_the_database_row_counts(
     a = two_workspaces[0]
     manifest = export_workspace(jobs_db, a, tmp_path / "a.json")
     export = read_export(tmp_path / "a.json")
-    assert (export["format"], export["format_version"], export["workspace"]["id"]) == (FORMAT, 2, str(a))
+    assert (export["format"], export["format_version"], export["workspace"]["id"]) == ("tenant-crm-export", 2, str(a))
     assert set(export["tables"]) == expected_tables(fresh_db) == set(manifest.exported)
     counts = row_counts(fresh_db, a)
     assert {t: len(rows) for t, rows in export["tables"].items()} == {t: counts[t] for t in export["tables"]}

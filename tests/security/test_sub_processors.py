@@ -57,6 +57,14 @@ def _whatsapp_media_hosts() -> set[str]:
     return {_graph_host(), *(f"media{suffix}" for suffix in whatsapp.MEDIA_HOSTS)}
 
 
+def test_the_hosts_the_call_sites_are_built_from_are_the_known_ones() -> None:
+    # The walk below derives reachable hosts from these product values; pinned here, so widening one
+    # (a media suffix, another Graph or Twilio base) fails instead of widening the walk with it.
+    assert whatsapp.MEDIA_HOSTS == (".fbcdn.net", ".fbsbx.com", ".whatsapp.net", ".facebook.com")
+    assert twilio.API_BASE == "https://api.twilio.com"
+    assert _graph_host() == "graph.facebook.com"
+
+
 # Each outbound.request call site (file, enclosing function) and the hosts it can reach in production.
 CALL_SITES: dict[tuple[str, str], HostsOf] = {
     ("chalicelib/inbox/providers/twilio.py", "delete_recording"): _twilio_rest_hosts,

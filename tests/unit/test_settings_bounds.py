@@ -52,6 +52,14 @@ def test_magic_link_lifetime_of_900_s_is_accepted_and_901_refused(monkeypatch: p
         load_settings()
 
 
+def test_a_download_link_lives_at_most_15_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOWNLOAD_URL_TTL_S", "900")
+    assert load_settings().download_url_ttl_s == 900
+    monkeypatch.setenv("DOWNLOAD_URL_TTL_S", "901")
+    with pytest.raises(SettingsError, match="DOWNLOAD_URL_TTL_S"):
+        load_settings()
+
+
 def test_a_magic_link_lifetime_above_15_minutes_stops_startup_naming_the_variable() -> None:
     result = _start_app(MAGIC_LINK_TTL_S="901")
     assert result.returncode != 0

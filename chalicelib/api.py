@@ -13,7 +13,7 @@ from chalice.app import Blueprint, Chalice, Request, Response
 from chalicelib import errors
 from chalicelib.db import deadline
 from chalicelib.http import PROBLEM_JSON, assign_request_id, guarded, problem_response
-from chalicelib.inputs import check_json_depth, is_json_media
+from chalicelib.inputs import check_json_depth, is_json_media, raw_body
 from chalicelib.observability import log_request
 from chalicelib.settings import get_settings
 
@@ -72,7 +72,7 @@ def _request_middleware(max_body_bytes: int, allowed_origins: frozenset[str],
 def _respond(request: Request, get_response: Callable[[Request], Response], max_body_bytes: int,
              request_id: str) -> Response:
     try:
-        raw = request.raw_body or b""
+        raw = raw_body(request)
         # Checked before any view parses anything: one limit for every route.
         if len(raw) > max_body_bytes:
             return problem_response(errors.PayloadTooLarge(
@@ -80,7 +80,7 @@ def _respond(request: Request, get_response: Callable[[Request], Response], max_
         if raw and is_json_media(request):
             # Every route, webhooks included (whose parser runs after the signature check, so a validly
             # signed deep body would still reach it): the nesting is bounded before anything parses.
-            check_json_depth(raw if isinstance(raw, bytes) else raw.encode())
+            check_json_depth(raw)
     except errors.AppError as exc:
         return problem_response(exc, request_id)
     except Exception:  # noqa: BLE001 - an undecodable (bad base64) body is a bad request

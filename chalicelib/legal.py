@@ -8,6 +8,7 @@ DSN) and fails when a host or AWS service the code can contact belongs to no ent
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -178,8 +179,12 @@ class SubProcessors(BaseModel):
 
 
 def published() -> SubProcessors:
-    """The registry as published, AWS's region filled in from this deployment."""
-    region = aws_region()
+    """The registry as published, AWS's region filled in from this deployment (built once per region)."""
+    return _published(aws_region())
+
+
+@functools.cache
+def _published(region: str | None) -> SubProcessors:
     out = []
     for p in REGISTRY:
         where = f"{region} ({p.region})" if p.key == "aws" and region else p.region

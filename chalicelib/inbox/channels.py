@@ -200,7 +200,6 @@ def patch(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, spec: Chan
     updated = conn.execute(Q["channel_update"], (name, display, address, ciphertext, Jsonb(hints),
                                                  channel_id)).fetchone()
     assert updated is not None
-    _SECRETS.drop((tenant_id, channel_id))
     audit.record(conn, tenant_id=tenant_id, action="channel.updated", actor=actor, target_type="channel",
                  target_id=channel_id, details={"fields": sorted(sent)})
     return _out(updated, base_url), _etag(updated)
@@ -228,14 +227,15 @@ def load(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID) -> tuple[Ch
         _SECRETS.drop((tenant_id, channel_id))
         return None
     ciphertext = bytes(row[9])
-    digest = hashlib.sha256(ciphertext).digest()
     cached = _SECRETS.get((tenant_id, channel_id))
-    if cached is not None and cached[0] == digest:
+    # The decryption is reused only for the very ciphertext it came from: secrets replaced by any process
+    # are new bytes in the row, read just now.
+    if cached is not None and cached[0] == ciphertext:
         secrets = cached[1]
     else:
         plaintext = get_vault().decrypt(ciphertext, _context(tenant_id, channel_id)).plaintext
         secrets = ChannelSecrets.model_validate(json.loads(plaintext))
-        _SECRETS.put((tenant_id, channel_id), (digest, secrets))
+        _SECRETS.put((tenant_id, channel_id), (ciphertext, secrets))
     return _out(row, ""), secrets
 
 

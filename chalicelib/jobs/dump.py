@@ -20,7 +20,6 @@ from chalicelib.db.tenancy import tenant_tx
 from chalicelib.db.types import Conn
 from chalicelib.jobs import gfs
 from chalicelib.jobs.common import (
-    EXCLUDED_COLUMNS,
     EXCLUDED_TABLES,
     REASONS,
     TenantTable,
@@ -46,7 +45,7 @@ def backup_tables(conn: Conn, catalog: list[TenantTable] | None = None) -> list[
         # Unlike the export handed to a customer, a backup must restore the workspace exactly, so the
         # columns the export leaves out (credential ciphertexts, API key HMACs: never plaintext) stay in;
         # the whole file is encrypted under the workspace's key. Generated columns are recomputed.
-        columns = (*table.columns, *sorted(EXCLUDED_COLUMNS.get(table.name, ())))
+        columns = (*table.columns, *table.withheld)
         tables.append(TenantTable(table.name, table.key, tuple(c for c in columns if c not in table.generated),
                                   table.generated))
     return tables

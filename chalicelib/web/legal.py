@@ -22,10 +22,14 @@ CSP = (f"default-src 'none'; style-src {_hash(_STYLE)}; form-action 'none'; fram
        "base-uri 'none'")
 
 
+# Public, like the privacy policy that points here; the list changes only with a deployment.
+CACHE = {"Cache-Control": "public, max-age=300"}
+
+
 def page_headers() -> dict[str, str | list[str]]:
     """The page's security headers: its CSP, no framing, no Referer; cached briefly by anyone."""
     return {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer", "Cache-Control": "public, max-age=300"}
+            "Referrer-Policy": "no-referrer", **CACHE}
 
 
 def _items(values: list[str]) -> str:

@@ -35,6 +35,7 @@ from bench.common import (
     bench_environment,
     interleaved_medians,
     lambda_invoker,
+    member_with_session,
     over_a_network,
     per_call,
     server_cpu_medians,
@@ -112,27 +113,6 @@ def _bench_workspace(admin_url: str) -> uuid.UUID:
         row = conn.execute("SELECT id FROM workspaces WHERE name = %s", (SEED_PREFIX + "500",)).fetchone()
     assert row is not None
     return uuid.UUID(str(row[0]))
-
-
-def _member_session(admin_url: str, app_url: str, workspace: uuid.UUID) -> str:
-    """A user who is a member of the workspace, with a fresh session; returns the cookie value."""
-    from chalicelib import clock
-    from chalicelib.audit import Actor
-    from chalicelib.auth import sessions
-    from chalicelib.db.pool import Database
-    from chalicelib.db.tenancy import user_tx
-    from chalicelib.settings import get_settings
-
-    user = uuid.uuid4()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"b2-{user.hex[:8]}@example.com"))
-        conn.execute("INSERT INTO memberships (tenant_id, user_id, role) VALUES (%s, %s, 'member')",
-                     (workspace, user))
-    db = Database(app_url, size=1)
-    with user_tx(db=db) as conn:
-        token = sessions.create(conn, user_id=user, actor=Actor(), now=clock.now(), settings=get_settings())
-    db.close()
-    return token
 
 
 def _bypass_role(admin_url: str) -> None:
@@ -245,7 +225,8 @@ def run() -> dict[str, float]:
         _seed(bench.admin_url)
         _bypass_role(bench.admin_url)
         workspace = _bench_workspace(bench.admin_url)
-        cookie = _member_session(bench.admin_url, bench.app_url, workspace)
+        _user, cookie = member_with_session(bench.admin_url, bench.app_url, workspace, role="member",
+                                            create_workspace=False)
         queries = _queries(workspace)
         paths, closables = _paths(bench.app_url, bench.admin_url, workspace, cookie, queries)
         use_database(closables[0])  # the handler's pool is the database path's pool

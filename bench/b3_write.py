@@ -28,6 +28,7 @@ from bench.common import (
     bench_environment,
     interleaved_medians,
     lambda_invoker,
+    member_with_session,
     over_a_network,
     per_call,
 )
@@ -40,23 +41,15 @@ BODY = {"title": "Bench deal", "value": {"amount_minor": 125_000, "currency": "E
 def _seed(admin_url: str, app_url: str) -> tuple[uuid.UUID, uuid.UUID, str]:
     """A workspace with its default pipeline and an owner with a session: (workspace, user, session token)."""
     from chalicelib import clock
-    from chalicelib.audit import Actor
-    from chalicelib.auth import sessions
     from chalicelib.crm import pipelines
     from chalicelib.db.pool import Database
-    from chalicelib.db.tenancy import tenant_tx, user_tx
-    from chalicelib.settings import get_settings
+    from chalicelib.db.tenancy import tenant_tx
 
-    workspace, user = uuid.uuid4(), uuid.uuid4()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"b3-{user.hex[:8]}@example.com"))
-        conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'b3 bench')", (workspace,))
-        conn.execute("INSERT INTO memberships (tenant_id, user_id, role) VALUES (%s, %s, 'owner')", (workspace, user))
+    workspace = uuid.uuid4()
+    user, token = member_with_session(admin_url, app_url, workspace)
     db = Database(app_url, size=1)
     with tenant_tx(workspace, db=db) as conn:
         pipelines.create_default(conn, tenant_id=workspace, now=clock.now())
-    with user_tx(db=db) as conn:
-        token = sessions.create(conn, user_id=user, actor=Actor(), now=clock.now(), settings=get_settings())
     db.close()
     return workspace, user, token
 

@@ -22,7 +22,7 @@ import psycopg
 from chalice.app import Blueprint, Response
 from chalice.test import Client
 
-from bench.common import DBNAME, bench_database, bench_environment, interleaved_medians, per_call
+from bench.common import DBNAME, bench_database, bench_environment, interleaved_medians, member_with_session, per_call
 from bench.delayproxy import DelayProxy
 from chalicelib.db.migrate import APP_ROLE
 
@@ -64,22 +64,8 @@ def _register() -> None:
 
 def _seed(admin_url: str, app_url: str) -> tuple[str, str]:
     """A user with a session in one workspace; returns (workspace id, cookie value)."""
-    from chalicelib import clock
-    from chalicelib.audit import Actor
-    from chalicelib.auth import sessions
-    from chalicelib.db.pool import Database
-    from chalicelib.db.tenancy import user_tx
-    from chalicelib.settings import get_settings
-
-    workspace, user = uuid.uuid4(), uuid.uuid4()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"bench-{user.hex[:8]}@example.com"))
-        conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'bench')", (workspace,))
-        conn.execute("INSERT INTO memberships (tenant_id, user_id, role) VALUES (%s, %s, 'owner')", (workspace, user))
-    db = Database(app_url, size=1)
-    with user_tx(db=db) as conn:
-        token = sessions.create(conn, user_id=user, actor=Actor(), now=clock.now(), settings=get_settings())
-    db.close()
+    workspace = uuid.uuid4()
+    _user, token = member_with_session(admin_url, app_url, workspace)
     return str(workspace), token
 
 

@@ -182,3 +182,32 @@ def over_a_network(socket_path: str, build: Callable[[dict[str, Any]], Paths], *
             use_database(None)
             proxy.close()
         yield f"RTT {rtt / 1000:.2f} ms", medians
+
+
+def member_with_session(admin_url: str, app_url: str, workspace: uuid.UUID, *, role: str = "owner",
+                        create_workspace: bool = True) -> tuple[uuid.UUID, str]:
+    """A new user who is a member of `workspace` (created unless it exists), signed in: (user id, cookie value).
+
+    The session is created as sign-in creates it: by the API role, with the user bound (RLS on sessions).
+    """
+    import psycopg
+
+    from chalicelib import clock
+    from chalicelib.audit import Actor
+    from chalicelib.auth import sessions
+    from chalicelib.db.pool import Database
+    from chalicelib.db.tenancy import bind_user, user_tx
+    from chalicelib.settings import get_settings
+
+    user = uuid.uuid4()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (user, f"bench-{user.hex[:8]}@example.com"))
+        if create_workspace:
+            conn.execute("INSERT INTO workspaces (id, name) VALUES (%s, 'bench')", (workspace,))
+        conn.execute("INSERT INTO memberships (tenant_id, user_id, role) VALUES (%s, %s, %s)", (workspace, user, role))
+    db = Database(app_url, size=1)
+    with user_tx(db=db) as conn:
+        bind_user(conn, user)
+        token = sessions.create(conn, user_id=user, actor=Actor(), now=clock.now(), settings=get_settings())
+    db.close()
+    return user, token

@@ -33,12 +33,6 @@ RETURNING 1;
 
 -- users.py -------------------------------------------------------------------------------------------
 
--- name: user_upsert_by_email
--- The user with this address, created now if it is new.
-INSERT INTO users (email, created_at, updated_at) VALUES (%s, %s, %s)
-ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
-RETURNING id, email, display_name, created_at;
-
 -- name: user_get
 -- One user.
 SELECT id, email, display_name, created_at FROM users WHERE id = %s;

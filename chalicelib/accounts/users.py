@@ -1,4 +1,4 @@
-"""Operator accounts (created on first sign-in)."""
+"""Operator accounts (created at a first sign-in, by app.redeem_login_token or _code)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,6 @@ def _user(row: tuple[object, ...] | None) -> UserOut:
     if row is None:
         raise errors.NotFound("no such user")
     return UserOut(id=row[0], email=row[1], display_name=row[2], created_at=row[3])
-
-
-def upsert_by_email(conn: Conn, *, email: str, now: datetime) -> UserOut:
-    """The user with this (normalized) address, created now if it is new."""
-    row = conn.execute(Q["user_upsert_by_email"], (email, now, now)).fetchone()
-    return _user(row)
 
 
 def get(conn: Conn, *, user_id: uuid.UUID) -> UserOut:

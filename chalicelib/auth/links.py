@@ -32,10 +32,9 @@ class IssuedLink:
 class Grant:
     """What a consumed token or code proves: control of `email`, for `purpose`."""
 
-    token_id: uuid.UUID
     purpose: Purpose
     email: str
-    user_id: uuid.UUID | None
+    user_id: uuid.UUID  # the account signed in to (created at a first sign-in), or whose address changes
     workspace_id: uuid.UUID | None
     role: str | None
     next_path: str | None
@@ -44,8 +43,10 @@ class Grant:
 def _grant(row: tuple[object, ...] | None) -> Grant | None:
     if row is None:
         return None
-    token_id, purpose, email, user_id, workspace_id, role, next_path = row
-    return Grant(token_id, purpose, str(email), user_id, workspace_id, role,  # type: ignore[arg-type]
+    purpose, email, user_id, workspace_id, role, next_path = row
+    if not isinstance(user_id, uuid.UUID):
+        return None  # an email change whose account is gone (its token outlived it)
+    return Grant(purpose, str(email), user_id, workspace_id, role,  # type: ignore[arg-type]
                  str(next_path) if next_path else None)
 
 
@@ -64,24 +65,23 @@ def issue(conn: Conn, *, purpose: Purpose, email: str, now: datetime, settings: 
 
 def consume_token(conn: Conn, *, token: str, purposes: tuple[Purpose, ...], now: datetime,
                   settings: Settings) -> Grant | None:
-    """Use a token once: one atomic UPDATE, so of N concurrent attempts exactly one wins."""
-    row = conn.execute(
-        Q["login_token_consume"],
-        (now, keyed_hash("login-token", token, settings), list(purposes), now)).fetchone()
+    """Use a token once (app.redeem_login_token: of N concurrent attempts exactly one wins)."""
+    row = conn.execute(Q["login_token_redeem"],
+                       (keyed_hash("login-token", token, settings), list(purposes), now)).fetchone()
     return _grant(row)
 
 
 def consume_code(conn: Conn, *, email: str, code: str, now: datetime,
                  settings: Settings) -> Grant | None:
     """Use a one-time code once; a wrong code spends one of the few attempts of every live code."""
-    code_hash = keyed_hash("login-code", f"{email}:{normalize_code(code)}", settings)
-    row = conn.execute(
-        Q["login_code_consume"],
-        {"now": now, "email": email, "code": code_hash, "purposes": list(SIGN_IN_PURPOSES),
-         "max": MAX_CODE_ATTEMPTS}).fetchone()
-    if row is None:
-        conn.execute(Q["login_code_spend_attempt"], (email, now)).fetchall()
+    row = conn.execute(Q["login_code_redeem"],
+                       (email, code_hash(email, code, settings), now, MAX_CODE_ATTEMPTS)).fetchone()
     return _grant(row)
+
+
+def code_hash(email: str, code: str, settings: Settings) -> bytes:
+    """The stored form of an address's one-time code (as typed: spaces and case do not matter)."""
+    return keyed_hash("login-code", f"{email}:{normalize_code(code)}", settings)
 
 
 def link_url(settings: Settings, issued: IssuedLink) -> str:

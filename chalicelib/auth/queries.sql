@@ -48,13 +48,12 @@ INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at,
 VALUES (%s, %s, %s, %s, %s, %s, %s);
 
 -- name: session_resolve
--- A live session by its HMAC: neither revoked nor past its absolute or idle expiry.
-SELECT id, user_id, last_seen_at FROM sessions
- WHERE token_hash = %s AND revoked_at IS NULL AND expires_at > %s AND last_seen_at > %s;
+-- (session_id, user_id) of a live session by its HMAC, its idle expiry slid forward at most once per window.
+SELECT session_id, user_id FROM app.live_session(%s, %s, %s, %s);
 
--- name: session_touch
--- Slide a session's idle expiry forward.
-UPDATE sessions SET last_seen_at = %s WHERE id = %s;
+-- name: session_end
+-- End the session of a presented cookie (by its HMAC), whoever's it is.
+SELECT app.end_session(%s, %s);
 
 -- name: session_authorize
 -- (session_id, user_id, role) of a live session for a workspace; the function fails the statement on a refusal.
@@ -82,9 +81,7 @@ SELECT id, created_at, last_seen_at, host(ip), user_agent FROM sessions
 
 -- name: rate_limit_hit
 -- Count one hit in the bucket's current window; returns the window's hits so far.
-INSERT INTO rate_limits (bucket, window_start, hits) VALUES (%s, %s, 1)
-ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_limits.hits + 1
-RETURNING hits;
+SELECT app.rate_limit_hit(%s, %s);
 
 -- links.py -------------------------------------------------------------------------------------------
 
@@ -94,35 +91,16 @@ INSERT INTO login_tokens (token_hash, code_hash, purpose, email, user_id, worksp
                           next_path, created_at, expires_at)
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
 
--- name: login_token_consume
--- Use a live token of one of the purposes, once; returns what it grants.
-UPDATE login_tokens SET used_at = %s
- WHERE token_hash = %s AND purpose = ANY(%s) AND used_at IS NULL AND expires_at > %s
-RETURNING id, purpose, email, user_id, workspace_id, role, next_path;
+-- name: login_token_redeem
+-- Spend a live token of one of the purposes, once; returns what it grants (the account created if new).
+SELECT purpose, email, user_id, workspace_id, role, next_path FROM app.redeem_login_token(%s, %s, %s);
 
--- name: login_code_consume
--- Use the newest live code of the address, once, unless its attempts are spent; returns what it grants.
-UPDATE login_tokens SET used_at = %(now)s
- WHERE id = (SELECT id FROM login_tokens
-              WHERE email = %(email)s AND code_hash = %(code)s AND purpose = ANY(%(purposes)s)
-                AND used_at IS NULL AND expires_at > %(now)s AND code_attempts < %(max)s
-              ORDER BY created_at DESC
-              LIMIT 1)
-   AND used_at IS NULL
-RETURNING id, purpose, email, user_id, workspace_id, role, next_path;
-
--- name: login_code_spend_attempt
--- A wrong code spends one attempt of every live code of the address.
-UPDATE login_tokens SET code_attempts = code_attempts + 1
- WHERE email = %s AND used_at IS NULL AND expires_at > %s
-RETURNING id;
+-- name: login_code_redeem
+-- Spend the newest live code of the address, once, unless its attempts are used up (a wrong code spends one).
+SELECT purpose, email, user_id, workspace_id, role, next_path FROM app.redeem_login_code(%s, %s, %s, %s);
 
 -- signin.py ------------------------------------------------------------------------------------------
 
--- name: login_token_workspace
--- The workspace (of an invitation) a token belongs to.
-SELECT workspace_id FROM login_tokens WHERE token_hash = %s;
-
--- name: login_code_workspace
--- The workspace (of an invitation) an unused code of the address belongs to.
-SELECT workspace_id FROM login_tokens WHERE email = %s AND code_hash = %s AND used_at IS NULL;
+-- name: invitation_workspace
+-- The workspace of an unused invitation, by its token hash or by its address and code hash (NULL otherwise).
+SELECT app.invitation_workspace(%s, %s, %s);

@@ -47,18 +47,18 @@ def create(conn: Conn, *, user_id: uuid.UUID, actor: Actor, now: datetime,
 
 
 def resolve(conn: Conn, *, token: str, now: datetime, settings: Settings) -> SessionInfo | None:
-    """Find a live session (no workspace involved) in one statement (one round trip)."""
+    """Find a live session by its cookie, whoever's it is (app.live_session; one statement), and slide its
+    idle expiry forward at most once per TOUCH_EVERY. The caller decides whether to bind its user."""
     row = conn.execute(
         Q["session_resolve"],
-        (keyed_hash("session", token, settings), now, now - timedelta(seconds=settings.session_idle_timeout_s))
-    ).fetchone()
-    if row is None:
-        return None
-    session_id, user_id, last_seen = row
-    if last_seen < now - TOUCH_EVERY:
-        # Queued, not awaited: in pipeline mode it travels with the handler's next statement.
-        conn.execute(Q["session_touch"], (now, session_id))
-    return SessionInfo(session_id, user_id)
+        (keyed_hash("session", token, settings), now, now - timedelta(seconds=settings.session_idle_timeout_s),
+         now - TOUCH_EVERY)).fetchone()
+    return SessionInfo(row[0], row[1]) if row is not None else None
+
+
+def end(conn: Conn, *, token: str, now: datetime, settings: Settings) -> None:
+    """End the session of a presented cookie, whoever's it is (holding the cookie is the right to end it)."""
+    conn.execute(Q["session_end"], (keyed_hash("session", token, settings), now))
 
 
 def authorize_pending(conn: Conn, *, token: str, workspace_id: uuid.UUID, now: datetime,

@@ -50,20 +50,12 @@ def request_link(request: Request, body: MagicLinkRequest) -> None:
 
 
 def _peek_workspace(request_body: SessionRequest, settings: Settings) -> uuid.UUID | None:
-    """The workspace of an invitation token/code (read-only), so sign-in can run in its tenant."""
+    """The workspace (of an invitation) a token or code belongs to, so sign-in can run in its tenant."""
+    token_hash = keyed_hash("login-token", request_body.token, settings) if request_body.token else None
+    code_hash = (links.code_hash(request_body.email, request_body.code, settings)
+                 if request_body.email and request_body.code else None)
     with user_tx() as conn:
-        if request_body.token:
-            row = conn.execute(Q["login_token_workspace"],
-                               (keyed_hash("login-token", request_body.token, settings),)).fetchone()
-        else:
-            assert request_body.email is not None and request_body.code is not None
-            from chalicelib.auth.crypto import normalize_code
-
-            row = conn.execute(
-                Q["login_code_workspace"],
-                (request_body.email,
-                 keyed_hash("login-code", f"{request_body.email}:{normalize_code(request_body.code)}", settings)),
-            ).fetchone()
+        row = conn.execute(Q["invitation_workspace"], (token_hash, request_body.email, code_hash)).fetchone()
     value = row[0] if row else None
     return value if isinstance(value, uuid.UUID) else None
 
@@ -113,23 +105,22 @@ def sign_in(request: Request, body: SessionRequest) -> tuple[Me, str]:
 def _establish(conn: Conn, grant: links.Grant, actor: audit.Actor, old_cookie: str | None,
                settings: Settings) -> tuple[Me, str]:
     now = clock.now()
-    user = users.upsert_by_email(conn, email=grant.email, now=now)
-    signed_in = audit.Actor(user.id, None, actor.ip, actor.user_agent)
+    # The spent token proves control of the address: from here on, the transaction acts as its account.
+    bind_user(conn, grant.user_id)
+    signed_in = audit.Actor(grant.user_id, None, actor.ip, actor.user_agent)
     if old_cookie is not None:
         # A new id at every sign-in: whatever session this browser held before is ended.
-        old = sessions.resolve(conn, token=old_cookie, now=now, settings=settings)
-        if old is not None:
-            sessions.revoke(conn, user_id=old.user_id, now=now, session_id=old.session_id)
-    token = sessions.create(conn, user_id=user.id, actor=signed_in, now=now, settings=settings)
+        sessions.end(conn, token=old_cookie, now=now, settings=settings)
+    token = sessions.create(conn, user_id=grant.user_id, actor=signed_in, now=now, settings=settings)
     details: dict[str, str] = {"purpose": grant.purpose}
     if grant.purpose == "invitation" and grant.workspace_id is not None and grant.role is not None:
-        members.add(conn, tenant_id=grant.workspace_id, user_id=user.id, role=grant.role, actor=signed_in, now=now)
+        members.add(conn, tenant_id=grant.workspace_id, user_id=grant.user_id, role=grant.role, actor=signed_in,
+                    now=now)
         # The account event names the workspace it joined: that workspace's access export lists it.
         details["workspace_id"] = str(grant.workspace_id)
     audit.record_account(conn, action="signin.succeeded", actor=signed_in, details=details)
-    bind_user(conn, user.id)
-    me = Me(user=user, workspaces=users.my_workspaces(conn), csrf_token=sessions.csrf_token(token, settings),
-            next=grant.next_path)
+    me = Me(user=users.get(conn, user_id=grant.user_id), workspaces=users.my_workspaces(conn),
+            csrf_token=sessions.csrf_token(token, settings), next=grant.next_path)
     return me, sessions.set_cookie(token, settings)
 
 
@@ -188,10 +179,11 @@ def confirm_email_change(request: Request, body: TokenBody) -> UserOut:
     current = session_cookie(request, settings)
     with user_tx() as conn:
         grant = links.consume_token(conn, token=body.token, purposes=("email_change",), now=now, settings=settings)
-        if grant is None or grant.user_id is None:
+        if grant is None:
             audit.record_account(conn, action="email.change_failed", actor=actor)
             user = None
         else:
+            bind_user(conn, grant.user_id)  # the spent token names the account whose address changes
             user = users.change_email(conn, user_id=grant.user_id, email=grant.email, now=now)
             keep = sessions.resolve(conn, token=current, now=now, settings=settings) if current else None
             kept = keep.session_id if keep is not None and keep.user_id == user.id else None

@@ -13,21 +13,41 @@ from chalicelib.db.types import Conn
 
 # Tables whose tenant key is not called tenant_id (a workspace *is* the tenant).
 TENANT_KEYS = {"public.workspaces": "id"}
-# Account tables: about operators, not workspace content, read before any workspace is known (a
-# session is found by its hash). They must not carry a tenant_id; every other table the API role can
-# touch is a tenant table.
-ACCOUNT_TABLES = frozenset({"public.users", "public.login_tokens", "public.sessions", "public.rate_limits",
-                            "public.account_audit_log",
-                            # webhooks arrive before any tenant is known: ids, token digests, counters only
-                            "public.webhook_routes", "public.webhook_replay_tokens", "public.webhook_rejections"})
-# Tenant tables whose RESTRICTIVE guard also lets the signed-in user READ their own rows (writes keep the
-# tenant-only WITH CHECK). The exact widening is pinned here, so any other change fails the guard.
 # The scope as the policies read it (migration 0018): a scalar subquery, evaluated once per statement.
 TENANT = "( SELECT app.current_tenant() AS current_tenant)"
 USER = "( SELECT app.current_user_id() AS current_user_id)"
 _MY_WORKSPACES = f"( SELECT m.tenant_id\n   FROM memberships m\n  WHERE (m.user_id = {USER}))"
-# Policies that are deliberately wide, for the jobs role only (never the API role).
-JOBS_ONLY_POLICIES = frozenset({("public.workspaces", "jobs_list_tenants")})
+_MY_MEMBERS = f"( SELECT m.user_id\n   FROM memberships m\n  WHERE (m.tenant_id = {TENANT}))"
+_INVITATION = f"((purpose = 'invitation'::text) AND (workspace_id = {TENANT}))"
+_EMAIL_CHANGE = f"((purpose = 'email_change'::text) AND (user_id = {USER}))"
+_SIGN_IN_REQUEST = "((purpose = 'login'::text) AND (user_id IS NULL) AND (workspace_id IS NULL) AND (role IS NULL))"
+# Account tables (migration 0020): about operators, not workspace content, or the plumbing that routes a
+# webhook before any tenant is known. They carry no tenant_id. RLS keys them on the bound user (app.user_id)
+# or, where a row belongs to a workspace, on the tenant. For each one the API role may touch, the RESTRICTIVE
+# guard's (USING, WITH CHECK) is pinned here, so any widening fails the guard by name.
+ACCOUNT_GUARDS: dict[str, tuple[str, str]] = {
+    "public.users": (f"((id = {USER}) OR (id IN {_MY_MEMBERS}))", f"(id = {USER})"),
+    "public.sessions": (f"(user_id = {USER})", f"(user_id = {USER})"),
+    "public.login_tokens": (f"({_INVITATION} OR {_EMAIL_CHANGE})",
+                            f"({_SIGN_IN_REQUEST} OR {_INVITATION} OR {_EMAIL_CHANGE})"),
+    "public.account_audit_log": (f"(user_id = {USER})", f"((user_id IS NULL) OR (user_id = {USER}))"),
+    "public.webhook_routes": (f"(workspace_id = {TENANT})", f"(workspace_id = {TENANT})"),
+}
+# Account tables the API role has no privilege on at all: only the SECURITY DEFINER functions of 0020 touch them.
+DEFINER_ONLY_TABLES = frozenset({"public.rate_limits", "public.webhook_replay_tokens", "public.webhook_rejections"})
+ACCOUNT_TABLES = frozenset(ACCOUNT_GUARDS) | DEFINER_ONLY_TABLES
+# Deliberately wide policies, never for the API role, each with its reason: (table or "*", policy) -> (role, why).
+WIDE_POLICIES = {
+    ("public.workspaces", "jobs_list_tenants"): ("crm_jobs", "the jobs list the workspaces they work through"),
+    ("*account*", "jobs_all"): ("crm_jobs", "the retention purges work across all accounts; no HTTP surface"),
+    ("*account*", "definer_access"): (OWNER_ROLE, "the narrow SECURITY DEFINER functions of 0020 run as the "
+                                                   "owner; no tenant table has such a policy"),
+}
+# Tables the API role may touch without row-level security, each with its reason. None today (it has no
+# privilege on schema_migrations or anything else outside the tenant and account tables).
+RLS_EXEMPT: dict[str, str] = {}
+# Tenant tables whose RESTRICTIVE guard also lets the signed-in user READ their own rows (writes keep the
+# tenant-only WITH CHECK). The exact widening is pinned here, so any other change fails the guard.
 USER_READABLE_GUARDS = {
     "public.memberships": f"((tenant_id = {TENANT}) OR (user_id = {USER}))",
     "public.workspaces": f"((id = {TENANT}) OR (id IN {_MY_WORKSPACES}))",
@@ -48,17 +68,64 @@ def _tenant_tables(conn: Conn) -> list[tuple[str, str]]:
         "       OR has_table_privilege(%s, c.oid, 'SELECT,INSERT,UPDATE,DELETE'))"
         " ORDER BY 1", (APP_ROLE,)).fetchall()
     return [(str(name), TENANT_KEYS.get(str(name), "tenant_id")) for (name,) in rows
-            if str(name) not in ACCOUNT_TABLES]
+            if str(name) not in ACCOUNT_TABLES and str(name) not in RLS_EXEMPT]
 
 
 def check_account_tables(conn: Conn) -> list[str]:
-    """Account tables hold no workspace data: no tenant_id column."""
+    """Account tables hold no workspace data (no tenant_id column) and each one exists."""
+    # No parameters, so no %% escapes in these two statements.
     rows = conn.execute(
-        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid"
         " WHERE a.attname = 'tenant_id' AND NOT a.attisdropped").fetchall()
-    return [f"{name}: an account table must not hold tenant data" for (name,) in rows
-            if str(name) in ACCOUNT_TABLES]
+    problems = [f"{name}: an account table must not hold tenant data" for (name,) in rows
+                if str(name) in ACCOUNT_TABLES]
+    present = {str(name) for (name,) in conn.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')").fetchall()}
+    return problems + [f"{name}: account table missing" for name in sorted(ACCOUNT_TABLES - present)]
+
+
+def check_account_rls(conn: Conn) -> list[str]:
+    """Account tables: ENABLE + FORCE RLS; for the API role a permissive policy and the pinned RESTRICTIVE
+    guard (or no privilege at all, for the definer-only ones); wide policies only where WIDE_POLICIES says."""
+    problems = []
+    for table in sorted(ACCOUNT_TABLES):
+        row = conn.execute(
+            "SELECT relrowsecurity, relforcerowsecurity, has_table_privilege(%s, oid, 'SELECT,INSERT,UPDATE,DELETE')"
+            " FROM pg_class WHERE oid = to_regclass(%s)", (APP_ROLE, table)).fetchone()
+        if row is None:
+            continue  # check_account_tables names it
+        enabled, forced, app_may_touch = row
+        if not enabled:
+            problems.append(f"{table}: row level security not enabled")
+        if not forced:
+            problems.append(f"{table}: row level security not forced")
+        if app_may_touch and table in DEFINER_ONLY_TABLES:
+            problems.append(f"{table}: {APP_ROLE} has a privilege on a table only definer functions may touch")
+        policies = conn.execute(
+            "SELECT polname, polpermissive, polcmd, pg_get_expr(polqual, polrelid),"
+            " pg_get_expr(polwithcheck, polrelid), (0 = ANY(polroles) OR %s::regrole = ANY(polroles)),"
+            " (SELECT array_agg(r::regrole::text) FROM unnest(polroles) r)"
+            " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, table)).fetchall()
+        guard = ACCOUNT_GUARDS.get(table)
+        permissive_for_app = guarded = False
+        for name, permissive, cmd, qual, check, for_app, roles in policies:
+            if not for_app:
+                allowed = WIDE_POLICIES.get(("*account*", str(name)))
+                if allowed is None or _names(roles) != [allowed[0]]:
+                    problems.append(f"{table}: policy {name} for {', '.join(_names(roles))} is not an allowed one")
+                continue
+            if "true" in (str(qual).strip().lower(), str(check).strip().lower()):
+                problems.append(f"{table}: policy {name} is always true")
+            permissive_for_app = permissive_for_app or bool(permissive)
+            if not permissive and cmd == "*" and guard is not None and (qual, check) == guard:
+                guarded = True
+        if app_may_touch and not permissive_for_app:
+            problems.append(f"{table}: no permissive policy for {APP_ROLE}")
+        if app_may_touch and not guarded:
+            problems.append(f"{table}: no RESTRICTIVE account guard for {APP_ROLE}")
+    return problems
 
 
 def _names(value: object) -> list[str]:
@@ -91,7 +158,7 @@ def check_rls(conn: Conn) -> list[str]:
         wanted_guard = USER_READABLE_GUARDS.get(table, wanted)
         good = {True: False, False: False}
         for name, permissive, cmd, qual, check, for_app, jobs_only in policies:
-            if jobs_only and (table, name) in JOBS_ONLY_POLICIES:
+            if jobs_only and WIDE_POLICIES.get((table, name), ("", ""))[0] == JOBS_ROLE:
                 continue
             # SELECT-only policies cannot have WITH CHECK; every other policy needs both clauses.
             if qual is None or (check is None and cmd != "r"):
@@ -213,7 +280,8 @@ def check_keys(conn: Conn) -> list[str]:
     return problems
 
 
-RULES: tuple[Callable[[Conn], list[str]], ...] = (check_rls, check_account_tables, check_app_role, check_views,
+RULES: tuple[Callable[[Conn], list[str]], ...] = (check_rls, check_account_tables, check_account_rls,
+                                                  check_app_role, check_views,
                                                   check_functions, check_keys)
 
 

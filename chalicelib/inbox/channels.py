@@ -245,7 +245,7 @@ def route(conn: Conn, channel_id: uuid.UUID) -> uuid.UUID | None:
     if cached is not None:
         return cached
     row = conn.execute(Q["webhook_route_workspace"], (channel_id,)).fetchone()
-    if row is None:
+    if row is None or row[0] is None:
         return None
     _ROUTES.put(channel_id, row[0])
     return uuid.UUID(str(row[0]))

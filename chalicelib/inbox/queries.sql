@@ -52,23 +52,18 @@ INSERT INTO webhook_routes (channel_id, workspace_id) VALUES (%s, %s);
 DELETE FROM webhook_routes WHERE channel_id = %s AND workspace_id = %s;
 
 -- name: webhook_route_workspace
--- The workspace of a webhook URL's channel id (read before any tenant is known).
-SELECT workspace_id FROM webhook_routes WHERE channel_id = %s;
+-- The workspace of a webhook URL's channel id (read before any tenant is known; NULL when there is none).
+SELECT app.webhook_route_workspace(%s);
 
 -- ---- what the webhook side records besides events (webhook_records.py) ----
 
 -- name: webhook_rejection_count
 -- Count one refused delivery per day, provider and reason.
-INSERT INTO webhook_rejections (day, provider, reason, count)
-     VALUES (%s, %s, %s, 1)
-         ON CONFLICT (day, provider, reason) DO UPDATE SET count = webhook_rejections.count + 1;
+SELECT app.count_webhook_rejection(%s, %s, %s);
 
 -- name: webhook_replay_token_first_use
--- Record a delivery's one-time token hash; a row comes back only on its first use.
-INSERT INTO webhook_replay_tokens (provider, token_hash)
-     VALUES (%s, %s)
-         ON CONFLICT DO NOTHING
-  RETURNING 1;
+-- Record a delivery's one-time token hash; true only on its first use.
+SELECT app.first_use_of_replay_token(%s, %s);
 
 -- ---- inbound events (ingest.py, processing.py, calls.py) ----
 

@@ -27,6 +27,6 @@ def count_rejection(provider: str, reason: str) -> None:
 
 def first_use(conn: Conn, provider: str, token: str) -> bool:
     """Record a delivery's one-time token; False when it was seen before (a replay). Only its hash is kept."""
-    seen = conn.execute(Q["webhook_replay_token_first_use"],
-                        (provider, hashlib.sha256(token.encode()).digest())).fetchall()
-    return bool(seen)
+    row = conn.execute(Q["webhook_replay_token_first_use"],
+                       (provider, hashlib.sha256(token.encode()).digest())).fetchone()
+    return bool(row and row[0])

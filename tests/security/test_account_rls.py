@@ -158,7 +158,11 @@ def test_the_definer_functions_answer_only_their_one_question(world: World) -> N
         # ... and an unknown session is simply not found (a hash nobody holds).
         assert conn.execute("SELECT * FROM app.live_session('nobody', now(), now() - interval '1 hour', now())"
                             ).fetchall() == []
-    # The helper that creates an account is the redeem functions' own: the API role cannot call it.
+    # The helper that creates an account is the redeem functions' own: the API role may not even call it
+    # (were it executable, its INSERT would still run as crm_app, which may not create accounts).
+    with user_tx(db=w.db) as conn:
+        assert conn.execute("SELECT has_function_privilege('app.user_by_email(text, timestamptz)', 'EXECUTE')"
+                            ).fetchone() == (False,)
     with pytest.raises(psycopg.errors.InsufficientPrivilege), user_tx(db=w.db) as conn:
         conn.execute("SELECT app.user_by_email('mallory@example.test', now())")
 

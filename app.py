@@ -22,10 +22,11 @@ from chalicelib.routes import (  # noqa: E402
     legal,
     pipelines,
     telephony,
+    webhook_endpoints,
     webhooks,
     workspaces,
 )
 
 BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, imports.bp, integrations.bp,
-              inbox.bp, webhooks.bp, telephony.bp, docs.bp, downloads.bp, legal.bp]
+              inbox.bp, webhooks.bp, webhook_endpoints.bp, telephony.bp, docs.bp, downloads.bp, legal.bp]
 app = create_app("tenant-crm", BLUEPRINTS, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)

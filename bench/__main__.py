@@ -13,6 +13,7 @@ from bench import (
     b8_cold_start,
     b9_auth,
     b10_import,
+    b11_webhooks,
 )
 from bench.common import bench_environment
 
@@ -21,7 +22,7 @@ def main() -> None:
     """Run all benchmarks in order."""
     bench_environment()
     for bench in (b1_tenant_read, b2_lists, b3_write, b4_ingest, b5_export, b6_purge, b7_vault, b8_cold_start,
-                  b9_auth, b10_import):
+                  b9_auth, b10_import, b11_webhooks):
         bench.run()
         print(flush=True)
 

@@ -15,6 +15,7 @@ from chalicelib.db import deadline
 from chalicelib.http import PROBLEM_JSON, assign_request_id, guarded, problem_response
 from chalicelib.inputs import check_json_depth, is_json_media, raw_body
 from chalicelib.observability import log_request
+from chalicelib.outgoing import events, trigger
 from chalicelib.settings import get_settings
 
 log = logging.getLogger("crm.api")
@@ -87,8 +88,11 @@ def _respond(request: Request, get_response: Callable[[Request], Response], max_
         return problem_response(errors.BadRequest("the body could not be read"), request_id)
     # Every database wait of the request shares one budget, under API Gateway's 29 s: past it the
     # request ends with a 503 instead of hanging on a frozen database until the gateway gives up.
+    events.discard_emitted()
     with deadline.budget(get_settings().db_request_deadline_s):
         result: Response = guarded(request, lambda: get_response(request))
+    # Events stored by the request's committed transactions go out now (outgoing webhooks).
+    trigger.after_commit(events.take_emitted())
     return result
 
 

@@ -24,7 +24,15 @@ CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 3.0, 10.0
 
 
 class OutboundRefused(Exception):
-    """The URL is not one we may call (scheme, address, redirect, size)."""
+    """The URL is not one we may call (scheme, address, size), or the request failed on the way.
+
+    `kind` classifies it without any detail of the URL or the answer: refused (the guard said no),
+    too_large, or the transport error's class name (ConnectTimeoutError, ReadTimeoutError, ...).
+    """
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -75,12 +83,18 @@ def resolve_checked(url: str, *, allow: frozenset[str] = frozenset(), resolver: 
 
 def request(method: str, url: str, *, headers: Mapping[str, str] | None = None, body: bytes | None = None,
             max_bytes: int = 16 * 1024 * 1024, allow: frozenset[str] = frozenset(),
-            resolver: Resolver = _system_resolver, timeout: urllib3.Timeout | None = None) -> OutboundResponse:
-    """One request to a checked, pinned address; 3xx is returned as is (never followed)."""
+            resolver: Resolver | None = None, timeout: urllib3.Timeout | None = None,
+            total_timeout_s: float | None = None, truncate: bool = False) -> OutboundResponse:
+    """One request to a checked, pinned address; 3xx is returned as is (never followed).
+
+    `total_timeout_s` bounds the whole exchange (connect still CONNECT_TIMEOUT_S). A body over `max_bytes` is
+    refused, or with `truncate` cut to its first `max_bytes` (the rest unread)."""
     import urllib3
 
+    if total_timeout_s is not None:
+        timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT_S, total=total_timeout_s)
     timeout = timeout or urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S)
-    scheme, host, port, address = resolve_checked(url, allow=allow, resolver=resolver)
+    scheme, host, port, address = resolve_checked(url, allow=allow, resolver=resolver or _system_resolver)
     parts = urlsplit(url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     sent = {"Host": host if port in (80, 443) else f"{host}:{port}", **(headers or {})}
@@ -95,16 +109,18 @@ def request(method: str, url: str, *, headers: Mapping[str, str] | None = None, 
         response = pool.urlopen(method, path, headers=sent, body=body, redirect=False, preload_content=False)
         try:
             declared = response.headers.get("content-length")
-            if declared is not None and declared.isascii() and declared.isdigit() and (
+            if not truncate and declared is not None and declared.isascii() and declared.isdigit() and (
                     len(declared) > 18 or int(declared) > max_bytes):
-                raise OutboundRefused("the response is larger than allowed")
+                raise OutboundRefused("the response is larger than allowed", "too_large")
             data = response.read(max_bytes + 1)
             if len(data) > max_bytes:
-                raise OutboundRefused("the response is larger than allowed")
+                if not truncate:
+                    raise OutboundRefused("the response is larger than allowed", "too_large")
+                data = data[:max_bytes]
             return OutboundResponse(response.status, dict(response.headers), data)
         finally:
             response.release_conn()
     except urllib3.exceptions.HTTPError as exc:
-        raise OutboundRefused(f"the request failed: {type(exc).__name__}") from None
+        raise OutboundRefused(f"the request failed: {type(exc).__name__}", type(exc).__name__) from None
     finally:
         pool.close()

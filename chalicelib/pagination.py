@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from chalicelib import errors
@@ -50,3 +52,20 @@ def decode(cursor: str, *, binding: str) -> list[Any]:
     if not isinstance(position, list):
         raise errors.BadRequest("the cursor is invalid for this list")
     return position
+
+
+def time_keyset(query: Mapping[str, str], *, binding: str) -> tuple[int, tuple[datetime, str] | None]:
+    """`limit` and the (time, id) position after which a newest-first page starts, from a query string that
+    may hold only `limit` and `cursor` (400 for anything else)."""
+    for name in query.keys() - {"limit", "cursor"}:
+        raise errors.BadRequest(f"unknown query parameter {name}")
+    limit = parse_limit(query.get("limit"))
+    if not query.get("cursor"):
+        return limit, None
+    at, last_id = decode(query["cursor"], binding=binding)
+    return limit, (datetime.fromisoformat(str(at)), str(last_id))
+
+
+def time_cursor(at: datetime, record_id: object, *, binding: str) -> str:
+    """The cursor of the page after the row at (at, record_id) (see time_keyset)."""
+    return encode([at.isoformat(), str(record_id)], binding=binding)

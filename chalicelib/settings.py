@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=365, ge=1, le=365)
     queue_backend: Literal["local", "sqs"] = "local"
     queue_url: str | None = None
+    # SQS queue of functions/deliver_webhooks.py (outgoing webhooks): a workspace id per commit that stored
+    # events. Unset: a dispatcher thread in this process (local); in prod the minute sweep alone delivers.
+    webhook_queue_url: str | None = None
     graph_base_url: str = "https://graph.facebook.com/v21.0"
     # host:port pairs outbound calls may reach although they are not public (local fake servers only).
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

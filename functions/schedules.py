@@ -24,8 +24,11 @@ class Schedule:
 
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("purge_auth", "functions.purge_auth", "rate(1 hour)", timedelta(hours=1)),
+    # The outgoing-webhook sweep: the safety net behind the SQS wake-ups and the clock of later retries.
+    Schedule("deliver_webhooks", "functions.deliver_webhooks", "rate(1 minute)", timedelta(minutes=1)),
     Schedule("backup_tenants", "functions.backup_tenants", "cron(0 2 * * ? *)", timedelta(days=1)),
     Schedule("purge_audit_log", "functions.purge_audit_log", "cron(30 3 * * ? *)", timedelta(days=1)),
+    Schedule("purge_webhook_log", "functions.purge_webhook_log", "cron(45 3 * * ? *)", timedelta(days=1)),
     Schedule("purge_workspaces", "functions.purge_workspaces", "cron(0 4 * * ? *)", timedelta(days=1)),
 )
 

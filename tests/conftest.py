@@ -232,3 +232,25 @@ def json_log() -> Iterator[io.StringIO]:
         if isinstance(handler.formatter, JsonFormatter):
             root.removeHandler(handler)
     root.setLevel(level)
+
+
+class RecordingTrigger:
+    """The outgoing-webhook trigger of the tests: records which workspaces were woken, delivers nothing
+    (tests that deliver call chalicelib.outgoing.delivery themselves)."""
+
+    def __init__(self) -> None:
+        self.woken: list[tuple[uuid.UUID, int]] = []
+
+    def wake(self, tenant_id: uuid.UUID, delay_s: int = 0) -> None:
+        self.woken.append((tenant_id, delay_s))
+
+
+@pytest.fixture(autouse=True)
+def webhook_trigger() -> Iterator[RecordingTrigger]:
+    """No test starts the local dispatcher thread by accident: requests wake this recorder instead."""
+    from chalicelib.outgoing import trigger
+
+    recorder = RecordingTrigger()
+    trigger.use_trigger(recorder)
+    yield recorder
+    trigger.use_trigger(None)

@@ -1,4 +1,7 @@
-"""Memberships of a workspace: roles owner/admin/member; a workspace always keeps an owner."""
+"""Memberships of a workspace: roles owner/admin/member; a workspace always keeps an owner.
+
+Joining and leaving emit member.added / member.removed (data: user_id and role) in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from chalicelib import audit, errors
 from chalicelib.accounts.models import MemberOut
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
+from chalicelib.outgoing import events
 
 Q = queries.load(__package__)
 
@@ -67,6 +71,7 @@ def remove(conn: Conn, *, tenant_id: uuid.UUID, user_id: uuid.UUID, actor: audit
     conn.execute(Q["member_remove"], (user_id,)).fetchall()
     audit.record(conn, tenant_id=tenant_id, action="member.removed", actor=actor, target_type="user",
                  target_id=user_id)
+    _emit(conn, tenant_id, "member.removed", user_id, current)
 
 
 def add(conn: Conn, *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
@@ -76,3 +81,9 @@ def add(conn: Conn, *, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str,
     if added:
         audit.record(conn, tenant_id=tenant_id, action="member.added", actor=actor, target_type="user",
                      target_id=user_id, details={"role": role})
+        _emit(conn, tenant_id, "member.added", user_id, role)
+
+
+def _emit(conn: Conn, tenant_id: uuid.UUID, event_type: str, user_id: uuid.UUID, role: str) -> None:
+    # The user's id and role only: the member's email and name are account data, never an event's.
+    events.emit(conn, tenant_id=tenant_id, event_type=event_type, data={"user_id": str(user_id), "role": role})

@@ -2,13 +2,14 @@
 
 Routes stay thin: authenticate and scope (workspace_tx, workspace_read), parse, call the hooks, answer.
 Reads carry ETag; PATCH/DELETE honour If-Match; POST honours Idempotency-Key; every write is audited
-(ids only, never contents) in the same round trip as the write itself.
+(ids only, never contents) and emits its outgoing-webhook event (`emit`) in the same round trip as the
+write itself.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +23,7 @@ from chalicelib.crm.listing import list_parameters, parse_list
 from chalicelib.db.types import Conn
 from chalicelib.http import endpoint, idempotent, json_response
 from chalicelib.inputs import if_match, parse_body, query_params
+from chalicelib.outgoing import events
 
 T = TypeVar("T", bound=BaseModel)
 Values = dict[str, Any]
@@ -157,6 +159,7 @@ def register(bp: Blueprint, resource: Resource) -> None:
             if resource.before_delete is not None:
                 resource.before_delete(ctx, existing)
             store.delete(conn, resource.table, record)
+            emit(ctx, resource, "deleted", [record])
             audit.record(conn, tenant_id=ctx.tenant, action=f"{resource.singular}.deleted", actor=ctx.principal.actor,
                          target_type=resource.singular, target_id=record)
         return Response(body="", status_code=204)
@@ -208,8 +211,33 @@ def _create(ctx: Context, resource: Resource, body: Any, workspace_id: str) -> C
     return respond
 
 
+def emit(ctx: Context, resource: Resource, verb: str, record_ids: Sequence[uuid.UUID]) -> None:
+    """Queue the webhook event "<singular>.<verb>" of records just written, in the write's own transaction.
+
+    Queue it after the statements that write the rows: each event carries its row as it then stands (a
+    deleted record's event carries its id). Queued, not awaited: no round trip of its own, and a write that
+    fails or rolls back takes its event with it. A type outside the catalogue (a custom field's events, a
+    note's update or deletion) is no event at all.
+    """
+    event_type = f"{resource.singular}.{verb}"
+    if event_type not in events.EVENT_TYPES or not record_ids:
+        return
+    if verb == "deleted":
+        for record in record_ids:
+            events.emit_deleted(ctx.conn, tenant_id=ctx.tenant, event_type=event_type, record_id=record)
+    elif len(record_ids) == 1:
+        events.emit_row(ctx.conn, tenant_id=ctx.tenant, event_type=event_type, table=resource.table.name,
+                        record_id=record_ids[0])
+    else:
+        # Many rows (a CSV import, a stage's leads): one statement.
+        events.emit_rows(ctx.conn, tenant_id=ctx.tenant, event_type=event_type, table=resource.table.name,
+                         record_ids=list(record_ids))
+
+
 def _after(ctx: Context, resource: Resource, record: uuid.UUID, values: Values, existing: store.Row | None,
            verb: str) -> None:
+    # The resource's own event first (its row is written), then the hook's follow-ups (a lead's stage events).
+    emit(ctx, resource, verb, [record])
     if resource.after_write is not None:
         resource.after_write(ctx, record, values, existing)
     changed = sorted(k for k in values if k not in ("id", "tenant_id"))

@@ -13,6 +13,9 @@ field, and never stops the good ones. Matching:
 * leads: always created, through the lead module's rules (stage defaults, stage/pipeline agreement,
   status from the stage's kind, a stage-history row per lead).
 
+Every record written emits its webhook event (contact.created / contact.updated, company.created,
+lead.created and a lead's placement events), one statement per event type, after the rows are written.
+
 Cells are trimmed; an empty cell is no value. Custom columns are `custom.<key>`; their text is read by
 the field's type: number `12.5`, boolean `true/false/yes/no/1/0`, multi_select `a;b`, currency
 `12500 EUR` (integer minor units, then the ISO 4217 code), everything else as written.
@@ -30,7 +33,7 @@ from pydantic import BaseModel
 
 from chalicelib import audit, errors
 from chalicelib.crm import companies, contacts, custom_fields, leads
-from chalicelib.crm.api import Context
+from chalicelib.crm.api import Context, emit
 from chalicelib.crm.companies import CompanyCreate
 from chalicelib.crm.contacts import ContactCreate
 from chalicelib.crm.import_rows import (
@@ -106,7 +109,10 @@ def import_contacts(ctx: Context, sheet: Sheet) -> ImportResult:
         with db_errors(contacts.TABLE):
             row = conn.execute(Q["import_contacts_upsert"], {**columns, "now": ctx.now}).fetchone()
         assert row is not None
-        created, updated = int(row[0]), int(row[1])
+        created_ids, updated_ids = list(row[0]), list(row[1])
+        emit(ctx, contacts.RESOURCE, "created", created_ids)
+        emit(ctx, contacts.RESOURCE, "updated", updated_ids)
+        created, updated = len(created_ids), len(updated_ids)
     return ImportResult(created=created, updated=updated, errors=bad)
 
 
@@ -155,7 +161,8 @@ def import_companies(ctx: Context, sheet: Sheet) -> ImportResult:
         with db_errors(companies.TABLE):
             row = conn.execute(Q["import_companies_insert"], values).fetchone()
         assert row is not None
-        created = int(row[0])
+        emit(ctx, companies.RESOURCE, "created", list(row[0]))
+        created = len(row[0])
     return ImportResult(created=created, updated=0, errors=bad)
 
 
@@ -217,15 +224,17 @@ def import_leads(ctx: Context, sheet: Sheet) -> ImportResult:
         values["value_amount_minor"] = [c.model.value.amount_minor if c.model.value else None for c in good]
         values["value_currency"] = [c.model.value.currency if c.model.value else None for c in good]
         values["custom"] = [Jsonb(c.custom) for c in good]
-        by_stage: dict[uuid.UUID, list[uuid.UUID]] = {}
-        for lead_id, stage_id in zip(ids, values["stage_id"], strict=True):
-            by_stage.setdefault(stage_id, []).append(lead_id)
+        by_place: dict[leads.Placement, list[uuid.UUID]] = {}
+        for lead_id, candidate in zip(ids, good, strict=True):
+            by_place.setdefault(leads.Placement(**candidate.placement), []).append(lead_id)
         with db_errors(leads.TABLE):
             # The lead module's own writers: the leads (one statement), then, queued behind them, their
-            # history rows (one per lead).
+            # history rows (one per lead) and their events (one statement per type).
             written = leads.insert_many_pending(conn, values)
-            for stage_id, lead_ids in by_stage.items():
-                leads.record_moves(ctx, lead_ids, None, stage_id)
+            emit(ctx, leads.RESOURCE, "created", ids)
+            for place, lead_ids in by_place.items():
+                leads.record_moves(ctx, lead_ids, None, place.stage_id)
+                leads.emit_placed(ctx, lead_ids, before=None, after=place)
             count = written()
         assert count == len(good)
     return ImportResult(created=len(good), updated=0, errors=bad)

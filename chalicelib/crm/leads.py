@@ -1,7 +1,10 @@
 """Leads: the items of a pipeline; status follows the stage's kind; every stage change is kept.
 
 The only module that writes leads (and so leads.status): the resource's hooks, the bulk insert of an
-import, and the moves and re-kinds of a stage that crm/stages.py asks for.
+import, and the moves and re-kinds of a stage that crm/stages.py asks for. So it is also the one place
+that says which webhook events a change of place emits (`emit_placed`): lead.stage_changed when a lead
+leaves its stage, lead.won / lead.lost when its status becomes won or lost (a lead created into a won
+stage included).
 """
 
 from __future__ import annotations
@@ -9,13 +12,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib import audit, errors
 from chalicelib.crm import pipelines, store
-from chalicelib.crm.api import Context, Resource
+from chalicelib.crm.api import Context, Resource, emit
 from chalicelib.crm.common import merged_custom, patch_values
 from chalicelib.crm.listing import (
     TIME_SORT_DESC,
@@ -32,6 +35,7 @@ from chalicelib.crm.store import Row, Table
 from chalicelib.crm.values import Money
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
+from chalicelib.outgoing import events
 
 Q = queries.load(__package__)
 
@@ -219,11 +223,58 @@ def prepare_patch(ctx: Context, existing: Row, body: LeadPatch) -> dict[str, Any
     return values
 
 
+class Placement(NamedTuple):
+    """Where a lead is: its pipeline, its stage, and its status (the stage's kind)."""
+
+    pipeline_id: uuid.UUID
+    stage_id: uuid.UUID
+    status: str
+
+
+def placement_of(row: Row) -> Placement:
+    """A lead row's placement."""
+    return Placement(*(row[TABLE.index(name)] for name in Placement._fields))
+
+
 def after_write(ctx: Context, lead_id: uuid.UUID, values: dict[str, Any], existing: Row | None) -> None:
-    """Keep the stage history: queued with the write, no extra round trip."""
+    """Keep the stage history and emit the placement's events: queued with the write, no extra round trip."""
     if "stage_id" in values:
-        previous = existing[TABLE.index("stage_id")] if existing is not None else None
-        record_moves(ctx, [lead_id], previous, values["stage_id"])
+        # A new place always comes whole (pipeline, stage and status: see placement()).
+        before = placement_of(existing) if existing is not None else None
+        after = Placement(values["pipeline_id"], values["stage_id"], values["status"])
+        record_moves(ctx, [lead_id], before.stage_id if before else None, after.stage_id)
+        emit_placed(ctx, [lead_id], before=before, after=after)
+
+
+# Statuses whose arrival is an event of its own, named after them: lead.won, lead.lost.
+CLOSED = frozenset({"won", "lost"})
+
+
+def emit_placed(ctx: Context, lead_ids: Sequence[uuid.UUID], *, before: Placement | None,
+                after: Placement) -> None:
+    """Queue the webhook events of leads placed at `after` (created there when `before` is None), after the
+    statements that wrote them: lead.stage_changed for each lead that left another stage, then lead.won /
+    lead.lost when their status became won or lost."""
+    if before is not None and before.stage_id != after.stage_id:
+        # Its own data (not a snapshot): the move itself, which a later lead.updated would not show.
+        for lead in lead_ids:
+            events.emit(ctx.conn, tenant_id=ctx.tenant, event_type="lead.stage_changed", data={
+                "lead_id": str(lead), "from_stage_id": str(before.stage_id), "to_stage_id": str(after.stage_id),
+                "pipeline_id": str(after.pipeline_id)})
+    if after.status in CLOSED and (before is None or before.status != after.status):
+        emit(ctx, RESOURCE, after.status, lead_ids)
+
+
+def changed_by_stage(ctx: Context, lead_ids: Sequence[uuid.UUID], *, before: Placement, after: Placement) -> None:
+    """The follow-ups of leads a change of their stage rewrote (moved off a deleted stage, or given a re-kinded
+    stage's status), queued after that write: their stage history when they moved, lead.updated, and the
+    placement's events (emit_placed)."""
+    if not lead_ids:
+        return
+    if before.stage_id != after.stage_id:
+        record_moves(ctx, lead_ids, before.stage_id, after.stage_id)
+    emit(ctx, RESOURCE, "updated", lead_ids)
+    emit_placed(ctx, lead_ids, before=before, after=after)
 
 
 def record_moves(ctx: Context, lead_ids: Sequence[uuid.UUID], from_stage: uuid.UUID | None,
@@ -259,9 +310,10 @@ def move_stage_leads(conn: Conn, *, from_stage: uuid.UUID, to_stage: uuid.UUID, 
     return [r[0] for r in conn.execute(Q["leads_move_to_stage"], (to_stage, kind, from_stage)).fetchall()]
 
 
-def set_stage_kind(conn: Conn, *, stage_id: uuid.UUID, kind: str, now: datetime) -> None:
-    """Give a stage's leads the status of its new kind (and a new updated_at: their ETags change too)."""
-    conn.execute(Q["leads_set_status_of_stage"], (kind, now, stage_id, kind)).fetchall()
+def set_stage_kind(conn: Conn, *, stage_id: uuid.UUID, kind: str, now: datetime) -> list[uuid.UUID]:
+    """Give a stage's leads the status of its new kind (and a new updated_at: their ETags change too);
+    returns the ids of the leads changed."""
+    return [r[0] for r in conn.execute(Q["leads_set_status_of_stage"], (kind, now, stage_id, kind)).fetchall()]
 
 
 def insert_many_pending(conn: Conn, columns: Mapping[str, list[Any]]) -> Callable[[], int]:

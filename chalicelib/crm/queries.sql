@@ -69,10 +69,6 @@ SELECT pipeline_id, id, kind FROM stages WHERE pipeline_id = %s ORDER BY positio
 -- (pipeline, kind) of a stage.
 SELECT pipeline_id, kind FROM stages WHERE id = %s;
 
--- name: stage_kind
--- The kind of a stage.
-SELECT kind FROM stages WHERE id = %s;
-
 -- name: stages_count
 -- How many stages a pipeline has.
 SELECT count(*) FROM stages WHERE pipeline_id = %s;
@@ -87,8 +83,8 @@ VALUES (%s, %s, %s, %s, %s, %s, %s);
 SELECT id FROM stages WHERE pipeline_id = %s ORDER BY position, created_at;
 
 -- name: stage_ids
--- A pipeline's stage ids, in no order.
-SELECT id FROM stages WHERE pipeline_id = %s;
+-- A pipeline's stage ids and kinds, in no order.
+SELECT id, kind FROM stages WHERE pipeline_id = %s;
 
 -- name: stages_defer_position_check
 -- Check the unique (pipeline, position) of stages at the end of the transaction, not per statement.
@@ -115,8 +111,8 @@ SELECT id FROM leads WHERE stage_id = %s;
 UPDATE leads SET stage_id = %s, status = %s, updated_at = now() WHERE stage_id = %s RETURNING id;
 
 -- name: leads_set_status_of_stage
--- Give the leads of a stage its new kind as their status (and a new updated_at: their ETags change).
-UPDATE leads SET status = %s, updated_at = %s WHERE stage_id = %s AND status <> %s RETURNING 1;
+-- Give the leads of a stage its new kind as their status (and a new updated_at: their ETags change); their ids.
+UPDATE leads SET status = %s, updated_at = %s WHERE stage_id = %s AND status <> %s RETURNING id;
 
 -- name: leads_insert_many
 -- Insert leads from parallel arrays (a CSV import), one statement; returns how many were written.
@@ -141,7 +137,7 @@ VALUES (%s, %s, %s, %s, %s, %s, %s);
 -- ---- CSV import of contacts and companies, and its reference checks (crm/importer.py) -----------------
 
 -- name: import_contacts_upsert
--- Create contacts from parallel arrays, or update the one with the same email (non-null cells win, custom merges).
+-- Create contacts from parallel arrays or update the one with the same email; the ids created, the ids updated.
 WITH written AS (
     INSERT INTO contacts AS c (tenant_id, first_name, last_name, email, phone, company_id, owner_id, custom)
     SELECT app.current_tenant(), * FROM unnest(%(first_name)s::text[], %(last_name)s::text[], %(email)s::text[],
@@ -155,22 +151,24 @@ WITH written AS (
         owner_id = coalesce(EXCLUDED.owner_id, c.owner_id),
         custom = c.custom || EXCLUDED.custom,
         updated_at = %(now)s
-    RETURNING (xmax = 0) AS created
+    RETURNING id, (xmax = 0) AS created
 )
-SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM written;
+SELECT coalesce(array_agg(id) FILTER (WHERE created), '{}'),
+       coalesce(array_agg(id) FILTER (WHERE NOT created), '{}')
+  FROM written;
 
 -- name: import_contacts_custom_by_email
 -- The stored custom values of the contacts with these (lower-cased) emails.
 SELECT lower(email), custom FROM contacts WHERE lower(email) = ANY(%s);
 
 -- name: import_companies_insert
--- Create companies from parallel arrays, one statement; returns how many were written.
+-- Create companies from parallel arrays, one statement; returns the ids written.
 WITH written AS (
     INSERT INTO companies (tenant_id, name, domain, custom)
     SELECT app.current_tenant(), * FROM unnest(%(name)s::text[], %(domain)s::text[], %(custom)s::jsonb[])
-    RETURNING 1
+    RETURNING id
 )
-SELECT count(*) FROM written;
+SELECT coalesce(array_agg(id), '{}') FROM written;
 
 -- name: import_existing_members
 -- Which of these user ids are members of the workspace.

@@ -7,6 +7,7 @@ new version, since its stages are part of its representation and ETag.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -72,34 +73,45 @@ def reorder(conn: Conn, pipeline_id: uuid.UUID, moved: uuid.UUID | None = None, 
     conn.execute(Q["stages_renumber"], (ids, list(range(len(ids))))).fetchall()
 
 
+@dataclass(frozen=True)
+class Moved:
+    """The leads a deleted stage held, and where they were and went."""
+
+    lead_ids: list[uuid.UUID]
+    before: leads.Placement
+    after: leads.Placement
+
+
 def delete_stage(conn: Conn, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None,
-                 expected: frozenset[str] | None = None) -> list[uuid.UUID]:
-    """Delete a stage; its leads move to `target` (same pipeline) first. Returns the moved lead ids."""
+                 expected: frozenset[str] | None = None) -> Moved | None:
+    """Delete a stage; its leads move to `target` (same pipeline) first. Returns the move (None: no leads)."""
     lock(conn, pipeline_id, expected)
-    ids = [r[0] for r in conn.execute(Q["stage_ids"], (pipeline_id,)).fetchall()]
-    if stage_id not in ids:
+    kinds = {r[0]: str(r[1]) for r in conn.execute(Q["stage_ids"], (pipeline_id,)).fetchall()}
+    if stage_id not in kinds:
         raise errors.NotFound("no such stage")
-    if len(ids) == 1:
+    if len(kinds) == 1:
         raise errors.Conflict("a pipeline keeps at least one stage")
     holding = [r[0] for r in conn.execute(Q["lead_ids_of_stage"], (stage_id,)).fetchall()]
     if holding and target is None:
         raise errors.Conflict("the stage holds leads; pass target_stage_id to move them")
-    if holding and (target not in ids or target == stage_id):
+    if holding and (target not in kinds or target == stage_id):
         raise errors.ValidationFailed("the target must be another stage of this pipeline",
                                       errors=[errors.FieldError("target_stage_id", "not found", "not_found")])
+    moved = None
     if holding:
         assert target is not None  # checked above: leads need a target
-        kind = conn.execute(Q["stage_kind"], (target,)).fetchone()
-        # The leads really moved (the history must name each of them).
-        holding = leads.move_stage_leads(conn, from_stage=stage_id, to_stage=target,
-                                         kind=kind[0] if kind else "open")
+        # The leads really moved (the history and the events must name each of them). Their status was
+        # the deleted stage's kind (a lead's status always is its stage's kind).
+        moved = Moved(leads.move_stage_leads(conn, from_stage=stage_id, to_stage=target, kind=kinds[target]),
+                      leads.Placement(pipeline_id, stage_id, kinds[stage_id]),
+                      leads.Placement(pipeline_id, target, kinds[target]))
     try:
         conn.execute(Q["stage_delete"], (stage_id,)).fetchall()
     except psycopg.errors.ForeignKeyViolation:
         # A lead created into the stage by a concurrent request after we looked.
         raise errors.Conflict("the stage holds leads; pass target_stage_id to move them") from None
     reorder(conn, pipeline_id)
-    return list(holding)
+    return moved
 
 
 def stage_values(body: StagePatch) -> dict[str, Any]:
@@ -131,7 +143,9 @@ def update(ctx: Context, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, body: S
     if values:
         store.update(ctx.conn, STAGES, stage_id, values, ctx.now)
     if "kind" in values:
-        leads.set_stage_kind(ctx.conn, stage_id=stage_id, kind=values["kind"], now=ctx.now)
+        changed = leads.set_stage_kind(ctx.conn, stage_id=stage_id, kind=values["kind"], now=ctx.now)
+        leads.changed_by_stage(ctx, changed, before=leads.Placement(pipeline_id, stage_id, found[1]),
+                               after=leads.Placement(pipeline_id, stage_id, values["kind"]))
     if body.position is not None:
         reorder(ctx.conn, pipeline_id, stage_id, body.position)
     audit.record(ctx.conn, tenant_id=ctx.tenant, action="stage.updated", actor=ctx.principal.actor,
@@ -141,9 +155,11 @@ def update(ctx: Context, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, body: S
 
 def delete(ctx: Context, *, pipeline_id: uuid.UUID, stage_id: uuid.UUID, target: uuid.UUID | None,
            expected: frozenset[str] | None) -> None:
-    """Delete a stage (delete_stage), audited; the leads it held move to `target`, each with a history row."""
+    """Delete a stage (delete_stage), audited; the leads it held move to `target`, each with a history row and
+    its events (leads.changed_by_stage)."""
     moved = delete_stage(ctx.conn, pipeline_id=pipeline_id, stage_id=stage_id, target=target, expected=expected)
-    if moved and target is not None:
-        leads.record_moves(ctx, moved, stage_id, target)
+    if moved is not None:
+        leads.changed_by_stage(ctx, moved.lead_ids, before=moved.before, after=moved.after)
     audit.record(ctx.conn, tenant_id=ctx.tenant, action="stage.deleted", actor=ctx.principal.actor,
-                 target_type="stage", target_id=stage_id, details={"moved_leads": len(moved)})
+                 target_type="stage", target_id=stage_id,
+                 details={"moved_leads": len(moved.lead_ids) if moved is not None else 0})

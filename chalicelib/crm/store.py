@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from chalicelib import errors
+from chalicelib import errors, versions
 from chalicelib.crm.listing import ListQuery, ListSpec, next_cursor, order_by
 from chalicelib.db.types import Conn
 
@@ -209,12 +208,9 @@ def list_rows(conn: Conn, table: Table, query: ListQuery) -> tuple[list[Row], st
 
 def etag(row: Row, table: Table) -> str:
     """A strong validator of one row version (id + updated_at)."""
-    stamp = row[table.index("updated_at")]
-    digest = hashlib.sha256(f"{row[0]}:{stamp.isoformat()}".encode()).hexdigest()[:20]
-    return f'"{digest}"'
+    return versions.etag(row[0], row[table.index("updated_at")])
 
 
 def check_version(expected: frozenset[str] | None, row: Row, table: Table) -> None:
     """PreconditionFailed unless the row's version is among the `expected` ETags (None: any version)."""
-    if expected is not None and etag(row, table) not in expected:
-        raise errors.PreconditionFailed("the record changed since you read it")
+    versions.check(expected, etag(row, table))

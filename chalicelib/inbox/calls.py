@@ -4,7 +4,8 @@ Recording and transcription are off until an owner or admin turns them on. A cal
 from the workspace's settings when it is first seen and keeps them: turning recording on in the
 middle of a call does not record that call. A recording of a call without the flag is never stored
 and is deleted at Twilio; a transcript of a call without the flag is dropped (also from the stored
-event). Everything here runs in the caller's tenant transaction.
+event). A call that reaches a final status (completed, busy, failed, no-answer, canceled) emits
+call.completed once. Everything here runs in the caller's tenant transaction.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.inbox.conversations import contact_for_phone
 from chalicelib.observability import log_event
+from chalicelib.outgoing import events
 from chalicelib.settings import get_settings
 
 log = logging.getLogger("crm.inbox.calls")
@@ -41,6 +43,8 @@ MAX_TRANSCRIPT = 100_000
 # call backwards.
 STATUS_RANK = {"queued": 1, "initiated": 1, "ringing": 2, "in-progress": 3,
                "completed": 4, "busy": 4, "failed": 4, "no-answer": 4, "canceled": 4}
+# The rank of the statuses a call ends with: reaching one emits call.completed (a missed call is over too).
+FINAL = 4
 STATUSES = frozenset({*STATUS_RANK, "unknown"})
 
 
@@ -250,6 +254,9 @@ def _status(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, An
                                      for name in sorted(updates))
     conn.execute(sql.SQL("UPDATE calls SET {}, updated_at = now() WHERE id = %(id)s").format(assignments),
                  {**updates, "id": call.id})
+    if "status" in updates and STATUS_RANK[updates["status"]] == FINAL:
+        # Once per call (statuses only move forward): the call as it ended, its status saying how.
+        events.emit_row(conn, tenant_id=tenant_id, event_type="call.completed", table="calls", record_id=call.id)
 
 
 def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str, Any],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, RootModel, SecretStr
 
-from chalicelib import audit, errors
+from chalicelib import audit, errors, versions
 from chalicelib.auth.addresses import EmailAddress
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
@@ -124,9 +123,7 @@ def _out(row: tuple[Any, ...], base_url: str) -> ChannelOut:
 
 
 def _etag(row: tuple[Any, ...]) -> str:
-    """A strong validator of one channel version (id + updated_at, as crm.store.etag)."""
-    digest = hashlib.sha256(f"{row[0]}:{row[8].isoformat()}".encode()).hexdigest()[:20]
-    return f'"{digest}"'
+    return versions.etag(row[0], row[8])
 
 
 def create(conn: Conn, *, tenant_id: uuid.UUID, spec: WhatsAppChannelIn | EmailChannelIn, actor: audit.Actor,
@@ -176,8 +173,7 @@ def patch(conn: Conn, *, tenant_id: uuid.UUID, channel_id: uuid.UUID, spec: Chan
     row = conn.execute(Q["channel_lock"], (channel_id,)).fetchone()
     if row is None:
         raise errors.NotFound("no such channel")
-    if expected is not None and _etag(row) not in expected:
-        raise errors.PreconditionFailed("the channel changed since you read it")
+    versions.check(expected, _etag(row), "channel")
     sent = spec.model_fields_set
     problems = [errors.FieldError(name, f"not a setting of a {row[1]} channel", "extra_forbidden")
                 for name in sorted(sent - EDITABLE[row[1]])]

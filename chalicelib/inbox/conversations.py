@@ -1,4 +1,10 @@
-"""Conversations and their messages: the contact and thread a new message joins, and what the inbox API shows."""
+"""Conversations and their messages: the contact and thread a new message joins, and what the inbox API shows.
+
+What a new message creates emits its webhook event here, in the processing transaction, after the row is
+written: contact.created (an unknown number or address), conversation.created (a thread's first message),
+message.received (`received`, called by each provider once the message and its files are stored), and
+message.sent / message.failed (`send_result`, where a reply's outcome is recorded).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from chalicelib.crm.listing import Filter, ListSpec, Sort, parse_choice, parse_u
 from chalicelib.crm.store import Row, Table
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
+from chalicelib.outgoing import events
 
 Q = queries.load(__package__)
 
@@ -122,14 +129,14 @@ def contact_for_phone(conn: Conn, tenant_id: uuid.UUID, phone: str, name: str | 
     first, _, last = (name or "").partition(" ")
     row = conn.execute(Q["contact_insert_for_phone"], (tenant_id, first or None, last or None, phone)).fetchone()
     assert row is not None
-    return uuid.UUID(str(row[0]))
+    return _written(conn, tenant_id, (row[0], True), "contact.created", "contacts")
 
 
 def contact_for_email(conn: Conn, tenant_id: uuid.UUID, email: str) -> uuid.UUID:
     """The workspace's contact with this address, created when unknown (one per address, any case)."""
     row = conn.execute(Q["contact_for_email"], (tenant_id, email)).fetchone()
     assert row is not None
-    return uuid.UUID(str(row[0]))
+    return _written(conn, tenant_id, row, "contact.created", "contacts")
 
 
 def conversation_for(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, thread_key: str,
@@ -138,4 +145,23 @@ def conversation_for(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, th
     row = conn.execute(Q["conversation_for_thread"],
                        (tenant_id, channel_id, thread_key, contact_id, subject, at)).fetchone()
     assert row is not None
-    return uuid.UUID(str(row[0]))
+    return _written(conn, tenant_id, row, "conversation.created", "conversations")
+
+
+def received(conn: Conn, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """Emit message.received for an inbound message, once it and its files are stored."""
+    events.emit_row(conn, tenant_id=tenant_id, event_type="message.received", table="messages", record_id=message_id)
+
+
+def send_result(conn: Conn, tenant_id: uuid.UUID, message_id: uuid.UUID, status: Literal["sent", "failed"]) -> None:
+    """Emit message.sent or message.failed for an outbound message whose send result was just recorded."""
+    events.emit_row(conn, tenant_id=tenant_id, event_type=f"message.{status}", table="messages", record_id=message_id)
+
+
+def _written(conn: Conn, tenant_id: uuid.UUID, row: tuple[Any, ...], event_type: str, table: str) -> uuid.UUID:
+    """The id of a row just found or created (`row`: id, created); a created one emits `event_type`, queued
+    behind the statement that wrote it (so carrying a snapshot of it)."""
+    record = uuid.UUID(str(row[0]))
+    if row[1]:
+        events.emit_row(conn, tenant_id=tenant_id, event_type=event_type, table=table, record_id=record)
+    return record

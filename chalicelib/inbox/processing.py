@@ -3,7 +3,8 @@
 Runs asynchronously (SQS handler in production, an in-process thread locally) in the event's tenant
 transaction, through the provider that stored it. Idempotent: an event is processed once
 (processed_at), a message once (its provider id). A failure leaves the event stored with its attempt
-count; after MAX_ATTEMPTS it is parked (dead letter).
+count; after MAX_ATTEMPTS it is parked (dead letter). Outgoing-webhook events the processing stored wake
+the dispatcher once its transaction has committed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from chalicelib.db.tenancy import tenant_tx
 from chalicelib.inbox.providers import PROVIDERS
 from chalicelib.inbox.providers.base import StoredEvent
 from chalicelib.observability import log_event
+from chalicelib.outgoing import events, trigger
 
 log = logging.getLogger("crm.inbox.worker")
 MAX_ATTEMPTS = 5
@@ -24,6 +26,7 @@ Q = queries.load(__package__)
 
 def process_event(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
     """Process one stored event (no-op when it was already processed or is being processed)."""
+    events.discard_emitted()
     try:
         with tenant_tx(tenant_id) as conn:
             row = conn.execute(Q["inbound_event_claim"], (event_id,)).fetchone()
@@ -33,8 +36,11 @@ def process_event(tenant_id: uuid.UUID, event_id: uuid.UUID) -> None:
             PROVIDERS[provider].process(conn, StoredEvent(event_id, tenant_id, channel_id, kind, payload))
             conn.execute(Q["inbound_event_processed"], (event_id,))
     except Exception as exc:
+        events.discard_emitted()  # rolled back: nothing was stored
         _record_failure(tenant_id, event_id, exc)
         raise
+    # The webhook events the processing stored (a new contact, conversation, message, a call ended) go out now.
+    trigger.after_commit(events.take_emitted())
     log_event(log, "event processed", event_id=str(event_id))
 
 

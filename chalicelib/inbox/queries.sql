@@ -111,20 +111,20 @@ SELECT id FROM contacts WHERE phone = %s ORDER BY created_at LIMIT 1;
 INSERT INTO contacts (tenant_id, first_name, last_name, phone) VALUES (%s, %s, %s, %s) RETURNING id;
 
 -- name: contact_for_email
--- The contact with this address (any case), created when unknown.
+-- The contact with this address (any case), created when unknown; and whether it was created just now.
 INSERT INTO contacts (tenant_id, email)
      VALUES (%s, %s)
          ON CONFLICT (tenant_id, lower(email)) WHERE email IS NOT NULL DO UPDATE SET email = contacts.email
-  RETURNING id;
+  RETURNING id, (xmax = 0) AS created;
 
 -- name: conversation_for_thread
--- The conversation of a thread, created on its first message; reopened, last_message_at only moves forward.
+-- The conversation of a thread (created: made by its first message, now); reopened, last_message_at only forward.
 INSERT INTO conversations (tenant_id, channel_id, thread_key, contact_id, subject, last_message_at)
      VALUES (%s, %s, %s, %s, %s, %s)
          ON CONFLICT (tenant_id, channel_id, thread_key) DO UPDATE
         SET last_message_at = greatest(conversations.last_message_at, EXCLUDED.last_message_at),
             status = 'open', updated_at = now()
-  RETURNING id;
+  RETURNING id, (xmax = 0) AS created;
 
 -- name: conversation_messages
 -- A conversation's messages, oldest first.

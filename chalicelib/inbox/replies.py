@@ -1,18 +1,20 @@
 """Replies from the inbox, through the provider that serves the conversation's channel.
 
 The message is recorded as queued BEFORE the provider is called and updated afterwards, so a failed or
-interrupted send is never lost: it stays on the conversation with status failed (or queued) and why.
+interrupted send is never lost: it stays on the conversation with status failed (or queued) and why. The
+outcome emits message.sent or message.failed in the transaction that records it.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Literal
 
 from chalicelib import errors
 from chalicelib.db import queries
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.inbox import channels
+from chalicelib.inbox import channels, conversations
 from chalicelib.inbox.providers import for_channel, mailgun
 from chalicelib.inbox.providers.base import Reply
 from chalicelib.mail import new_message_id
@@ -50,6 +52,7 @@ def send(tenant: uuid.UUID, reply: Reply, body: str) -> tuple[str, str | None]:
     """Call the provider; record sent (with its id) or failed (with why). Returns (status, error)."""
     provider_id: str | None = None
     email_id = reply.email_message_id
+    status: Literal["sent", "failed"]
     try:
         if reply.to is None:
             raise OutboundRefused("the conversation has no address to answer")
@@ -63,4 +66,5 @@ def send(tenant: uuid.UUID, reply: Reply, body: str) -> tuple[str, str | None]:
     with tenant_tx(tenant) as conn:
         conn.execute(Q["reply_message_outcome"],
                      (status, 1 if status == "sent" else 4, error, provider_id, email_id, reply.message_id))
+        conversations.send_result(conn, tenant, reply.message_id, status)
     return status, error

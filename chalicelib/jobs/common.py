@@ -27,7 +27,10 @@ REASONS = {
 }
 # Columns that never leave the database in an export (secrets and their digests); a backup keeps them.
 EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext": "key-material"}, "api_keys": {"key_hash": "key-material"},
-                    "channels": {"secrets_ciphertext": "key-material"}}
+                    "channels": {"secrets_ciphertext": "key-material"},
+                    # The outgoing webhooks' signing secrets (whsec_…), current and pre-rotation, encrypted.
+                    "webhook_endpoints": {"secret_ciphertext": "key-material",
+                                          "previous_secret_ciphertext": "key-material"}}
 # Tables derived from other tables' rows by triggers: search_terms (the words of searchable records).
 DERIVED_TABLES = ("search_terms",)
 # Tables left out of exports and backups, with their reason: the backups' own key and index (not workspace

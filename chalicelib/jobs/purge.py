@@ -1,4 +1,5 @@
-"""Retention purges: audit entries past AUDIT_RETENTION_DAYS, spent sign-in state, old idempotency keys.
+"""Retention purges: audit entries past AUDIT_RETENTION_DAYS, spent sign-in state, old idempotency keys,
+the outgoing webhooks' delivery log and event payloads past 30 days.
 
 Every purge deletes in small batches, each batch its own short transaction (a few milliseconds of
 locks, never one statement holding a million rows), works workspace by workspace through the jobs
@@ -30,14 +31,21 @@ Q = queries.load(__package__)
 log = logging.getLogger("crm.jobs.purge")
 AUDIT_JOB = "purge_audit_log"
 AUTH_JOB = "purge_auth"
+WEBHOOK_JOB = "purge_webhook_log"
 # Rows per batch: small enough that one batch's transaction stays well under 50 ms (bench B6).
 AUDIT_BATCH = 5000
 AUTH_BATCH = 1000
+# Smaller than the audit log's: a message's delete cascades to its deliveries and what is left of their
+# attempts (not benched; the attempts go first, in batches of their own, so little is left to cascade).
+WEBHOOK_BATCH = 1000
 # Sign-in state is deleted a little after it stops working, never at the instant: the API's clock
 # and the scheduler's may differ, and last_seen_at is only written once a minute.
 AUTH_MARGIN = timedelta(minutes=5)
 RATE_LIMIT_KEEP = timedelta(days=1)
 IDEMPOTENCY_KEEP = timedelta(hours=24)
+# The outgoing webhooks' delivery log (webhook_attempts) and event payloads (webhook_messages, with their
+# deliveries) are kept this long: long enough to inspect and replay a failed delivery, no longer.
+WEBHOOK_LOG_KEEP = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -89,23 +97,27 @@ def _reported(batch: Batch, on_batch: OnBatch | None) -> int:
 
 
 def delete_older(db: Database, table: str, condition: LiteralString, params: Mapping[str, Any], *, before: datetime,
-                 tenant: uuid.UUID | None = None, batch_size: int, on_batch: OnBatch | None = None) -> int:
-    """Delete rows matching `condition` (named parameters) with occurred_at < `before`, oldest first.
+                 tenant: uuid.UUID | None = None, batch_size: int, on_batch: OnBatch | None = None,
+                 column: LiteralString = "occurred_at") -> int:
+    """Delete rows matching `condition` (named parameters) with `column` < `before`, oldest first.
 
     Each batch deletes everything up to its batch_size-th oldest row (ties included); from the second
     batch on it also reads that bound back, so the next batch starts its index scan after it instead
     of wading through the entries of rows deleted moments ago (not yet vacuumed): batches cost the
-    same however many came before. Needs an index on (tenant key, occurred_at) or (occurred_at).
+    same however many came before. Needs an index on (tenant key, `column`) or (`column`).
     """
-    window = sql.SQL("{condition} AND occurred_at > %(after)s AND occurred_at < %(before)s").format(
-        condition=sql.SQL(condition))
-    probe = sql.SQL("SELECT occurred_at FROM {table} WHERE {window} ORDER BY occurred_at OFFSET {offset} LIMIT 1"
-                    ).format(table=sql.Identifier(table), window=window, offset=sql.Literal(int(batch_size) - 1))
+    # `column` is a constant of this module too (occurred_at, created_at, attempted_at), never input.
+    time_column = sql.Identifier(column)
+    window = sql.SQL("{condition} AND {column} > %(after)s AND {column} < %(before)s").format(
+        condition=sql.SQL(condition), column=time_column)
+    probe = sql.SQL("SELECT {column} FROM {table} WHERE {window} ORDER BY {column} OFFSET {offset} LIMIT 1"
+                    ).format(column=time_column, table=sql.Identifier(table), window=window,
+                             offset=sql.Literal(int(batch_size) - 1))
     # The bound is computed again inside the DELETE rather than sent back: both statements travel in
     # one round trip, and an index-only probe costs less than counting a CTE of deleted rows (B6).
     # No bound (NULL): fewer rows than a batch are left, and this batch takes them all.
-    delete = sql.SQL("DELETE FROM {table} WHERE {window} AND occurred_at <= COALESCE(({probe}), 'infinity')"
-                     ).format(table=sql.Identifier(table), window=window, probe=probe)
+    delete = sql.SQL("DELETE FROM {table} WHERE {window} AND {column} <= COALESCE(({probe}), 'infinity')"
+                     ).format(table=sql.Identifier(table), window=window, column=time_column, probe=probe)
     after: datetime | str = "-infinity"
     total, first = 0, True
     while True:
@@ -184,6 +196,24 @@ def purge_auth(db: Database, now: datetime, *, settings: Settings | None = None,
         db, "rate_limits", "window_start < %s", (now - RATE_LIMIT_KEEP,), batch_size=batch_size,
         on_batch=on_batch))
     return outcome
+
+
+def purge_webhook_log(db: Database, now: datetime, *, batch_size: int = WEBHOOK_BATCH,
+                      on_batch: OnBatch | None = None) -> Outcome:
+    """Delete every workspace's webhook attempts and messages (their deliveries cascade) older than 30 days."""
+    cutoff = now - WEBHOOK_LOG_KEEP
+
+    def work(tenant: uuid.UUID) -> dict[str, int]:
+        # The attempts first, so a message's delete has (almost) nothing left to cascade to.
+        attempts = delete_older(db, "webhook_attempts", "tenant_id = %(tenant)s", {"tenant": tenant},
+                                before=cutoff, tenant=tenant, batch_size=batch_size, on_batch=on_batch,
+                                column="attempted_at")
+        messages = delete_older(db, "webhook_messages", "tenant_id = %(tenant)s", {"tenant": tenant},
+                                before=cutoff, tenant=tenant, batch_size=batch_size, on_batch=on_batch,
+                                column="created_at")
+        return {"webhook_attempts": attempts, "webhook_messages": messages}
+
+    return each_workspace(WEBHOOK_JOB, [w.id for w in workspaces(db)], work)
 
 
 def _global(outcome: Outcome, job: str, table: str, purge: Callable[[], int]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from chalice.app import Blueprint, Response
 
 from chalicelib import audit, clock, errors, pagination
@@ -108,15 +106,8 @@ def revoke_key(workspace_id: str, key_id: str) -> Response:
 def audit_log(workspace_id: str) -> Response:
     """`limit` (<= 200) and an opaque `cursor`."""
     request = bp.current_request
-    query = query_params(request)
-    for name in query.keys() - {"limit", "cursor"}:
-        raise errors.BadRequest(f"unknown query parameter {name}")
-    limit = pagination.parse_limit(query.get("limit"))
     binding = f"audit|{parse_id(workspace_id)}"
-    before = None
-    if query.get("cursor"):
-        at, last_id = pagination.decode(query["cursor"], binding=binding)
-        before = (datetime.fromisoformat(str(at)), str(last_id))
+    limit, before = pagination.time_keyset(query_params(request), binding=binding)
     with workspace_read(request, workspace_id, min_role="admin") as conn:
         found = audit.entries_pending(conn, limit=limit, before=before)
     rows = found()
@@ -124,6 +115,5 @@ def audit_log(workspace_id: str) -> Response:
     data = [AuditEntry(id=r[0], occurred_at=r[1], action=r[2], actor_user_id=r[3],
                        actor_api_key_id=r[4], target_type=r[5], target_id=r[6], ip=r[7],
                        user_agent=r[8], details=r[9]) for r in page]
-    cursor = (pagination.encode([page[-1][1].isoformat(), str(page[-1][0])], binding=binding)
-              if len(rows) > limit else None)
+    cursor = pagination.time_cursor(page[-1][1], page[-1][0], binding=binding) if len(rows) > limit else None
     return json_response(AuditPage(data=data, next_cursor=cursor))

@@ -32,6 +32,7 @@ RUNTIME_REASON = ("the runtime is the Python that packages the shared code asset
                   "interpreter); moving on means running make synth under a newer LAMBDA_PYTHON")
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 CONSUMER_TIMEOUT_S = 60
+DISPATCHER_TIMEOUT_S = 300  # chalicelib/outgoing/delivery.py claims no new batch after 120 s
 READ = ["s3:GetObject"]
 WRITE = ["s3:PutObject"]
 DELETE = ["s3:DeleteObject"]
@@ -58,8 +59,12 @@ class Job:
 JOBS: tuple[Job, ...] = (
     Job("process_inbound", db_user=APP_USER, timeout_s=CONSUMER_TIMEOUT_S, memory=512,
         objects={"tenants/": READ + WRITE}, encrypt=True, decrypt=True, concurrency=None),
+    # Outgoing webhooks: SQS wake-ups and the minute sweep. Decrypts endpoint secrets; its delayed retries go
+    # to the encrypted queue (a producer needs GenerateDataKey).
+    Job("deliver_webhooks", timeout_s=DISPATCHER_TIMEOUT_S, memory=512, encrypt=True, decrypt=True, concurrency=None),
     Job("purge_auth"),
     Job("purge_audit_log"),
+    Job("purge_webhook_log"),
     Job("purge_workspaces", objects=dict.fromkeys(TENANT_PREFIXES, DELETE), listing=TENANT_PREFIXES),
     Job("backup_tenants", objects={"backups/": READ + WRITE + DELETE}, listing=["backups/"],
         encrypt=True, decrypt=True),
@@ -90,6 +95,16 @@ class Functions(Construct):
         consumer.add_event_source(sources.SqsEventSource(
             queues.inbound, batch_size=10, max_batching_window=Duration.seconds(1),
             report_batch_item_failures=True, max_concurrency=10))
+        dispatcher = self.functions["deliver_webhooks"]
+        dispatcher.add_event_source(sources.SqsEventSource(
+            queues.webhooks, batch_size=10, max_batching_window=Duration.seconds(1),
+            report_batch_item_failures=True, max_concurrency=10))
+        # Both wake the dispatcher after committing events (the consumer stores message.received and the
+        # like; the dispatcher delays its near retries): producer rights on the webhooks queue only.
+        for producer in (consumer, dispatcher):
+            producer.add_to_role_policy(iam.PolicyStatement(
+                actions=["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+                resources=[queues.webhooks.queue_arn]))
         self.schedules = self._schedules(keys=keys, dead_letters=queues.schedules_dlq)
 
     def _function(self, job: Job, *, network: Network, environment: dict[str, str]) -> lambda_.Function:

@@ -1,4 +1,5 @@
-"""The inbound queue: stored webhook deliveries waiting to be processed, with a dead-letter queue."""
+"""The queues: stored inbound deliveries waiting to be processed, and workspaces with outgoing webhooks to
+deliver, each with a dead-letter queue."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ MAX_RECEIVES = 5  # then the message moves to the DLQ (the stored event keeps it
 
 
 class Queues(Construct):
-    """The inbound queue and its DLQ, both encrypted with the project's key."""
+    """The inbound and webhook queues and their DLQs, all encrypted with the project's key."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, consumer_timeout: Duration) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey, consumer_timeout: Duration,
+                 dispatcher_timeout: Duration) -> None:
         super().__init__(scope, construct_id)
         self.dlq = sqs.Queue(
             self, "InboundDlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
@@ -37,4 +39,15 @@ class Queues(Construct):
             data_key_reuse=Duration.hours(1), enforce_ssl=True, retention_period=Duration.days(4),
             visibility_timeout=Duration.seconds(consumer_timeout.to_seconds() * VISIBILITY_FACTOR),
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dlq, max_receive_count=MAX_RECEIVES),
+        )
+        # Outgoing webhooks: a workspace id per commit that stored events (functions/deliver_webhooks.py).
+        self.webhooks_dlq = sqs.Queue(
+            self, "WebhooksDlq", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
+            data_key_reuse=Duration.hours(1), enforce_ssl=True, retention_period=Duration.days(14),
+        )
+        self.webhooks = sqs.Queue(
+            self, "Webhooks", encryption=sqs.QueueEncryption.KMS, encryption_master_key=key,
+            data_key_reuse=Duration.hours(1), enforce_ssl=True, retention_period=Duration.days(4),
+            visibility_timeout=Duration.seconds(dispatcher_timeout.to_seconds() * VISIBILITY_FACTOR),
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.webhooks_dlq, max_receive_count=MAX_RECEIVES),
         )

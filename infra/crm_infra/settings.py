@@ -32,6 +32,7 @@ class RuntimeSettings:
     key_arn: str
     bucket_name: str
     queue_url: str
+    webhook_queue_url: str
     app_secret: secretsmanager.ISecret
     app_secret_version: str
     sentry_secret_name: str | None
@@ -57,6 +58,7 @@ class RuntimeSettings:
             "BLOB_BUCKET": self.bucket_name,
             "QUEUE_BACKEND": "sqs",
             "QUEUE_URL": self.queue_url,
+            "WEBHOOK_QUEUE_URL": self.webhook_queue_url,
             "LOG_LEVEL": "INFO",
         }
         if self.cors_origins:

@@ -12,7 +12,7 @@ from constructs import Construct
 from crm_infra.alarms import Alarms
 from crm_infra.api import Api
 from crm_infra.data import APP_USER, Data
-from crm_infra.functions import CONSUMER_TIMEOUT_S, Functions
+from crm_infra.functions import CONSUMER_TIMEOUT_S, DISPATCHER_TIMEOUT_S, Functions
 from crm_infra.keys import Keys
 from crm_infra.mail import Mail
 from crm_infra.migrations import Migrations
@@ -42,7 +42,8 @@ class ProdStack(Stack):
                     min_acu=float(context("aurora_min_acu")), max_acu=float(context("aurora_max_acu")))
         storage = Storage(self, "Storage", key=keys.key)
         mail = Mail(self, "Mail", domain=str(context("domain")))
-        queues = Queues(self, "Queues", key=keys.key, consumer_timeout=Duration.seconds(CONSUMER_TIMEOUT_S))
+        queues = Queues(self, "Queues", key=keys.key, consumer_timeout=Duration.seconds(CONSUMER_TIMEOUT_S),
+                        dispatcher_timeout=Duration.seconds(DISPATCHER_TIMEOUT_S))
         app_secret = secretsmanager.Secret(
             self, "AppSecretKey", description="tenant-crm APP_SECRET_KEY (HMAC key of tokens and sessions)",
             generate_secret_string=secretsmanager.SecretStringGenerator(password_length=64,
@@ -52,7 +53,7 @@ class ProdStack(Stack):
                     "rotation would sign everyone out mid-day; it is rotated on purpose (README, Deploying)")
         settings = RuntimeSettings(
             proxy_endpoint=data.endpoint, key_arn=keys.key.key_arn, bucket_name=storage.bucket.bucket_name,
-            queue_url=queues.inbound.queue_url, app_secret=app_secret,
+            queue_url=queues.inbound.queue_url, webhook_queue_url=queues.webhooks.queue_url, app_secret=app_secret,
             app_secret_version=str(context("app_secret_version") or ""),
             sentry_secret_name=str(context("sentry_dsn_secret_name") or "") or None,
             public_base_url=str(context("public_base_url")), cors_origins=str(context("cors_origins") or ""),
@@ -69,6 +70,7 @@ class ProdStack(Stack):
         alarms = Alarms(self, "Alarms", email=str(context("alarm_email")), key=keys.key)
         alarms.dead_letters("inbound-dlq", queues.dlq)
         alarms.dead_letters("schedules-dlq", queues.schedules_dlq)
+        alarms.dead_letters("webhooks-dlq", queues.webhooks_dlq)
         alarms.database(data)
         scheduled = {entry.module.removeprefix("functions.") for entry in SCHEDULES}
         alarms.function("api", api.chalice.get_function("APIHandler"))
@@ -93,7 +95,7 @@ class ProdStack(Stack):
         # queue needs only GenerateDataKey and Decrypt (granted above).
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
-            resources=[queues.inbound.queue_arn]))
+            resources=[queues.inbound.queue_arn, queues.webhooks.queue_arn]))
         role.add_to_principal_policy(iam.PolicyStatement(
             actions=["ses:SendRawEmail", "ses:SendEmail"],
             resources=[self.format_arn(service="ses", resource="identity", resource_name=mail.domain),

@@ -34,6 +34,8 @@ from chalicelib.jobs.common import dependency_order
 from chalicelib.jobs.delete import delete_workspace
 from chalicelib.jobs.export import read_export
 from chalicelib.jobs.restore import RestoreError, decrypt_file, restore_workspace
+from chalicelib.outgoing import signing
+from chalicelib.outgoing.endpoints import secret_context
 from chalicelib.vault.envelope import CredentialIntegrityError, Vault
 from functions import backup_tenants, restore_tenant
 from tests.conftest import TestDatabase, make_tenant
@@ -300,6 +302,66 @@ def test_restore_as_new_copies_the_workspace_under_a_new_id(fresh_db: TestDataba
                             (copy,)).fetchone() == (1,)  # a bearer key opens one workspace only
         assert conn.execute("SELECT count(*) FROM backup_keys WHERE tenant_id = %s", (copy,)).fetchone() == (0,)
     assert rows_of(fresh_db, a) == original  # the source is untouched
+
+
+WEBHOOK_TABLES = ("webhook_endpoints", "webhook_messages", "webhook_deliveries", "webhook_attempts")
+WEBHOOK_SECRETS = ("secret_ciphertext", "previous_secret_ciphertext")
+
+
+def webhook_chain(db: TestDatabase, tenant: uuid.UUID) -> list[tuple[Any, ...]]:
+    """Each attempt of `tenant` joined to its delivery, message and endpoint on (tenant_id, id), as the FKs do."""
+    with db.admin() as conn:
+        return conn.execute(
+            "SELECT a.id, d.id, m.id, e.id, e.secret_ciphertext, e.previous_secret_ciphertext, m.data"
+            "  FROM webhook_attempts a"
+            "  JOIN webhook_deliveries d ON d.tenant_id = a.tenant_id AND d.id = a.delivery_id"
+            "  JOIN webhook_messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id"
+            "  JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id"
+            " WHERE a.tenant_id = %s ORDER BY a.id", (tenant,)).fetchall()
+
+
+def test_outgoing_webhooks_are_backed_up_with_their_signing_secrets_and_restored_as_new_consistently(
+        fresh_db: TestDatabase, jobs_db: Database, blobs: LocalBlobs, vault: Vault, tmp_path: Path) -> None:
+    a, b = seed_everything(fresh_db, "a", new_canary()), seed_everything(fresh_db, "b", new_canary())
+    secret = signing.new_secret()
+    with fresh_db.admin() as conn:  # a real envelope, bound to the workspace and the endpoint as the API binds it
+        row = conn.execute("SELECT id FROM webhook_endpoints WHERE tenant_id = %s", (a,)).fetchone()
+        assert row is not None
+        endpoint_id = uuid.UUID(str(row[0]))
+        conn.execute("UPDATE webhook_endpoints SET secret_ciphertext = %s WHERE tenant_id = %s", (
+            vault.encrypt(secret.encode(), secret_context(a, endpoint_id)), a))
+    info = backup_workspace(jobs_db, a, blobs, vault, NOW)
+    plain = tmp_path / "plain.json"
+    decrypt_file(tmp_path / "blobs" / info.blob_key, plain, tenant_id=a, key=data_key(jobs_db, a, vault))
+    document = read_export(plain)
+    # Like channels' secrets_ciphertext: the export withholds the ciphertexts, the (encrypted) backup keeps
+    # them, so a restored workspace's endpoints sign as before.
+    (endpoint,) = document["tables"]["webhook_endpoints"]
+    assert set(WEBHOOK_SECRETS) <= set(endpoint) and "secrets_ciphertext" in document["tables"]["channels"][0]
+    assert all(len(document["tables"][t]) == 1 for t in WEBHOOK_TABLES)
+    chain, other = webhook_chain(fresh_db, a), webhook_chain(fresh_db, b)
+    assert len(chain) == 1
+    receipt = restore_workspace(jobs_db, a, blobs, vault, as_new=True)
+    copy = uuid.UUID(receipt.workspace_id)
+    assert copy != a and {t: receipt.rows[t] for t in WEBHOOK_TABLES} == dict.fromkeys(WEBHOOK_TABLES, 1)
+    # Every reference of the copy resolves inside the copy (the FKs carry tenant_id), with the same ids,
+    # ciphertext bytes (as channels' are copied) and payloads.
+    assert webhook_chain(fresh_db, copy) == chain
+    with fresh_db.admin() as conn:
+        for table in WEBHOOK_TABLES:
+            assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(
+                sql.Identifier(table)), (copy,)).fetchone() == (1,), table
+    assert webhook_chain(fresh_db, a) == chain and webhook_chain(fresh_db, b) == other  # the rest untouched
+    # As with channels, the copy's ciphertext is bound to the source workspace: it does not open as the copy's.
+    with pytest.raises(CredentialIntegrityError):
+        vault.decrypt(bytes(chain[0][4]), secret_context(copy, endpoint_id))
+    # In place: the same rows come back, and the endpoint's secret opens (it signs as before).
+    wipe_content(fresh_db, a)
+    assert webhook_chain(fresh_db, a) == []
+    restore_workspace(jobs_db, a, blobs, vault)
+    restored = webhook_chain(fresh_db, a)
+    assert restored == chain
+    assert vault.decrypt(bytes(restored[0][4]), secret_context(a, endpoint_id)).plaintext == secret.encode()
 
 
 def test_deleting_the_workspace_crypto_shreds_every_copy_of_its_backups(

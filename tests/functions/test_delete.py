@@ -97,6 +97,7 @@ def plant(db: TestDatabase, tenant: uuid.UUID, canary: str, blobs: Path | None =
         conn.execute("INSERT INTO backups (tenant_id, blob_key, taken_at, size_bytes, row_count)"
                      " VALUES (%s, %s, now(), 10, 1)", (tenant, f"backups/{tenant}/2025-01-01.bin"))
         plant_inbox(conn, tenant, canary, ids)
+        plant_webhooks(conn, tenant, canary)
     if blobs is not None:
         for key in (f"tenants/{tenant}/attachments/{ids['lead']}.txt", f"exports/{tenant}/20250101T000000Z.json",
                     f"backups/{tenant}/2025-01-01.bin"):
@@ -142,6 +143,28 @@ def plant_inbox(conn: Any, tenant: uuid.UUID, canary: str, ids: dict[str, uuid.U
     # An account audit entry of the member naming this workspace (no canary: account entries outlive it).
     conn.execute("INSERT INTO account_audit_log (user_id, action, ip, details) VALUES (%s, 'member.joined',"
                  " '203.0.113.7', %s)", (ids["user"], Jsonb({"workspace_id": str(tenant)})))
+
+
+def plant_webhooks(conn: Any, tenant: uuid.UUID, canary: str) -> dict[str, uuid.UUID]:
+    """An outgoing webhook endpoint (signing secrets: ciphertext stand-ins), a message, its delivery and one
+    attempt, once the outgoing webhook tables exist; returns their ids."""
+    if conn.execute("SELECT to_regclass('public.webhook_endpoints') IS NULL").fetchone()[0]:
+        return {}
+    ids = {name: uuid.uuid4() for name in ("endpoint", "message", "delivery", "attempt")}
+    conn.execute("INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, secret_ciphertext,"
+                 " previous_secret_ciphertext, previous_secret_expires_at) VALUES (%s, %s, %s, %s, ARRAY['*'],"
+                 " %s, %s, now() + interval '1 day')",
+                 (tenant, ids["endpoint"], f"https://{canary}.example.test/hook", f"Hook {canary}",
+                  b"\x00secret " + canary.encode(), b"\x00previous " + canary.encode()))
+    conn.execute("INSERT INTO webhook_messages (tenant_id, id, type, resource, data)"
+                 " VALUES (%s, %s, 'contact.created', 'contacts', %s)",
+                 (tenant, ids["message"], Jsonb({"first_name": canary})))
+    conn.execute("INSERT INTO webhook_deliveries (tenant_id, id, message_id, endpoint_id, status, attempts)"
+                 " VALUES (%s, %s, %s, %s, 'succeeded', 1)", (tenant, ids["delivery"], ids["message"], ids["endpoint"]))
+    conn.execute("INSERT INTO webhook_attempts (tenant_id, id, delivery_id, attempt, attempted_at, status_code,"
+                 " duration_ms, response_excerpt) VALUES (%s, %s, %s, 1, now(), 200, 42, %s)",
+                 (tenant, ids["attempt"], ids["delivery"], f"ok {canary}"))
+    return ids
 
 
 def tenant_table_names(db: TestDatabase) -> list[str]:

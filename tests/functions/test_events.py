@@ -69,7 +69,8 @@ def jobs(fresh_db: TestDatabase, function_env: SetEnv, tmp_path: Path) -> Iterat
     use_database(None, "jobs")
 
 
-CLAIMING_JOBS = {"purge_auth", "backup_tenants", "purge_audit_log"}  # written out, not read from the code
+# Written out, not read from the code.
+CLAIMING_JOBS = {"purge_auth", "backup_tenants", "purge_audit_log", "purge_webhook_log"}
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.name)

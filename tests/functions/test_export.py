@@ -48,6 +48,8 @@ NOT_EXPORTED_COLUMNS = {
     "api_keys": {"key_hash": "key-material"},  # HMAC of the bearer key
     "channels": {"secrets_ciphertext": "key-material"},  # the provider tokens, encrypted
     "integration_credentials": {"ciphertext": "key-material"},  # third-party secrets, encrypted
+    # The outgoing webhooks' signing secrets (current and pre-rotation), encrypted.
+    "webhook_endpoints": {"secret_ciphertext": "key-material", "previous_secret_ciphertext": "key-material"},
 }
 # The accounts section: list -> (source table, its columns the export withholds with their reason).
 ACCOUNTS = {
@@ -179,7 +181,8 @@ def test_no_token_hash_or_secret_of_the_workspace_or_its_members_reaches_the_exp
     secrets = {column: b"SECRETCANARY" + uuid.uuid4().bytes for column in (
         "login_tokens.token_hash", "login_tokens.code_hash", "sessions.token_hash", "account_audit_log.subject_hash",
         "api_keys.key_hash", "channels.secrets_ciphertext", "integration_credentials.ciphertext",
-        "backup_keys.wrapped_key")}
+        "backup_keys.wrapped_key", "webhook_endpoints.secret_ciphertext",
+        "webhook_endpoints.previous_secret_ciphertext")}
     with fresh_db.admin() as conn:
         conn.execute("UPDATE login_tokens SET token_hash = %s, code_hash = %s WHERE workspace_id = %s",
                      (secrets["login_tokens.token_hash"], secrets["login_tokens.code_hash"], a))
@@ -189,7 +192,8 @@ def test_no_token_hash_or_secret_of_the_workspace_or_its_members_reaches_the_exp
         conn.execute("UPDATE account_audit_log SET subject_hash = %s WHERE user_id = %s",
                      (secrets["account_audit_log.subject_hash"], ids["user"]))
         for column in ("api_keys.key_hash", "channels.secrets_ciphertext", "integration_credentials.ciphertext",
-                       "backup_keys.wrapped_key"):
+                       "backup_keys.wrapped_key", "webhook_endpoints.secret_ciphertext",
+                       "webhook_endpoints.previous_secret_ciphertext"):
             table, name = column.split(".")
             conn.execute(sql.SQL("UPDATE {} SET {} = %s WHERE tenant_id = %s").format(
                 sql.Identifier(table), sql.Identifier(name)), (secrets[column], a))
@@ -197,6 +201,8 @@ def test_no_token_hash_or_secret_of_the_workspace_or_its_members_reaches_the_exp
     text = (tmp_path / "a.json").read_text()
     export = json.loads(text)
     assert export["accounts"]["invitations"] and export["accounts"]["account_audit_log"]  # the rows are there
+    (endpoint,) = export["tables"]["webhook_endpoints"]  # the endpoint is there, its secrets are not
+    assert endpoint["url"] and not {"secret_ciphertext", "previous_secret_ciphertext"} & set(endpoint)
     for column, value in secrets.items():
         for form in (value.hex(), base64.b64encode(value).decode(), "SECRETCANARY"):
             assert form not in text, column

@@ -1,4 +1,5 @@
-"""purge_audit_log and purge_auth: exact cutoffs, small batches, tombstones, claims, failures kept apart."""
+"""purge_audit_log, purge_auth and purge_webhook_log: exact cutoffs, small batches, tombstones, claims, failures
+kept apart."""
 
 from __future__ import annotations
 
@@ -16,10 +17,19 @@ from chalicelib.blobs import LocalBlobs
 from chalicelib.db.pool import Database, use_database
 from chalicelib.jobs.common import Outcome, each_workspace
 from chalicelib.jobs.delete import delete_workspace
-from chalicelib.jobs.purge import AUTH_MARGIN, Batch, purge_audit_log, purge_auth, run_claimed
+from chalicelib.jobs.purge import (
+    AUTH_MARGIN,
+    Batch,
+    delete_older,
+    purge_audit_log,
+    purge_auth,
+    purge_webhook_log,
+    run_claimed,
+)
 from chalicelib.settings import get_settings
 from functions import purge_audit_log as audit_function
 from functions import purge_auth as auth_function
+from functions import purge_webhook_log as webhook_function
 from tests.conftest import TestDatabase, make_tenant
 
 # 01:30 UTC on the day Europe's clocks jump: the cutoff is exact UTC arithmetic, whatever the zone.
@@ -371,3 +381,192 @@ def test_purge_auth_logs_its_counts_visibly_and_its_finished_line_after_its_tabl
                                                                     ("rate_limits", 1)]
     assert purge[-1]["counts"] == result["counts"] == {"idempotency_keys": 1, "login_tokens": 2, "sessions": 3,
                                                        "rate_limits": 1}
+
+
+# --- purge_webhook_log ----------------------------------------------------------------------------------
+
+MONTH = timedelta(days=30)
+
+
+def webhook_endpoint(db: TestDatabase, tenant: uuid.UUID) -> uuid.UUID:
+    """The workspace's endpoint (one is made on first use), as the superuser."""
+    with db.admin() as conn:
+        row = conn.execute("SELECT id FROM webhook_endpoints WHERE tenant_id = %s", (tenant,)).fetchone()
+        if row is not None:
+            return uuid.UUID(str(row[0]))
+        endpoint = uuid.uuid4()
+        conn.execute("INSERT INTO webhook_endpoints (tenant_id, id, url, event_types, secret_ciphertext)"
+                     " VALUES (%s, %s, 'https://example.test/hook', ARRAY['*'], '\\x00')", (tenant, endpoint))
+    return endpoint
+
+
+def add_webhook(db: TestDatabase, tenant: uuid.UUID, age: timedelta, *attempt_ages: timedelta,
+                data: str = "{}") -> uuid.UUID:
+    """A message of `tenant` created `age` before NOW, its delivery, and one attempt per attempt age (by
+    default one at the message's own time); returns the message id."""
+    endpoint = webhook_endpoint(db, tenant)
+    message, delivery = uuid.uuid4(), uuid.uuid4()
+    with db.admin() as conn:
+        conn.execute("INSERT INTO webhook_messages (tenant_id, id, type, resource, data, created_at)"
+                     " VALUES (%s, %s, 'contact.created', 'contacts', %s, %s)", (tenant, message, data, NOW - age))
+        conn.execute("INSERT INTO webhook_deliveries (tenant_id, id, message_id, endpoint_id, status, attempts,"
+                     " created_at) VALUES (%s, %s, %s, %s, 'succeeded', %s, %s)",
+                     (tenant, delivery, message, endpoint, len(attempt_ages) or 1, NOW - age))
+        for number, attempt_age in enumerate(attempt_ages or (age,), start=1):
+            conn.execute("INSERT INTO webhook_attempts (tenant_id, delivery_id, attempt, attempted_at, status_code,"
+                         " duration_ms) VALUES (%s, %s, %s, %s, 200, 5)", (tenant, delivery, number, NOW - attempt_age))
+    return message
+
+
+def add_many_webhooks(db: TestDatabase, tenant: uuid.UUID, count: int, age: timedelta) -> None:
+    """`count` messages (one delivery and attempt each), one second apart, the newest `age` before NOW."""
+    endpoint = webhook_endpoint(db, tenant)
+    with db.admin() as conn:
+        conn.execute("WITH m AS (INSERT INTO webhook_messages (tenant_id, type, data, created_at)"
+                     "  SELECT %(t)s, 'contact.created', '{}', %(at)s - g * interval '1 second'"
+                     "    FROM generate_series(0, %(n)s - 1) g RETURNING id, created_at),"
+                     " d AS (INSERT INTO webhook_deliveries (tenant_id, message_id, endpoint_id, created_at)"
+                     "  SELECT %(t)s, id, %(e)s, created_at FROM m RETURNING id, created_at)"
+                     " INSERT INTO webhook_attempts (tenant_id, delivery_id, attempt, attempted_at, duration_ms)"
+                     " SELECT %(t)s, id, 1, created_at, 5 FROM d",
+                     {"t": tenant, "at": NOW - age, "n": count, "e": endpoint})
+
+
+def webhook_rows(db: TestDatabase, tenant: uuid.UUID) -> dict[str, list[datetime]]:
+    """The times of `tenant`'s messages, deliveries (created_at) and attempts (attempted_at), sorted."""
+    found: dict[str, list[datetime]] = {}
+    with db.admin() as conn:
+        for table, column in (("webhook_messages", "created_at"), ("webhook_deliveries", "created_at"),
+                              ("webhook_attempts", "attempted_at")):
+            rows = conn.execute(sql.SQL("SELECT {} FROM {} WHERE tenant_id = %s ORDER BY 1").format(
+                sql.Identifier(column), sql.Identifier(table)), (tenant,)).fetchall()
+            found[table] = []
+            for (value,) in rows:
+                assert isinstance(value, datetime)
+                found[table].append(value)
+    return found
+
+
+def endpoints_of(db: TestDatabase, tenant: uuid.UUID) -> int:
+    with db.admin() as conn:
+        row = conn.execute("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = %s", (tenant,)).fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+def test_webhook_log_older_than_30_days_goes_and_newer_stays_in_every_workspace(
+        fresh_db: TestDatabase, jobs_db: Database) -> None:
+    a, b = make_tenant(fresh_db, "a"), make_tenant(fresh_db, "b")
+    ages = {a: [timedelta(days=31), MONTH + SECOND, MONTH, MONTH - SECOND, timedelta(days=1)],
+            b: [timedelta(days=400), MONTH, timedelta(days=2)]}
+    for tenant, tenant_ages in ages.items():
+        for age in tenant_ages:
+            add_webhook(fresh_db, tenant, age)
+    outcome = purge_webhook_log(jobs_db, NOW)
+    assert outcome.failed == []
+    assert outcome.counts == {"webhook_attempts": 3, "webhook_messages": 3}
+    for tenant, tenant_ages in ages.items():
+        # Older than 30 days goes (its delivery with it); exactly 30 days and anything younger stays.
+        kept = sorted(NOW - age for age in tenant_ages if age <= MONTH)
+        assert webhook_rows(fresh_db, tenant) == dict.fromkeys(
+            ("webhook_messages", "webhook_deliveries", "webhook_attempts"), kept), tenant
+        assert endpoints_of(fresh_db, tenant) == 1  # the endpoints are configuration, not log
+    again = purge_webhook_log(jobs_db, NOW)  # idempotent: nothing is left to delete
+    assert again.counts == {"webhook_attempts": 0, "webhook_messages": 0}
+
+
+def test_webhook_attempts_older_than_30_days_go_on_their_own_and_messages_take_their_deliveries_along(
+        fresh_db: TestDatabase, jobs_db: Database) -> None:
+    tenant = make_tenant(fresh_db)
+    # Fabricated to tell the two rules apart: a kept message whose delivery has an attempt past 30 days.
+    add_webhook(fresh_db, tenant, MONTH - SECOND, MONTH + SECOND, MONTH - SECOND)
+    # A message past 30 days whose attempts are younger: the message's age decides, everything goes with it.
+    add_webhook(fresh_db, tenant, MONTH + SECOND, MONTH - SECOND, timedelta(days=20))
+    outcome = purge_webhook_log(jobs_db, NOW)
+    assert outcome.counts == {"webhook_attempts": 1, "webhook_messages": 1}
+    assert webhook_rows(fresh_db, tenant) == {"webhook_messages": [NOW - MONTH + SECOND],
+                                              "webhook_deliveries": [NOW - MONTH + SECOND],
+                                              "webhook_attempts": [NOW - MONTH + SECOND]}
+
+
+def test_webhook_purge_deletes_in_batches_of_the_given_size(fresh_db: TestDatabase, jobs_db: Database) -> None:
+    tenant = make_tenant(fresh_db)
+    add_many_webhooks(fresh_db, tenant, 25, timedelta(days=40))
+    add_many_webhooks(fresh_db, tenant, 3, timedelta(days=10))
+    batches: list[Batch] = []
+    outcome = purge_webhook_log(jobs_db, NOW, batch_size=10, on_batch=batches.append)
+    assert [(b.table, b.workspace_id, b.rows) for b in batches] == [
+        ("webhook_attempts", tenant, 10), ("webhook_attempts", tenant, 10), ("webhook_attempts", tenant, 5),
+        ("webhook_messages", tenant, 10), ("webhook_messages", tenant, 10), ("webhook_messages", tenant, 5)]
+    assert outcome.counts == {"webhook_attempts": 25, "webhook_messages": 25}
+    assert {t: len(rows) for t, rows in webhook_rows(fresh_db, tenant).items()} == {
+        "webhook_messages": 3, "webhook_deliveries": 3, "webhook_attempts": 3}
+
+
+def test_webhook_purge_of_one_workspace_never_reaches_another(fresh_db: TestDatabase, jobs_db: Database) -> None:
+    a, b = make_tenant(fresh_db, "a"), make_tenant(fresh_db, "b")
+    for tenant in (a, b):
+        add_webhook(fresh_db, tenant, timedelta(days=60))
+    before_b = webhook_rows(fresh_db, b)
+    # Even a condition that matches every row deletes only A's: the batch runs in A's RLS context.
+    gone = delete_older(jobs_db, "webhook_messages", "true", {}, before=NOW - MONTH, tenant=a, batch_size=10,
+                        column="created_at")
+    assert gone == 1 and webhook_rows(fresh_db, a)["webhook_messages"] == []
+    assert webhook_rows(fresh_db, b) == before_b
+
+
+def test_webhook_purge_cli_exits_1_when_a_workspace_fails_and_purges_the_others(
+        fresh_db: TestDatabase, staff_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken, fine = make_tenant(fresh_db, "broken"), make_tenant(fresh_db, "fine")
+    for tenant in (broken, fine):
+        add_webhook(fresh_db, tenant, timedelta(days=40))
+        add_webhook(fresh_db, tenant, timedelta(days=3))
+    with fresh_db.admin() as conn:  # a real failure inside the database, for one workspace only
+        conn.execute("CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN RAISE EXCEPTION 'refused'; END $$")
+        conn.execute(sql.SQL("CREATE TRIGGER refuse BEFORE DELETE ON webhook_attempts FOR EACH ROW"
+                             " WHEN (OLD.tenant_id = {}) EXECUTE FUNCTION public.refuse()").format(
+                                 sql.Literal(str(broken))))
+    capsys.readouterr()
+    assert webhook_function.main(["--now", NOW.isoformat()]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert (result["claimed"], result["failed"]) == (True, [str(broken)])
+    assert {t: len(rows) for t, rows in webhook_rows(fresh_db, broken).items()} == dict.fromkeys(
+        ("webhook_messages", "webhook_deliveries", "webhook_attempts"), 2)
+    assert webhook_rows(fresh_db, fine)["webhook_messages"] == [NOW - timedelta(days=3)]
+
+
+def test_webhook_purge_handler_claims_its_daily_slot_and_logs_counts_only(
+        fresh_db: TestDatabase, installed_jobs_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    tenant = make_tenant(fresh_db)
+    canary = "CANARY-webhook-" + uuid.uuid4().hex
+    add_webhook(fresh_db, tenant, timedelta(days=31), data=json.dumps({"first_name": canary}))
+    capsys.readouterr()
+    event = {"source": "scheduler", "time": NOW.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert webhook_function.handler(event, None) == {"claimed": True, "counts": {
+        "webhook_attempts": 1, "webhook_messages": 1}, "failed": []}
+    assert webhook_function.handler(event, None) == {"claimed": False}
+    assert webhook_rows(fresh_db, tenant)["webhook_messages"] == []
+    text = capsys.readouterr().out
+    assert canary not in text
+    finished = [json.loads(line) for line in text.splitlines() if "job finished" in line]
+    assert [(line["job"], line["counts"]) for line in finished] == [
+        ("purge_webhook_log", {"webhook_attempts": 1, "webhook_messages": 1})]
+    with fresh_db.admin() as conn:
+        runs = conn.execute("SELECT scheduled_for, finished_at IS NOT NULL, counts FROM job_runs"
+                            " WHERE name = 'purge_webhook_log'").fetchall()
+    assert runs == [(NOW, True, {"webhook_attempts": 1, "webhook_messages": 1, "failed": 0})]
+
+
+def test_the_webhook_purge_is_scheduled_daily_and_runs_through_the_local_scheduler(
+        fresh_db: TestDatabase, installed_jobs_db: Database) -> None:
+    from functions.schedules import SCHEDULES, run_once
+
+    (schedule,) = [s for s in SCHEDULES if s.module == "functions.purge_webhook_log"]
+    assert schedule.every == timedelta(days=1) and schedule.expression.startswith("cron(")
+    tenant = make_tenant(fresh_db)
+    add_webhook(fresh_db, tenant, timedelta(days=31))
+    add_webhook(fresh_db, tenant, timedelta(days=29))
+    result = run_once(schedule, NOW)
+    assert result["claimed"] is True and result["counts"]["webhook_messages"] == 1
+    assert webhook_rows(fresh_db, tenant)["webhook_messages"] == [NOW - timedelta(days=29)]

@@ -25,6 +25,7 @@ from functions import (
     migrate,
     purge_audit_log,
     purge_auth,
+    purge_webhook_log,
     purge_workspaces,
     restore_tenant,
     rotate_credentials,
@@ -41,6 +42,7 @@ JOBS_COMMANDS: dict[str, tuple[ModuleType, list[str]]] = {
     "restore_tenant": (restore_tenant, [WORKSPACE]),
     "purge_auth": (purge_auth, []),
     "purge_audit_log": (purge_audit_log, []),
+    "purge_webhook_log": (purge_webhook_log, []),
     "purge_workspaces": (purge_workspaces, []),
     "rotate_credentials": (rotate_credentials, ["--dry-run"]),
 }

@@ -128,6 +128,7 @@ def test_the_api_role_connects_as_crm_app_and_never_as_crm_jobs(template: dict[s
 # Written out here, not read from the stack's own table: the jobs cross tenants as crm_jobs; the inbound
 # consumer's work is one tenant's at a time, so it gets the API's narrower crm_app.
 EXPECTED_DB_USERS = {"process_inbound": "crm_app", "purge_auth": "crm_jobs", "purge_audit_log": "crm_jobs",
+                     "purge_webhook_log": "crm_jobs", "deliver_webhooks": "crm_jobs",
                      "purge_workspaces": "crm_jobs", "backup_tenants": "crm_jobs", "export_tenant": "crm_jobs",
                      "delete_tenant": "crm_jobs", "restore_tenant": "crm_jobs", "rotate_credentials": "crm_jobs"}
 
@@ -186,6 +187,7 @@ def test_no_iam_statement_allows_every_action_on_every_resource(template: dict[s
 # objects under SSE-KMS need it; the purges and the deletion touch neither.
 KEY_USERS = {"Api": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
              "processinbound": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
+             "deliverwebhooks": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
              "backuptenants": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
              "exporttenant": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
              "restoretenant": {"kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"},
@@ -240,22 +242,26 @@ def test_exports_expire_and_no_deleted_object_outlives_90_days(template: dict[st
     assert exports["ExpirationInDays"] <= 30
 
 
-def test_the_inbound_queue_is_encrypted_with_a_dlq_and_a_long_enough_visibility(template: dict[str, Any]) -> None:
+def test_the_queues_are_encrypted_with_a_dlq_and_a_long_enough_visibility(template: dict[str, Any]) -> None:
     (key_id,) = resources(template, "AWS::KMS::Key")
     queues = resources(template, "AWS::SQS::Queue")
-    inbound = [q["Properties"] for q in queues.values() if "RedrivePolicy" in q.get("Properties", {})]
-    assert len(inbound) == 1
-    queue = inbound[0]
-    assert queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0] in queues
-    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
     for body in queues.values():
         assert body["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
-    (mapping,) = props(template, "AWS::Lambda::EventSourceMapping")
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    consumer = mapping["FunctionName"]["Ref"]
-    assert template["Resources"][consumer]["Properties"]["Handler"] == "functions.process_inbound.handler"
-    timeout = template["Resources"][consumer]["Properties"]["Timeout"]
-    assert queue["VisibilityTimeout"] >= 6 * timeout
+    consumed = {q_id: q["Properties"] for q_id, q in queues.items() if "RedrivePolicy" in q.get("Properties", {})}
+    mappings = props(template, "AWS::Lambda::EventSourceMapping")
+    # The inbound events' consumer and the outgoing webhooks' dispatcher, each on its own queue with a DLQ.
+    handlers = {}
+    for mapping in mappings:
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        function = template["Resources"][mapping["FunctionName"]["Ref"]]["Properties"]
+        (queue_id,) = [q for q in consumed if mapping["EventSourceArn"] == {"Fn::GetAtt": [q, "Arn"]}]
+        queue = consumed[queue_id]
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0] in queues
+        assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
+        assert queue["VisibilityTimeout"] >= 6 * function["Timeout"]
+        handlers[function["Handler"]] = queue_id
+    assert set(handlers) == {"functions.process_inbound.handler", "functions.deliver_webhooks.handler"}
+    assert len(set(handlers.values())) == 2 == len(consumed)
 
 
 def test_one_lambda_per_handler_module_sharing_one_code_asset(template: dict[str, Any]) -> None:
@@ -270,11 +276,14 @@ def test_one_lambda_per_handler_module_sharing_one_code_asset(template: dict[str
 def test_one_schedule_per_entry_of_schedules_with_its_expression(template: dict[str, Any]) -> None:
     from functions.schedules import SCHEDULES
 
-    # The promises behind them (hourly auth purge, daily backups, the 365-day audit purge, the 7-day
-    # workspace purge), written out: dropping an entry from SCHEDULES must fail here too.
+    # The promises behind them (hourly auth purge, daily backups, the 365-day audit purge, the 30-day
+    # webhook log purge, the 7-day workspace purge), written out: dropping an entry from SCHEDULES must fail
+    # here too.
     assert {(e.module, e.expression) for e in SCHEDULES} == {
         ("functions.purge_auth", "rate(1 hour)"), ("functions.backup_tenants", "cron(0 2 * * ? *)"),
-        ("functions.purge_audit_log", "cron(30 3 * * ? *)"), ("functions.purge_workspaces", "cron(0 4 * * ? *)")}
+        ("functions.deliver_webhooks", "rate(1 minute)"),
+        ("functions.purge_audit_log", "cron(30 3 * * ? *)"), ("functions.purge_webhook_log", "cron(45 3 * * ? *)"),
+        ("functions.purge_workspaces", "cron(0 4 * * ? *)")}
     schedules = props(template, "AWS::Scheduler::Schedule")
     assert len(schedules) == len(SCHEDULES)
     functions = resources(template, "AWS::Lambda::Function")

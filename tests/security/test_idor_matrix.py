@@ -41,6 +41,8 @@ EXTRA_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/workspaces/{workspace_id}/notes"): {"body": "idor", "contact_id": "{contact_id}"},
     ("PUT", "/workspaces/{workspace_id}/integrations/{provider}"): {"account_sid": "AC" + "0" * 32,
                                                                     "auth_token": "f" * 32},
+    ("POST", "/workspaces/{workspace_id}/webhook-endpoints"): {"url": "https://hooks.example.com/idor",
+                                                               "event_types": ["*"]},
 }
 PARAM_SAMPLES = {"provider": "twilio"}
 _STRING_CANDIDATES = ("idor", "Idor", "idor.example.test", "idor@example.test", "+14155550123", "123456789012",

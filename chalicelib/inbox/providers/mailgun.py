@@ -295,3 +295,4 @@ def _file_message(conn: Conn, tenant: uuid.UUID, channel_id: uuid.UUID, payload:
         conn.execute(Q["email_attachment_insert"],
                      (tenant, row[0], item["filename"], item["content_type"], item["size"], item["sha256"],
                       item["blob_key"]))
+    conversations.received(conn, tenant, uuid.UUID(str(row[0])))

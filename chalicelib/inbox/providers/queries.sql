@@ -15,10 +15,11 @@ INSERT INTO messages (tenant_id, conversation_id, direction, kind, body, provide
 UPDATE messages SET error = 'media_unavailable' WHERE id = %s;
 
 -- name: message_status_forward
--- Move a sent message's status forward only (a late "delivered" after "read" changes nothing).
+-- Move a sent message's status forward only (a late "delivered" after "read" changes nothing); the ids moved.
 UPDATE messages
    SET status = %s, status_rank = %s, error = coalesce(%s, error)
- WHERE provider_message_id = %s AND status_rank < %s;
+ WHERE provider_message_id = %s AND status_rank < %s
+RETURNING id;
 
 -- name: whatsapp_attachment_insert
 -- Store fetched media as the message's attachment (its id chosen by the caller: it names the blob key).

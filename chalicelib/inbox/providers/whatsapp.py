@@ -194,7 +194,7 @@ class WhatsApp:
             assert event.channel is not None  # a message arrives through a channel
             _message(conn, event.tenant, event.channel, event.payload)
         elif event.kind == "status":
-            _status(conn, event.payload)
+            _status(conn, event.tenant, event.payload)
 
     def send_reply(self, reply: Reply, body: str) -> Sent:
         """POST /{phone_number_id}/messages at the Graph API; Meta's message id comes back."""
@@ -234,8 +234,10 @@ def _message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, message: d
     conversation = conversations.conversation_for(conn, tenant_id, channel_id, phone, contact, at)
     row = conn.execute(Q["whatsapp_message_insert"], (tenant_id, conversation, str(message.get("type", "text")),
                                                       body_of(message), message.get("id"), at)).fetchone()
+    if row is None:
+        return  # a redelivery: filed (and announced) the first time
     media = media_of(message)
-    if row is not None and media is not None:
+    if media is not None:
         loaded = channels.load(conn, tenant_id=tenant_id, channel_id=channel_id)
         try:
             if loaded is not None:
@@ -245,9 +247,10 @@ def _message(conn: Conn, tenant_id: uuid.UUID, channel_id: uuid.UUID, message: d
             # The message is kept; the missing media is said on it (the reason has no payload data).
             log_event(log, "media not fetched", reason=str(exc)[:80])
             conn.execute(Q["message_media_unavailable"], (row[0],))
+    conversations.received(conn, tenant_id, uuid.UUID(str(row[0])))
 
 
-def _status(conn: Conn, status: dict[str, Any]) -> None:
+def _status(conn: Conn, tenant_id: uuid.UUID, status: dict[str, Any]) -> None:
     state = str(status["status"])
     rank = STATUS_RANK[state]
     error = None
@@ -255,7 +258,12 @@ def _status(conn: Conn, status: dict[str, Any]) -> None:
         errors = status.get("errors") or [{}]
         error = str(errors[0].get("code", "failed")) if isinstance(errors[0], dict) else "failed"
     # Only forward: a late "delivered" after "read" changes nothing.
-    conn.execute(Q["message_status_forward"], (state, rank, error, status.get("id"), rank))
+    moved = conn.execute(Q["message_status_forward"], (state, rank, error, status.get("id"), rank))
+    if state == "failed":
+        # Meta could not deliver a reply it had accepted (message.sent went out then): a failure all the same.
+        # Only a failure waits for the ids (the other statuses stay queued, no round trip of their own).
+        for (message_id,) in moved.fetchall():
+            conversations.send_result(conn, tenant_id, message_id, "failed")
 
 
 def _digest_matches(data: bytes, announced: str | None) -> bool:

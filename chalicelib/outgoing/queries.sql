@@ -1,0 +1,162 @@
+-- Outgoing webhooks: emitting events, endpoints, deliveries and the delivery log (all tenant tables, RLS).
+
+-- events.py ------------------------------------------------------------------------------------------
+
+-- name: webhook_emit
+-- Store an event (with its data) and its deliveries when an enabled endpoint subscribes; true when stored.
+SELECT app.emit_webhook(%s, %s, %s, %s);
+
+-- name: webhook_emit_row
+-- Store an event carrying a snapshot of a resource row and its deliveries when subscribed; true when stored.
+SELECT app.emit_webhook_row(%s, %s, %s, %s);
+
+-- name: webhook_emit_rows
+-- The same for many rows of one table (one event each); true when any was stored.
+SELECT app.emit_webhook_rows(%s, %s, %s, %s);
+
+-- endpoints.py ---------------------------------------------------------------------------------------
+
+-- name: endpoint_insert
+-- Store a new endpoint of the current workspace with its encrypted signing secret; returns it as shown.
+INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, enabled, rate_limit_per_s,
+                               secret_ciphertext, created_at, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at;
+
+-- name: endpoint_list
+-- The current workspace's endpoints as shown (never a secret), oldest first.
+SELECT id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at
+  FROM webhook_endpoints
+ ORDER BY created_at, id;
+
+-- name: endpoint_get
+-- One endpoint of the current workspace as shown.
+SELECT id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at
+  FROM webhook_endpoints
+ WHERE id = %s;
+
+-- name: endpoint_lock
+-- One endpoint as shown, locked until the transaction ends (a PATCH or a rotation checks and writes it).
+SELECT id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at
+  FROM webhook_endpoints
+ WHERE id = %s
+   FOR UPDATE;
+
+-- name: endpoint_update
+-- Change an endpoint's settings (re-enabling clears why it was disabled); returns it as shown.
+UPDATE webhook_endpoints
+   SET url = %(url)s, description = %(description)s, event_types = %(event_types)s, enabled = %(enabled)s,
+       rate_limit_per_s = %(rate_limit_per_s)s,
+       disabled_reason = CASE WHEN %(enabled)s THEN NULL ELSE coalesce(disabled_reason, 'operator') END,
+       failing_since = CASE WHEN %(enabled)s AND NOT enabled THEN NULL ELSE failing_since END,
+       updated_at = %(now)s
+ WHERE id = %(id)s
+RETURNING id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at;
+
+-- name: endpoint_rotate_secret
+-- Replace the signing secret; the old one stays valid (and signs too) until the given time.
+UPDATE webhook_endpoints
+   SET previous_secret_ciphertext = secret_ciphertext, previous_secret_expires_at = %s, secret_ciphertext = %s,
+       updated_at = %s
+ WHERE id = %s
+RETURNING id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at;
+
+-- name: endpoint_delete
+-- Delete an endpoint (its deliveries and their log go with it); a row comes back when it existed.
+DELETE FROM webhook_endpoints WHERE id = %s RETURNING id;
+
+-- delivery.py (the dispatcher, as the jobs role in the workspace's tenant transaction) ----------------
+
+-- name: deliveries_claim
+-- Claim due deliveries of enabled endpoints of a live workspace (SKIP LOCKED: a concurrent dispatcher takes others), leasing them.
+UPDATE webhook_deliveries d
+   SET attempts = d.attempts + 1, next_attempt_at = %(lease_until)s, updated_at = %(now)s
+  FROM (SELECT c.id FROM webhook_deliveries c
+          JOIN webhook_endpoints e ON e.tenant_id = c.tenant_id AND e.id = c.endpoint_id AND e.enabled
+         WHERE c.status = 'pending' AND c.next_attempt_at <= %(now)s
+           AND EXISTS (SELECT 1 FROM workspaces w WHERE w.id = c.tenant_id AND w.deleted_at IS NULL)
+         ORDER BY c.next_attempt_at, c.created_at
+         LIMIT %(limit)s
+           FOR UPDATE OF c SKIP LOCKED) due,
+       webhook_endpoints e, webhook_messages m
+ WHERE d.id = due.id AND e.tenant_id = d.tenant_id AND e.id = d.endpoint_id
+   AND m.tenant_id = d.tenant_id AND m.id = d.message_id
+RETURNING d.id, d.message_id, d.endpoint_id, d.attempts, e.url, e.rate_limit_per_s, e.secret_ciphertext,
+          e.previous_secret_ciphertext, e.previous_secret_expires_at, m.type, m.resource, m.data, m.created_at;
+
+-- name: attempt_insert
+-- Log one attempt (never the request's headers; at most 1 KB of the response).
+INSERT INTO webhook_attempts (tenant_id, delivery_id, attempt, attempted_at, status_code, duration_ms, error_class,
+                              response_excerpt)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, delivery_id, attempt) DO NOTHING;
+
+-- name: delivery_settle
+-- Record a delivery's outcome: succeeded, failed, or pending again at the next attempt's time.
+UPDATE webhook_deliveries SET status = %s, next_attempt_at = %s, updated_at = %s WHERE id = %s;
+
+-- name: endpoint_succeeded
+-- An endpoint answered 2xx: it is not failing any more.
+UPDATE webhook_endpoints SET failing_since = NULL WHERE id = %s AND failing_since IS NOT NULL;
+
+-- name: endpoint_failed
+-- An attempt to an endpoint failed: since when has every attempt failed?
+UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, %s) WHERE id = %s RETURNING failing_since;
+
+-- name: endpoint_disable
+-- Disable an enabled endpoint for a reason (gone, failing); no row back when it already was.
+UPDATE webhook_endpoints SET enabled = false, disabled_reason = %s, updated_at = %s
+ WHERE id = %s AND enabled
+RETURNING id;
+
+-- name: next_due
+-- When the workspace's next pending delivery of an enabled endpoint is due (NULL: nothing pending).
+SELECT min(d.next_attempt_at) FROM webhook_deliveries d
+  JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id AND e.enabled
+ WHERE d.status = 'pending';
+
+-- name: live_workspaces
+-- Every workspace not deleted (the sweep looks into each for due deliveries).
+SELECT id FROM workspaces WHERE deleted_at IS NULL ORDER BY id;
+
+-- log.py (the delivery log, replays and test pings) --------------------------------------------------
+
+-- name: attempts_first
+-- The first page of an endpoint's attempts, newest first, with their delivery and event type.
+SELECT a.id, a.delivery_id, d.message_id, m.type, a.attempt, a.attempted_at, a.status_code, a.duration_ms,
+       a.error_class, a.response_excerpt, d.status
+  FROM webhook_attempts a
+  JOIN webhook_deliveries d ON d.tenant_id = a.tenant_id AND d.id = a.delivery_id
+  JOIN webhook_messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id
+ WHERE d.endpoint_id = %(endpoint)s
+ ORDER BY a.attempted_at DESC, a.id DESC
+ LIMIT %(limit)s;
+
+-- name: attempts_before
+-- A further page of an endpoint's attempts, strictly before (attempted_at, id).
+SELECT a.id, a.delivery_id, d.message_id, m.type, a.attempt, a.attempted_at, a.status_code, a.duration_ms,
+       a.error_class, a.response_excerpt, d.status
+  FROM webhook_attempts a
+  JOIN webhook_deliveries d ON d.tenant_id = a.tenant_id AND d.id = a.delivery_id
+  JOIN webhook_messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id
+ WHERE d.endpoint_id = %(endpoint)s AND (a.attempted_at, a.id) < (%(at)s, %(id)s)
+ ORDER BY a.attempted_at DESC, a.id DESC
+ LIMIT %(limit)s;
+
+-- name: delivery_replay
+-- Send a delivery of this endpoint again (same message, same webhook-id): pending, due now.
+UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = %s, updated_at = %s
+ WHERE id = %s AND endpoint_id = %s
+RETURNING id, message_id;
+
+-- name: endpoint_ping
+-- Queue a ping message for one endpoint of the current workspace; returns (message id, delivery id).
+WITH message AS (
+    INSERT INTO webhook_messages (tenant_id, type, resource, data)
+    SELECT e.tenant_id, 'ping', NULL, jsonb_build_object('endpoint_id', e.id, 'message', 'ping')
+      FROM webhook_endpoints e WHERE e.id = %(endpoint)s
+    RETURNING tenant_id, id
+)
+INSERT INTO webhook_deliveries (tenant_id, message_id, endpoint_id, next_attempt_at)
+SELECT m.tenant_id, m.id, %(endpoint)s, %(now)s FROM message m
+RETURNING message_id, id;

@@ -1,0 +1,21 @@
+"""Strong ETags of one record version (its id and updated_at) and the If-Match check."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+
+from chalicelib import errors
+
+
+def etag(record_id: uuid.UUID | str, updated_at: datetime) -> str:
+    """A strong validator of one version of a record."""
+    digest = hashlib.sha256(f"{record_id}:{updated_at.isoformat()}".encode()).hexdigest()[:20]
+    return f'"{digest}"'
+
+
+def check(expected: frozenset[str] | None, current: str, what: str = "record") -> None:
+    """PreconditionFailed unless `current` is among the If-Match ETags (None: any version)."""
+    if expected is not None and current not in expected:
+        raise errors.PreconditionFailed(f"the {what} changed since you read it")

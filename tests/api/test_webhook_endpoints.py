@@ -1,0 +1,533 @@
+"""Outgoing webhooks: the endpoints API, signed delivery to a real receiver verified with the Standard Webhooks
+reference library, retries, disabling, SSRF refusals, isolation, crash safety, replays and pings."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import standardwebhooks
+import time_machine
+from chalice.test import Client
+
+from chalicelib import clock, outbound
+from chalicelib.db.pool import Database
+from chalicelib.db.tenancy import tenant_tx
+from chalicelib.outgoing import delivery, events, signing
+from chalicelib.outgoing.endpoints import secret_context
+from chalicelib.vault.store import get_vault
+from tests.api.auth_helpers import (
+    Browser,
+    body_of,
+    call,
+    create_workspace,
+    fresh_address,
+    invite_and_join,
+    problem,
+    sign_in,
+)
+from tests.conftest import TestDatabase
+
+CANARY = "CANARY-hook-4b1d"
+
+
+@dataclass
+class Receiver:
+    """A local HTTP receiver: answers each POST with the next planned status (200 once the plan runs out)."""
+
+    plan: list[int] = field(default_factory=list)
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}/hook"
+
+    def verified(self, secret: str) -> list[Any]:
+        """Every received body, verified with the reference library (raises on a bad one)."""
+        hook = standardwebhooks.Webhook(secret)
+        return [hook.verify(body, headers) for headers, body in self.received]
+
+
+@pytest.fixture
+def receiver(env: Callable[..., None]) -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            status = state.plan.pop(0) if state.plan else 200
+            self.send_response(status)
+            for name, value in state.extra_headers.items():
+                self.send_header(name, value)
+            reply = f"answer {status} {CANARY}".encode() + b"x" * 2000
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    state.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=state.server.serve_forever, daemon=True)
+    thread.start()
+    env(outbound_allow_hosts=state.host)
+    yield state
+    state.server.shutdown()
+    state.server.server_close()
+
+
+@pytest.fixture
+def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
+    db = Database(fresh_db.jobs_url, size=2, timeout=5.0, name="jobs")
+    yield db
+    db.close()
+
+
+@dataclass
+class Ws:
+    client: Client
+    owner: Browser
+    id: str
+
+    @property
+    def tenant(self) -> uuid.UUID:
+        return uuid.UUID(self.id)
+
+    def create_endpoint(self, url: str, types: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        response = call(self.client, "POST", f"/workspaces/{self.id}/webhook-endpoints", self.owner,
+                        {"url": url, "event_types": types or ["*"], "description": "hook", **extra})
+        assert response.status_code == 201, response.body
+        return dict(body_of(response))
+
+    def emit(self, event_type: str = "contact.created", data: dict[str, Any] | None = None) -> None:
+        """An event, emitted exactly as a write path emits it (in a tenant transaction of the app role)."""
+        with tenant_tx(self.tenant) as conn:
+            events.emit(conn, tenant_id=self.tenant, event_type=event_type, data=data or {"id": str(uuid.uuid4())})
+
+    def dispatch(self, db: Database, **kwargs: Any) -> int:
+        return delivery.dispatch_tenant(self.tenant, db=db, **kwargs)
+
+
+def _workspace(api: Client, label: str) -> Ws:
+    owner = sign_in(api, fresh_address(label))
+    return Ws(api, owner, str(create_workspace(api, owner, label)["id"]))
+
+
+@pytest.fixture
+def ws(api: Client) -> Ws:
+    return _workspace(api, "hooks-a")
+
+
+def _attempts(db: TestDatabase, endpoint_id: str) -> list[tuple[Any, ...]]:
+    with db.admin() as conn:
+        return conn.execute("SELECT a.attempt, a.status_code, a.error_class, d.status FROM webhook_attempts a"
+                            " JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = %s"
+                            " ORDER BY a.attempted_at, a.attempt", (endpoint_id,)).fetchall()
+
+
+# ---- the endpoints API ----
+
+
+def test_create_answers_the_secret_once_and_stores_it_only_encrypted(ws: Ws, receiver: Receiver,
+                                                                     fresh_db: TestDatabase) -> None:
+    created = ws.create_endpoint(receiver.url, ["contact.created", "lead.won"])
+    secret = created["secret"]
+    assert secret.startswith("whsec_") and 24 <= len(base64.b64decode(secret[6:])) <= 64
+    assert created["event_types"] == ["contact.created", "lead.won"] and created["enabled"] is True
+    for path in (f"/workspaces/{ws.id}/webhook-endpoints", f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"):
+        response = call(ws.client, "GET", path, ws.owner)
+        assert response.status_code == 200 and secret not in response.body.decode()
+        assert "secret" not in json.dumps(body_of(response)).replace("secret_", "")
+    with fresh_db.admin() as conn:
+        (ciphertext,) = conn.execute("SELECT secret_ciphertext FROM webhook_endpoints").fetchone()  # type: ignore[misc]
+        audit = conn.execute("SELECT details::text FROM audit_log WHERE action LIKE 'webhook_endpoint.%'").fetchall()
+    assert secret.encode() not in bytes(ciphertext) and secret[6:].encode() not in bytes(ciphertext)
+    context = secret_context(ws.tenant, uuid.UUID(created["id"]))
+    assert get_vault().decrypt(bytes(ciphertext), context).plaintext.decode() == secret
+    assert all(secret not in row[0] for row in audit)
+
+
+@pytest.mark.parametrize("url", [
+    "http://example.com/hook",  # not https, not allow-listed
+    "https://127.0.0.1/hook", "https://10.0.0.8/hook", "https://169.254.169.254/latest/meta-data",
+    "https://[::ffff:127.0.0.1]/hook", "https://[::1]/hook", "https://user:pw@example.com/hook",
+    "https://no-such-host.invalid/hook",
+])
+def test_a_url_the_guard_refuses_is_422_with_a_reason(ws: Ws, url: str, fresh_db: TestDatabase) -> None:
+    response = call(ws.client, "POST", f"/workspaces/{ws.id}/webhook-endpoints", ws.owner,
+                    {"url": url, "event_types": ["*"]})
+    body = problem(response, 422)
+    assert body["errors"][0]["field"] == "url" and body["errors"][0]["message"]
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM webhook_endpoints").fetchone() == (0,)
+
+
+def test_unknown_event_types_and_unknown_fields_are_422(ws: Ws, receiver: Receiver) -> None:
+    path = f"/workspaces/{ws.id}/webhook-endpoints"
+    problem(call(ws.client, "POST", path, ws.owner, {"url": receiver.url, "event_types": ["contact.exploded"]}), 422)
+    problem(call(ws.client, "POST", path, ws.owner, {"url": receiver.url, "event_types": []}), 422)
+    problem(call(ws.client, "POST", path, ws.owner, {"url": receiver.url, "event_types": ["*"], "secret": "x"}), 422)
+
+
+def test_patch_honours_if_match_and_delete_removes(ws: Ws, receiver: Receiver) -> None:
+    created = ws.create_endpoint(receiver.url)
+    item = f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"
+    etag = call(ws.client, "GET", item, ws.owner).headers["ETag"]
+    changed = call(ws.client, "PATCH", item, ws.owner, {"enabled": False, "event_types": ["lead.won"]},
+                   headers={"If-Match": etag})
+    assert changed.status_code == 200 and body_of(changed)["enabled"] is False
+    assert body_of(changed)["disabled_reason"] == "operator"
+    problem(call(ws.client, "PATCH", item, ws.owner, {"description": "x"}, headers={"If-Match": etag}), 412)
+    problem(call(ws.client, "PATCH", item, ws.owner, {"url": None}), 422)
+    enabled = call(ws.client, "PATCH", item, ws.owner, {"enabled": True})
+    assert body_of(enabled)["disabled_reason"] is None
+    assert call(ws.client, "DELETE", item, ws.owner).status_code == 204
+    problem(call(ws.client, "GET", item, ws.owner), 404)
+
+
+def test_members_get_403_and_other_workspaces_404(outbox: Any, api: Client, ws: Ws, receiver: Receiver) -> None:
+    created = ws.create_endpoint(receiver.url)
+    other = _workspace(api, "hooks-b")
+    for method, suffix, body in (("GET", "", None), ("PATCH", "", {"enabled": False}), ("DELETE", "", None),
+                                 ("POST", "/rotate-secret", None), ("POST", "/test", None),
+                                 ("GET", "/deliveries", None)):
+        response = call(api, method, f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}{suffix}", other.owner,
+                        body)
+        problem(response, 404)
+        # A's endpoint id inside B's own workspace: not found either.
+        problem(call(api, method, f"/workspaces/{other.id}/webhook-endpoints/{created['id']}{suffix}", other.owner,
+                     body), 404)
+    member = invite_and_join(api, outbox, ws.owner, ws.id, fresh_address("hooks-member"))
+    problem(call(api, "GET", f"/workspaces/{ws.id}/webhook-endpoints", member), 403)
+    problem(call(api, "POST", f"/workspaces/{ws.id}/webhook-endpoints", member,
+                 {"url": receiver.url, "event_types": ["*"]}), 403)
+
+
+def test_event_types_are_public_and_in_openapi(api: Client) -> None:
+    response = api.http.get("/webhook-event-types")
+    assert response.status_code == 200
+    types = {entry["type"]: entry for entry in body_of(response)["data"]}
+    assert set(types) == events.EVENT_TYPES
+    assert "body" in json.dumps(types["message.received"]["schema"])
+    assert "/webhook-event-types" in body_of(api.http.get("/openapi.json"))["paths"]
+
+
+# ---- delivery ----
+
+
+def test_a_delivery_verifies_with_the_reference_library_and_is_logged(ws: Ws, receiver: Receiver,
+                                                                      jobs_db: Database,
+                                                                      fresh_db: TestDatabase) -> None:
+    created = ws.create_endpoint(receiver.url)
+    ws.emit("contact.created", {"id": "c1", "note": CANARY})
+    assert ws.dispatch(jobs_db) == 1
+    (payload,) = receiver.verified(created["secret"])
+    assert payload["type"] == "contact.created" and payload["data"] == {"id": "c1", "note": CANARY}
+    assert payload["timestamp"].endswith("Z")
+    headers, _body = receiver.received[0]
+    assert headers["webhook-id"].startswith("msg_") and headers["content-type"] == "application/json"
+    assert headers["user-agent"].startswith("crm-webhooks/")
+    log = body_of(call(ws.client, "GET", f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}/deliveries",
+                       ws.owner))["data"]
+    assert [(e["event_type"], e["attempt"], e["status_code"], e["delivery_status"]) for e in log] == [
+        ("contact.created", 1, 200, "succeeded")]
+    assert log[0]["webhook_id"] == headers["webhook-id"] and len(log[0]["response_excerpt"]) == 1024
+    assert "webhook-signature" not in json.dumps(log)
+    assert ws.dispatch(jobs_db) == 0  # nothing sent twice
+
+
+def test_the_library_rejects_a_tampered_body_and_an_old_timestamp(ws: Ws, receiver: Receiver,
+                                                                  jobs_db: Database) -> None:
+    created = ws.create_endpoint(receiver.url)
+    ws.emit()
+    ws.dispatch(jobs_db)
+    headers, body = receiver.received[0]
+    hook = standardwebhooks.Webhook(created["secret"])
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        hook.verify(body.replace(b"contact", b"kontakt"), headers)
+    old = int(clock.now().timestamp()) - 600
+    stale = {**headers, "webhook-timestamp": str(old),
+             "webhook-signature": signing.signature(created["secret"], headers["webhook-id"], old, body)}
+    with pytest.raises(standardwebhooks.WebhookVerificationError, match="too old"):
+        hook.verify(body, stale)
+
+
+def test_two_failures_then_success_is_exactly_three_attempts_on_the_schedule(ws: Ws, receiver: Receiver,
+                                                                             jobs_db: Database,
+                                                                             fresh_db: TestDatabase) -> None:
+    created = ws.create_endpoint(receiver.url)
+    receiver.plan = [500, 503]
+    with time_machine.travel(clock.now(), tick=False) as traveller:
+        ws.emit()
+        assert ws.dispatch(jobs_db) == 1
+        assert ws.dispatch(jobs_db) == 0  # the retry is not due yet
+        traveller.shift(timedelta(seconds=5.6))  # 5 s + at most 10 % jitter
+        assert ws.dispatch(jobs_db) == 1
+        traveller.shift(timedelta(seconds=4 * 60))
+        assert ws.dispatch(jobs_db) == 0  # 5 min (- 10 %) not yet
+        traveller.shift(timedelta(seconds=61 + 30))
+        assert ws.dispatch(jobs_db) == 1
+    assert len(receiver.received) == 3
+    assert len({h["webhook-id"] for h, _ in receiver.received}) == 1
+    assert _attempts(fresh_db, created["id"]) == [(1, 500, None, "succeeded"), (2, 503, None, "succeeded"),
+                                                   (3, 200, None, "succeeded")]
+
+
+def test_the_retry_schedule_is_the_documented_one() -> None:
+    assert delivery.SCHEDULE == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+    now = clock.now()
+    for attempt, wait in enumerate(delivery.SCHEDULE[1:], start=1):
+        low = delivery.next_attempt_at(attempt, now, rand=lambda: 0.0)
+        high = delivery.next_attempt_at(attempt, now, rand=lambda: 1.0)
+        assert low == now + timedelta(seconds=wait * 0.9) and high == now + timedelta(seconds=wait * 1.1)
+    assert delivery.next_attempt_at(len(delivery.SCHEDULE), now) is None
+
+
+def test_the_last_failure_marks_the_delivery_failed(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                                    fresh_db: TestDatabase) -> None:
+    created = ws.create_endpoint(receiver.url)
+    receiver.plan = [500] * 20
+    with time_machine.travel(clock.now(), tick=False) as traveller:
+        ws.emit()
+        for _ in delivery.SCHEDULE:
+            assert ws.dispatch(jobs_db) == 1
+            traveller.shift(timedelta(hours=12))
+        assert ws.dispatch(jobs_db) == 0
+    rows = _attempts(fresh_db, created["id"])
+    assert len(rows) == len(delivery.SCHEDULE) == 8 and {r[3] for r in rows} == {"failed"}
+
+
+def test_410_disables_the_endpoint_audits_and_tells_the_other_endpoints(ws: Ws, receiver: Receiver,
+                                                                        jobs_db: Database,
+                                                                        fresh_db: TestDatabase) -> None:
+    gone = ws.create_endpoint(receiver.url, ["contact.created"])
+    watcher = ws.create_endpoint(receiver.url, ["endpoint.disabled"])
+    receiver.plan = [410]
+    ws.emit()
+    ws.dispatch(jobs_db)
+    endpoint = body_of(call(ws.client, "GET", f"/workspaces/{ws.id}/webhook-endpoints/{gone['id']}", ws.owner))
+    assert endpoint["enabled"] is False and endpoint["disabled_reason"] == "gone"
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT details->>'reason' FROM audit_log WHERE action = 'webhook_endpoint.disabled'"
+                            ).fetchall() == [("gone",)]
+    ws.dispatch(jobs_db)
+    headers, body = receiver.received[-1]
+    notice = standardwebhooks.Webhook(watcher["secret"]).verify(body, headers)
+    assert notice["type"] == "endpoint.disabled" and notice["data"] == {"endpoint_id": gone["id"], "reason": "gone"}
+    ws.emit()
+    assert ws.dispatch(jobs_db) == 0  # a disabled endpoint gets nothing
+
+
+def test_five_days_of_failures_disable_the_endpoint(ws: Ws, receiver: Receiver, jobs_db: Database) -> None:
+    created = ws.create_endpoint(receiver.url, ["contact.created"])
+    receiver.plan = [500] * 100
+    with time_machine.travel(clock.now(), tick=False) as traveller:
+        for _ in range(6):
+            ws.emit()
+            ws.dispatch(jobs_db)
+            traveller.shift(timedelta(days=1))
+    endpoint = body_of(call(ws.client, "GET", f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}", ws.owner))
+    assert endpoint["enabled"] is False and endpoint["disabled_reason"] == "failing"
+
+
+# ---- SSRF at delivery time ----
+
+
+def _resolving_to(addresses: list[str]) -> outbound.Resolver:
+    return lambda host, port: addresses
+
+
+@pytest.mark.parametrize("address", ["10.0.0.7", "127.0.0.1", "169.254.169.254", "::ffff:10.0.0.1", "fe80::1"])
+def test_dns_that_changes_to_a_private_address_is_refused_and_logged(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                                                     fresh_db: TestDatabase, env: Any,
+                                                                     address: str) -> None:
+    created = ws.create_endpoint(receiver.url)
+    # The endpoint's host now resolves elsewhere, and it is no longer allow-listed (as in production).
+    call(ws.client, "PATCH", f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}", ws.owner,
+         {"description": "moved"})
+    env(outbound_allow_hosts="")
+    with fresh_db.admin() as conn:
+        conn.execute("UPDATE webhook_endpoints SET url = 'https://hooks.example.com/x'")
+    ws.emit()
+    ws.dispatch(jobs_db, resolver=_resolving_to([address]))
+    assert receiver.received == []
+    assert _attempts(fresh_db, created["id"]) == [(1, None, "refused", "pending")]
+
+
+def test_a_redirect_is_never_followed(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                      fresh_db: TestDatabase) -> None:
+    created = ws.create_endpoint(receiver.url)
+    receiver.plan = [302]
+    receiver.extra_headers = {"Location": "http://169.254.169.254/latest/meta-data/"}
+    ws.emit()
+    ws.dispatch(jobs_db)
+    assert len(receiver.received) == 1
+    assert _attempts(fresh_db, created["id"]) == [(1, 302, None, "pending")]
+
+
+# ---- isolation, rotation, replay, ping ----
+
+
+def test_b_never_receives_a_events_and_cannot_read_or_replay_a_deliveries(api: Client, ws: Ws, receiver: Receiver,
+                                                                         jobs_db: Database,
+                                                                         fresh_db: TestDatabase) -> None:
+    a_hook = ws.create_endpoint(receiver.url)
+    other = _workspace(api, "hooks-b")
+    other.create_endpoint(receiver.url.replace("/hook", "/b"))
+    ws.emit()
+    ws.dispatch(jobs_db)
+    other.dispatch(jobs_db)
+    assert [h for h, _ in receiver.received] and len(receiver.received) == 1
+    with fresh_db.admin() as conn:
+        (delivery_id,) = conn.execute("SELECT id FROM webhook_deliveries").fetchone()  # type: ignore[misc]
+    for workspace in (ws.id, other.id):
+        problem(call(api, "POST", f"/workspaces/{workspace}/webhook-endpoints/{a_hook['id']}/deliveries/"
+                     f"{delivery_id}/replay", other.owner), 404)
+        problem(call(api, "GET", f"/workspaces/{workspace}/webhook-endpoints/{a_hook['id']}/deliveries",
+                     other.owner), 404)
+
+
+def test_rotation_signs_with_both_secrets_for_a_day(ws: Ws, receiver: Receiver, jobs_db: Database) -> None:
+    created = ws.create_endpoint(receiver.url)
+    rotated = call(ws.client, "POST", f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}/rotate-secret",
+                   ws.owner)
+    new = body_of(rotated)["secret"]
+    assert new != created["secret"] and new.startswith("whsec_")
+    with time_machine.travel(clock.now(), tick=False) as traveller:
+        ws.emit()
+        ws.dispatch(jobs_db)
+        headers, _ = receiver.received[0]
+        assert len(headers["webhook-signature"].split(" ")) == 2
+        receiver.verified(created["secret"])
+        receiver.verified(new)
+        traveller.shift(timedelta(hours=24, seconds=1))
+        ws.emit()
+        ws.dispatch(jobs_db)
+    headers, body = receiver.received[1]
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(created["secret"]).verify(body, {**headers, "webhook-timestamp":
+                                                                   str(int(clock.now().timestamp()))})
+
+
+def test_replay_sends_the_same_webhook_id_again_and_ping_reaches_the_endpoint(ws: Ws, receiver: Receiver,
+                                                                              jobs_db: Database,
+                                                                              webhook_trigger: Any) -> None:
+    created = ws.create_endpoint(receiver.url)
+    base = f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"
+    ws.emit()
+    ws.dispatch(jobs_db)
+    first = body_of(call(ws.client, "GET", base + "/deliveries", ws.owner))["data"][0]
+    replayed = call(ws.client, "POST", f"{base}/deliveries/{first['delivery_id']}/replay", ws.owner)
+    assert replayed.status_code == 202 and body_of(replayed)["webhook_id"] == first["webhook_id"]
+    assert (ws.tenant, 0) in webhook_trigger.woken
+    ws.dispatch(jobs_db)
+    assert [h["webhook-id"] for h, _ in receiver.received] == [first["webhook_id"]] * 2
+    pinged = call(ws.client, "POST", base + "/test", ws.owner)
+    assert pinged.status_code == 202
+    ws.dispatch(jobs_db)
+    assert receiver.verified(created["secret"])[-1] == {
+        "type": "ping", "timestamp": receiver.verified(created["secret"])[-1]["timestamp"],
+        "data": {"endpoint_id": created["id"], "message": "ping"}}
+    attempts = body_of(call(ws.client, "GET", base + "/deliveries?limit=2", ws.owner))
+    assert len(attempts["data"]) == 2 and attempts["next_cursor"]
+    rest = body_of(call(ws.client, "GET", base + f"/deliveries?limit=2&cursor={attempts['next_cursor']}", ws.owner))
+    assert [e["attempt"] for e in rest["data"]] == [1]
+
+
+# ---- crashes and concurrency ----
+
+
+def test_a_dispatcher_dying_after_the_send_loses_nothing(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                                         fresh_db: TestDatabase,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    created = ws.create_endpoint(receiver.url)
+    request = outbound.request
+
+    def send_then_die(*args: Any, **kwargs: Any) -> outbound.OutboundResponse:
+        request(*args, **kwargs)
+        raise RuntimeError("the dispatcher died before its bookkeeping")
+
+    with time_machine.travel(clock.now(), tick=False) as traveller:
+        ws.emit()
+        ws.emit()
+        with monkeypatch.context() as patch, pytest.raises(RuntimeError):
+            patch.setattr(outbound, "request", send_then_die)
+            ws.dispatch(jobs_db)
+        assert ws.dispatch(jobs_db) == 0  # the batch it claimed stays leased: nobody else sends it meanwhile
+        traveller.shift(delivery.lease(delivery.BATCH) + timedelta(seconds=1))
+        assert ws.dispatch(jobs_db) == 2
+    ids = [h["webhook-id"] for h, _ in receiver.received]
+    assert len(ids) == 3 and len(set(ids)) == 2  # at least once; the repeat carries the same webhook-id
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT status, count(*) FROM webhook_deliveries GROUP BY 1").fetchall() == [
+            ("succeeded", 2)]
+    # Each logged attempt is consistent with its delivery; the interrupted claim's number is skipped.
+    assert [(r[0], r[1], r[3]) for r in _attempts(fresh_db, created["id"])] == [(2, 200, "succeeded")] * 2
+
+
+def test_two_dispatchers_never_send_the_same_delivery(ws: Ws, receiver: Receiver, jobs_db: Database) -> None:
+    ws.create_endpoint(receiver.url)
+    for _ in range(30):
+        ws.emit()
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(ws.dispatch(jobs_db, limit=5))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [h["webhook-id"] for h, _ in receiver.received]
+    assert sum(results) == 30 and len(ids) == 30 and len(set(ids)) == 30
+
+
+def test_a_deleted_workspace_stops_delivering_at_once(ws: Ws, receiver: Receiver, jobs_db: Database) -> None:
+    ws.create_endpoint(receiver.url)
+    ws.emit()
+    assert call(ws.client, "DELETE", f"/workspaces/{ws.id}", ws.owner).status_code in (202, 204)
+    assert ws.dispatch(jobs_db) == 0 and receiver.received == []
+
+
+def test_secrets_and_bodies_never_reach_the_logs(ws: Ws, receiver: Receiver, jobs_db: Database, logs: Any) -> None:
+    created = ws.create_endpoint(receiver.url)
+    ws.emit("contact.created", {"id": "c1", "note": CANARY})
+    receiver.plan = [500]
+    ws.dispatch(jobs_db)
+    text = logs.getvalue()
+    assert "webhook attempt" in text
+    assert created["secret"] not in text and created["secret"][6:] not in text and CANARY not in text
+
+
+def test_no_endpoint_means_no_stored_event(ws: Ws, fresh_db: TestDatabase) -> None:
+    ws.emit()
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM webhook_messages").fetchone() == (0,)
+
+
+def test_the_app_role_cannot_emit_into_another_workspace(ws: Ws, api: Client, receiver: Receiver,
+                                                         fresh_db: TestDatabase) -> None:
+    other = _workspace(api, "hooks-c")
+    other.create_endpoint(receiver.url)
+    with tenant_tx(ws.tenant) as conn:  # A's transaction naming B: B's endpoints are invisible, nothing is stored
+        events.emit(conn, tenant_id=other.tenant, event_type="contact.created", data={"id": "x"})
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM webhook_messages").fetchone() == (0,)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_tx(ws.tenant) as conn:
+        conn.execute("INSERT INTO webhook_messages (tenant_id, type, data) VALUES (%s, 'contact.created', '{}')",
+                     (other.tenant,)).fetchall()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, LiteralString
 
 import psycopg
 from psycopg import sql
@@ -184,6 +184,9 @@ def _batches(plain: IO[bytes], section: _Section) -> Iterator[list[bytes]]:
         yield batch
 
 
+_COPIED_ENDPOINT: dict[str, LiteralString] = {"enabled": "false", "disabled_reason": "'operator'"}
+
+
 def _expressions(table: TenantTable, columns: list[str], as_new: bool) -> sql.Composable:
     parts: list[sql.Composable] = []
     for column in columns:
@@ -192,6 +195,10 @@ def _expressions(table: TenantTable, columns: list[str], as_new: bool) -> sql.Co
         elif as_new and table.name == "api_keys" and column == "revoked_at":
             # A bearer key must open one workspace only: the copy's keys start out revoked.
             parts.append(sql.SQL("coalesce(revoked_at, now())"))
+        elif as_new and table.name == "webhook_endpoints" and column in _COPIED_ENDPOINT:
+            # Its signing secret is bound to the source workspace (encryption context): the copy's endpoints
+            # start disabled, and an admin rotates the secret before enabling one.
+            parts.append(sql.SQL(_COPIED_ENDPOINT[column]))
         else:
             parts.append(sql.Identifier(column))
     return sql.SQL(", ").join(parts)

@@ -531,3 +531,14 @@ def test_the_app_role_cannot_emit_into_another_workspace(ws: Ws, api: Client, re
     with pytest.raises(psycopg.errors.InsufficientPrivilege), tenant_tx(ws.tenant) as conn:
         conn.execute("INSERT INTO webhook_messages (tenant_id, type, data) VALUES (%s, 'contact.created', '{}')",
                      (other.tenant,)).fetchall()
+
+
+def test_a_secret_that_does_not_open_sends_nothing_unsigned(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                                            fresh_db: TestDatabase) -> None:
+    created = ws.create_endpoint(receiver.url)
+    with fresh_db.admin() as conn:  # e.g. a ciphertext bound to another workspace, or damaged
+        conn.execute("UPDATE webhook_endpoints SET secret_ciphertext = '\\x0102'")
+    ws.emit()
+    assert ws.dispatch(jobs_db) == 1
+    assert receiver.received == []
+    assert _attempts(fresh_db, created["id"]) == [(1, None, "secret_unreadable", "pending")]

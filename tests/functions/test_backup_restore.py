@@ -352,6 +352,9 @@ def test_outgoing_webhooks_are_backed_up_with_their_signing_secrets_and_restored
             assert conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = %s").format(
                 sql.Identifier(table)), (copy,)).fetchone() == (1,), table
     assert webhook_chain(fresh_db, a) == chain and webhook_chain(fresh_db, b) == other  # the rest untouched
+    with fresh_db.admin() as conn:  # its secret does not open in the copy: the copy's endpoints start disabled
+        assert conn.execute("SELECT enabled, disabled_reason FROM webhook_endpoints WHERE tenant_id = %s",
+                            (copy,)).fetchall() == [(False, "operator")]
     # As with channels, the copy's ciphertext is bound to the source workspace: it does not open as the copy's.
     with pytest.raises(CredentialIntegrityError):
         vault.decrypt(bytes(chain[0][4]), secret_context(copy, endpoint_id))

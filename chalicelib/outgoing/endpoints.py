@@ -199,7 +199,7 @@ def rotate_secret(conn: Conn, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, a
 
 def delete(conn: Conn, *, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, actor: audit.Actor) -> None:
     """Delete an endpoint: its pending deliveries stop, its log goes with it."""
-    if not conn.execute(Q["endpoint_delete"], (endpoint_id,)).fetchall():
+    if not conn.execute(Q["endpoint_delete"], {"id": endpoint_id}).fetchall():
         raise errors.NotFound("no such webhook endpoint")
     audit.record(conn, tenant_id=tenant_id, action="webhook_endpoint.deleted", actor=actor,
                  target_type="webhook_endpoint", target_id=endpoint_id)

@@ -62,8 +62,9 @@ UPDATE webhook_endpoints
 RETURNING id, url, description, event_types, enabled, rate_limit_per_s, disabled_reason, created_at, updated_at;
 
 -- name: endpoint_delete
--- Delete an endpoint (its deliveries and their log go with it); a row comes back when it existed.
-DELETE FROM webhook_endpoints WHERE id = %s RETURNING id;
+-- Delete an endpoint and its deliveries (their log goes with them); a row comes back when it existed.
+WITH deliveries AS (DELETE FROM webhook_deliveries WHERE endpoint_id = %(id)s)
+DELETE FROM webhook_endpoints WHERE id = %(id)s RETURNING id;
 
 -- delivery.py (the dispatcher, as the jobs role in the workspace's tenant transaction) ----------------
 

@@ -186,8 +186,12 @@ def test_unknown_event_types_and_unknown_fields_are_422(ws: Ws, receiver: Receiv
     problem(call(ws.client, "POST", path, ws.owner, {"url": receiver.url, "event_types": ["*"], "secret": "x"}), 422)
 
 
-def test_patch_honours_if_match_and_delete_removes(ws: Ws, receiver: Receiver) -> None:
+def test_patch_honours_if_match_and_delete_removes(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                                   fresh_db: TestDatabase) -> None:
     created = ws.create_endpoint(receiver.url)
+    ws.emit()
+    ws.dispatch(jobs_db)
+    ws.emit()  # one delivered (with its log), one pending: both go with the endpoint
     item = f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"
     etag = call(ws.client, "GET", item, ws.owner).headers["ETag"]
     changed = call(ws.client, "PATCH", item, ws.owner, {"enabled": False, "event_types": ["lead.won"]},
@@ -200,6 +204,9 @@ def test_patch_honours_if_match_and_delete_removes(ws: Ws, receiver: Receiver) -
     assert body_of(enabled)["disabled_reason"] is None
     assert call(ws.client, "DELETE", item, ws.owner).status_code == 204
     problem(call(ws.client, "GET", item, ws.owner), 404)
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT (SELECT count(*) FROM webhook_deliveries), (SELECT count(*) FROM"
+                            " webhook_attempts)").fetchone() == (0, 0)
 
 
 def test_members_get_403_and_other_workspaces_404(outbox: Any, api: Client, ws: Ws, receiver: Receiver) -> None:

@@ -51,8 +51,11 @@ CREATE TABLE public.webhook_deliveries (
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     PRIMARY KEY (tenant_id, id),
-    FOREIGN KEY (tenant_id, message_id) REFERENCES public.webhook_messages (tenant_id, id) ON DELETE CASCADE,
-    FOREIGN KEY (tenant_id, endpoint_id) REFERENCES public.webhook_endpoints (tenant_id, id) ON DELETE CASCADE
+    FOREIGN KEY (tenant_id, message_id) REFERENCES public.webhook_messages (tenant_id, id) ON DELETE CASCADE
+    -- No foreign key to webhook_endpoints: its check would lock the endpoint's row (FOR KEY SHARE) in every
+    -- transaction that emits, serialising every write of a busy workspace on one row and doubling the cost
+    -- of an event (bench B11). Deleting an endpoint deletes its deliveries in the same transaction
+    -- (endpoint_delete), and the dispatcher only claims deliveries whose endpoint exists and is enabled.
 );
 CREATE INDEX webhook_deliveries_due ON public.webhook_deliveries (tenant_id, next_attempt_at, created_at)
     WHERE status = 'pending';
@@ -78,96 +81,132 @@ CREATE TABLE public.webhook_attempts (
 CREATE INDEX webhook_attempts_by_time ON public.webhook_attempts (tenant_id, attempted_at);
 CALL app.secure_tenant_table('public.webhook_attempts');
 
--- Whether an enabled endpoint of the workspace subscribes to an event type (or to '*'). Under RLS.
+-- Emitting an event, in the change's own transaction, as crm_app or crm_jobs under RLS (SECURITY INVOKER):
+-- one statement queued with the change's statements, no round trip of its own. An event is stored only when
+-- an enabled endpoint subscribes to its type (or to '*'), with one pending delivery per such endpoint, due at
+-- once ('-infinity' sorts before every retry and needs no agreement between clocks). No SET clause on these
+-- (every name is schema-qualified, and the runtime roles can create nothing): the check inlines, and the
+-- per-request cost stays one index probe when nobody subscribes (bench B11).
+
+-- Whether an enabled endpoint of the workspace subscribes to an event type.
 CREATE FUNCTION app.webhook_subscribed(p_tenant uuid, p_type text) RETURNS boolean
     LANGUAGE sql STABLE
-    SET search_path = pg_catalog, public
 AS $$
     SELECT EXISTS (SELECT 1 FROM public.webhook_endpoints e
                     WHERE e.tenant_id = p_tenant AND e.enabled
                       AND (p_type = ANY (e.event_types) OR '*' = ANY (e.event_types)))
 $$;
-REVOKE ALL ON FUNCTION app.webhook_subscribed(uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.webhook_subscribed(uuid, text) TO crm_app, crm_jobs;
 
--- Fan-out in the statement that records the event: a message only when an enabled endpoint subscribes to its
--- type (or to '*'), and one pending delivery per such endpoint. Called in the change's own transaction, as
--- crm_app or crm_jobs under RLS (SECURITY INVOKER): queued with the change's statements, no round trip of its
--- own. Returns whether anything is to be delivered.
-CREATE FUNCTION app.emit_webhook(p_tenant uuid, p_type text, p_resource text, p_data jsonb) RETURNS boolean
+-- Store a (subscribed) event and its deliveries.
+CREATE FUNCTION app.store_webhook(p_tenant uuid, p_type text, p_resource text, p_data jsonb) RETURNS void
     LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, public
 AS $$
 DECLARE
     message_id uuid;
 BEGIN
-    IF NOT app.webhook_subscribed(p_tenant, p_type) THEN
-        RETURN false;
-    END IF;
     INSERT INTO public.webhook_messages (tenant_id, type, resource, data)
     VALUES (p_tenant, p_type, p_resource, p_data) RETURNING id INTO message_id;
-    -- Due at once: '-infinity' sorts before every retry, and needs no agreement between clocks.
     INSERT INTO public.webhook_deliveries (tenant_id, message_id, endpoint_id, next_attempt_at)
     SELECT p_tenant, message_id, e.id, '-infinity' FROM public.webhook_endpoints e
      WHERE e.tenant_id = p_tenant AND e.enabled AND (p_type = ANY (e.event_types) OR '*' = ANY (e.event_types));
+END
+$$;
+
+-- An event whose data is given. Returns whether it was stored.
+CREATE FUNCTION app.emit_webhook(p_tenant uuid, p_type text, p_resource text, p_data jsonb) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF NOT app.webhook_subscribed(p_tenant, p_type) THEN
+        RETURN false;
+    END IF;
+    PERFORM app.store_webhook(p_tenant, p_type, p_resource, p_data);
     RETURN true;
 END
 $$;
-REVOKE ALL ON FUNCTION app.emit_webhook(uuid, text, text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.emit_webhook(uuid, text, text, jsonb) TO crm_app, crm_jobs;
 
--- The same for a row of one of the resource tables, snapshotted as it stands at this point of the transaction
--- (read under RLS: another workspace's id finds nothing, and nothing is emitted). The row is read only when
--- someone subscribes.
-CREATE FUNCTION app.emit_webhook_row(p_tenant uuid, p_type text, p_table text, p_id uuid) RETURNS boolean
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, public
+-- A row of a resource table, snapshotted as it stands at this point of the transaction (read under RLS:
+-- another workspace's id finds nothing, and nothing is stored). One static statement per table, so each plan
+-- is kept. A message carries its attachments as the API lists them (metadata and digest, never the bytes).
+CREATE FUNCTION app.webhook_snapshot(p_tenant uuid, p_table text, p_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
     snapshot jsonb;
 BEGIN
-    IF p_table NOT IN ('contacts', 'companies', 'leads', 'notes', 'conversations', 'messages', 'calls') THEN
-        RAISE EXCEPTION 'not a webhook resource: %', p_table;
-    END IF;
+    CASE p_table
+        WHEN 'contacts' THEN
+            SELECT to_jsonb(t) INTO snapshot FROM public.contacts t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        WHEN 'companies' THEN
+            SELECT to_jsonb(t) INTO snapshot FROM public.companies t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        WHEN 'leads' THEN
+            SELECT to_jsonb(t) INTO snapshot FROM public.leads t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        WHEN 'notes' THEN
+            SELECT to_jsonb(t) INTO snapshot FROM public.notes t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        WHEN 'conversations' THEN
+            SELECT to_jsonb(t) INTO snapshot FROM public.conversations t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        WHEN 'calls' THEN
+            SELECT to_jsonb(t) INTO snapshot FROM public.calls t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        WHEN 'messages' THEN
+            SELECT to_jsonb(t) || jsonb_build_object('attachments', (
+                       SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                  'id', a.id, 'filename', a.filename, 'content_type', a.content_type,
+                                  'size', a.size_bytes, 'sha256', a.sha256) ORDER BY a.created_at, a.id), '[]')
+                         FROM public.attachments a WHERE a.tenant_id = p_tenant AND a.message_id = p_id))
+              INTO snapshot FROM public.messages t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+        ELSE
+            RAISE EXCEPTION 'not a webhook resource: %', p_table;
+    END CASE;
+    RETURN snapshot;
+END
+$$;
+
+-- An event carrying a row (queue it after the statements that write the row). Returns whether it was stored.
+CREATE FUNCTION app.emit_webhook_row(p_tenant uuid, p_type text, p_table text, p_id uuid) RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    snapshot jsonb;
+BEGIN
     IF NOT app.webhook_subscribed(p_tenant, p_type) THEN
         RETURN false;
     END IF;
-    EXECUTE format('SELECT to_jsonb(t) FROM public.%I t WHERE t.tenant_id = $1 AND t.id = $2', p_table)
-       INTO snapshot USING p_tenant, p_id;
+    snapshot := app.webhook_snapshot(p_tenant, p_table, p_id);
     IF snapshot IS NULL THEN
         RETURN false;
     END IF;
-    IF p_table = 'messages' THEN
-        -- A message's attachments as the API lists them (metadata and digest; the bytes stay in the store).
-        snapshot := snapshot || jsonb_build_object('attachments', (
-            SELECT coalesce(jsonb_agg(jsonb_build_object('id', a.id, 'filename', a.filename,
-                                                         'content_type', a.content_type, 'size', a.size_bytes,
-                                                         'sha256', a.sha256) ORDER BY a.created_at, a.id), '[]')
-              FROM public.attachments a WHERE a.tenant_id = p_tenant AND a.message_id = p_id));
-    END IF;
-    RETURN app.emit_webhook(p_tenant, p_type, p_table, snapshot);
+    PERFORM app.store_webhook(p_tenant, p_type, p_table, snapshot);
+    RETURN true;
 END
 $$;
-REVOKE ALL ON FUNCTION app.emit_webhook_row(uuid, text, text, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.emit_webhook_row(uuid, text, text, uuid) TO crm_app, crm_jobs;
 
--- emit_webhook_row for many rows of one table (a CSV import's contacts): one statement, one event per row.
+-- The same for many rows of one table (a CSV import's contacts): one statement, one event per row.
 CREATE FUNCTION app.emit_webhook_rows(p_tenant uuid, p_type text, p_table text, p_ids uuid[]) RETURNS boolean
     LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, public
 AS $$
 DECLARE
     one uuid;
+    snapshot jsonb;
     stored boolean := false;
 BEGIN
     IF NOT app.webhook_subscribed(p_tenant, p_type) THEN
         RETURN false;
     END IF;
     FOREACH one IN ARRAY p_ids LOOP
-        stored := app.emit_webhook_row(p_tenant, p_type, p_table, one) OR stored;
+        snapshot := app.webhook_snapshot(p_tenant, p_table, one);
+        IF snapshot IS NOT NULL THEN
+            PERFORM app.store_webhook(p_tenant, p_type, p_table, snapshot);
+            stored := true;
+        END IF;
     END LOOP;
     RETURN stored;
 END
 $$;
-REVOKE ALL ON FUNCTION app.emit_webhook_rows(uuid, text, text, uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION app.emit_webhook_rows(uuid, text, text, uuid[]) TO crm_app, crm_jobs;
+
+REVOKE ALL ON FUNCTION app.webhook_subscribed(uuid, text), app.store_webhook(uuid, text, text, jsonb),
+    app.emit_webhook(uuid, text, text, jsonb), app.webhook_snapshot(uuid, text, uuid),
+    app.emit_webhook_row(uuid, text, text, uuid), app.emit_webhook_rows(uuid, text, text, uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION app.webhook_subscribed(uuid, text), app.store_webhook(uuid, text, text, jsonb),
+    app.emit_webhook(uuid, text, text, jsonb), app.webhook_snapshot(uuid, text, uuid),
+    app.emit_webhook_row(uuid, text, text, uuid), app.emit_webhook_rows(uuid, text, text, uuid[])
+    TO crm_app, crm_jobs;

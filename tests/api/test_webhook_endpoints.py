@@ -549,3 +549,21 @@ def test_a_secret_that_does_not_open_sends_nothing_unsigned(ws: Ws, receiver: Re
     assert ws.dispatch(jobs_db) == 1
     assert receiver.received == []
     assert _attempts(fresh_db, created["id"]) == [(1, None, "secret_unreadable", "pending")]
+
+
+def test_an_endpoint_rate_limit_spaces_its_sends(ws: Ws, receiver: Receiver, jobs_db: Database,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    ws.create_endpoint(receiver.url, rate_limit_per_s=4)
+    for _ in range(3):
+        ws.emit()
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 3))
+        now[0] += seconds
+
+    monkeypatch.setattr(delivery, "_monotonic", lambda: now[0])
+    monkeypatch.setattr(delivery, "_sleep", sleep)
+    assert ws.dispatch(jobs_db) == 3
+    assert slept == [0.25, 0.25]  # 4 per second: the 2nd and 3rd send wait a quarter second each

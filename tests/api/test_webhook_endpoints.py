@@ -567,3 +567,14 @@ def test_an_endpoint_rate_limit_spaces_its_sends(ws: Ws, receiver: Receiver, job
     monkeypatch.setattr(delivery, "_sleep", sleep)
     assert ws.dispatch(jobs_db) == 3
     assert slept == [0.25, 0.25]  # 4 per second: the 2nd and 3rd send wait a quarter second each
+
+
+def test_a_disabled_endpoint_keeps_its_pending_deliveries_until_enabled_again(ws: Ws, receiver: Receiver,
+                                                                             jobs_db: Database) -> None:
+    created = ws.create_endpoint(receiver.url)
+    ws.emit()
+    item = f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"
+    assert call(ws.client, "PATCH", item, ws.owner, {"enabled": False}).status_code == 200
+    assert ws.dispatch(jobs_db) == 0 and receiver.received == []
+    assert call(ws.client, "PATCH", item, ws.owner, {"enabled": True}).status_code == 200
+    assert ws.dispatch(jobs_db) == 1 and len(receiver.received) == 1

@@ -73,7 +73,7 @@ def resolve_checked(url: str, *, allow: frozenset[str] = frozenset(), resolver: 
         raise OutboundRefused("only plain https URLs are allowed")
     try:
         addresses = resolver(host, port)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: a label that is empty or longer than 63 (IDNA)
         raise OutboundRefused("the host does not resolve") from None
     # Every address must be public: an attacker's DNS could mix a public and a private answer.
     if not addresses or not all(is_public(a) for a in addresses):

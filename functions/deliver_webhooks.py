@@ -11,35 +11,35 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from chalicelib import clock
-from chalicelib.jobs.common import jobs_database
 from chalicelib.outgoing import delivery, trigger
-from functions.common import event_object, init_observability
+from functions.common import event_object, start
 
 
 def _follow_up(tenant: uuid.UUID) -> None:
-    due = delivery.next_due(tenant)
-    if due is None:
-        return
-    wait = int((due - clock.now()).total_seconds()) + 1
-    if wait <= trigger.MAX_SQS_DELAY_S:
-        trigger.get_trigger().wake(tenant, max(0, wait))
+    wait = delivery.seconds_until_due(tenant)
+    if wait is not None and wait <= trigger.MAX_SQS_DELAY_S:
+        trigger.get_trigger().wake(tenant, wait)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda: an SQS batch (ReportBatchItemFailures) or an EventBridge schedule (no Records: sweep all)."""
     records = event_object(event).get("Records")
-    init_observability()
-    db = jobs_database()
+    db = start()
     if not records:
         attempts, failed = delivery.sweep(db=db)
         return {"attempts": attempts, "failed": [str(tenant) for tenant in failed]}
     failures, attempts = [], 0
+    done: set[uuid.UUID] = set()  # a batch holding one workspace several times delivers it once
     for record in records:
         try:
             tenant = uuid.UUID(str(record["body"]))
-            attempts += delivery.dispatch_tenant(tenant, db=db)
-            _follow_up(tenant)
+            if tenant in done:
+                continue
+            made = delivery.dispatch_tenant(tenant, db=db)
+            done.add(tenant)
+            attempts += made
+            if made:  # a dispatcher that found nothing leaves the follow-up to the one that did the work
+                _follow_up(tenant)
         except Exception:  # noqa: BLE001 - reported to SQS, which retries and dead-letters
             failures.append({"itemIdentifier": record.get("messageId")})
     return {"attempts": attempts, "batchItemFailures": failures}

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from chalicelib import audit, errors
+from chalicelib import audit, errors, versions
 from chalicelib.accounts.models import WorkspaceOut
 from chalicelib.crm import pipelines
 from chalicelib.db import queries
@@ -33,14 +32,12 @@ def _out(row: tuple[object, ...] | None, role: str | None) -> WorkspaceOut:
 
 def etag(workspace: WorkspaceOut) -> str:
     """A strong validator that changes whenever the workspace does."""
-    digest = hashlib.sha256(f"{workspace.id}:{workspace.updated_at.isoformat()}".encode()).hexdigest()[:20]
-    return f'"{digest}"'
+    return versions.etag(workspace.id, workspace.updated_at)
 
 
 def check_version(expected: frozenset[str] | None, current: WorkspaceOut) -> None:
     """PreconditionFailed unless the workspace's ETag is among the `expected` ones (None: any version)."""
-    if expected is not None and etag(current) not in expected:
-        raise errors.PreconditionFailed("the workspace changed since you read it")
+    versions.check(expected, etag(current), "workspace")
 
 
 def create(conn: Conn, *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib import errors
+from chalicelib import errors, versions
 from chalicelib.auth.crypto import keyed_hash
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
@@ -88,8 +88,7 @@ def rename(conn: Conn, *, key_id: uuid.UUID, name: str, expected: frozenset[str]
     row = conn.execute(Q["api_key_lock"], (key_id,)).fetchone()
     if row is None:
         raise errors.NotFound("no such API key")
-    if expected is not None and etag(row) not in expected:
-        raise errors.PreconditionFailed("the API key changed since you read it")
+    versions.check(expected, etag(row), "API key")
     renamed = conn.execute(Q["api_key_rename"], (name, key_id)).fetchone()
     assert renamed is not None
     return renamed

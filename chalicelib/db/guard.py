@@ -152,12 +152,17 @@ def check_rls(conn: Conn) -> list[str]:
             "SELECT polname, polpermissive, polcmd, pg_get_expr(polqual, polrelid),"
             " pg_get_expr(polwithcheck, polrelid),"
             " (0 = ANY(polroles) OR %s::regrole = ANY(polroles)), array_length(polroles, 1) = 1"
-            " AND %s::regrole = ALL(polroles)"
-            " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, JOBS_ROLE, table)).fetchall()
+            " AND %s::regrole = ALL(polroles), %s::regrole = ANY(polroles)"
+            " FROM pg_policy WHERE polrelid = %s::regclass", (APP_ROLE, JOBS_ROLE, OWNER_ROLE, table)).fetchall()
         wanted = f"({key} = {TENANT})"
         wanted_guard = USER_READABLE_GUARDS.get(table, wanted)
         good = {True: False, False: False}
-        for name, permissive, cmd, qual, check, for_app, jobs_only in policies:
+        for name, permissive, cmd, qual, check, for_app, jobs_only, for_owner in policies:
+            if for_owner:
+                # The definer functions run as the owner: a policy for it on a tenant table would let them
+                # read workspace content (0020 gives the owner policies on account tables only).
+                problems.append(f"{table}: policy {name} for {OWNER_ROLE} is not an allowed one")
+                continue
             if jobs_only and WIDE_POLICIES.get((table, name), ("", ""))[0] == JOBS_ROLE:
                 continue
             # SELECT-only policies cannot have WITH CHECK; every other policy needs both clauses.

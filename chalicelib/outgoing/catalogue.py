@@ -6,6 +6,7 @@ rendered here at delivery time from the row snapshot taken in the change's trans
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,13 +56,6 @@ class EndpointDisabled(BaseModel):
 
     endpoint_id: uuid.UUID
     reason: str
-
-
-class Ping(BaseModel):
-    """The test event (POST …/webhook-endpoints/{id}/test); not subscribable."""
-
-    endpoint_id: uuid.UUID
-    message: str = "ping"
 
 
 @dataclass(frozen=True)
@@ -138,8 +132,9 @@ class EventTypeList(BaseModel):
     data: list[EventTypeOut]
 
 
+@functools.cache
 def listing() -> EventTypeList:
-    """The catalogue as served."""
+    """The catalogue as served (built once per process: it never changes)."""
     return EventTypeList(data=[EventTypeOut(type=e.name, description=e.description, schema=e.data.model_json_schema())
                                for e in CATALOGUE])
 

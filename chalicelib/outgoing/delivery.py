@@ -186,12 +186,17 @@ def _disable(conn: Any, tenant: uuid.UUID, endpoint_id: uuid.UUID, reason: str, 
 def settle(db: Database, tenant: uuid.UUID, results: list[tuple[Claimed, Outcome]], *,
            now: datetime | None = None, rand: Callable[[], float] = random.random) -> list[str]:
     """Log a batch's attempts and move each delivery on, in one transaction; returns their statuses
-    (pending, succeeded or failed)."""
+    (pending, succeeded or failed; deleted for one whose endpoint was deleted meanwhile)."""
     now = now or clock.now()
     statuses = []
     with tenant_tx(tenant, db=db) as conn:
         answered: set[uuid.UUID] = set()
+        there = {row[0] for row in conn.execute(Q["deliveries_still_there"],
+                                                 ([c.delivery_id for c, _ in results],)).fetchall()}
         for claimed, outcome in results:
+            if claimed.delivery_id not in there:  # its endpoint was deleted while it was in flight
+                statuses.append("deleted")
+                continue
             conn.execute(Q["attempt_insert"], (tenant, claimed.delivery_id, claimed.attempt, now,
                                                outcome.status_code, outcome.duration_ms, outcome.error_class,
                                                outcome.excerpt))
@@ -230,15 +235,26 @@ def dispatch_tenant(tenant: uuid.UUID, *, db: Database | None = None, limit: int
         results = []
         for claimed in batch:
             _pace(claimed, last_sent)
-            results.append((claimed, send(tenant, claimed, resolver=resolver)))
+            results.append((claimed, _attempt(tenant, claimed, resolver)))
         if results:
             # One transaction for the batch's bookkeeping. A crash before it leaves the batch leased: it is
             # claimed and sent again when the lease ends (at least once, same webhook-id).
             settle(db, tenant, results)
         made += len(results)
-        if len(batch) < limit:
+        # endpoint.disabled, stored by the bookkeeping, goes out in this same run.
+        if len(batch) < limit and not events.take_emitted():
             break
     return made
+
+
+def _attempt(tenant: uuid.UUID, claimed: Claimed, resolver: outbound.Resolver | None) -> Outcome:
+    """send(), with anything it did not foresee (a payload that no longer renders) logged as a failed
+    attempt of its class: the batch's bookkeeping always runs, and the delivery reaches `failed` in time."""
+    started = time.monotonic()
+    try:
+        return send(tenant, claimed, resolver=resolver)
+    except Exception as exc:  # noqa: BLE001 - recorded on the attempt (class only), never raised
+        return Outcome(None, _ms(started), type(exc).__name__)
 
 
 # The pacing clock, apart from the module `time` so a test can move it without moving everyone's.
@@ -255,10 +271,16 @@ def _pace(claimed: Claimed, last_sent: dict[uuid.UUID, float]) -> None:
 
 
 def next_due(tenant: uuid.UUID, *, db: Database | None = None) -> datetime | None:
-    """When the workspace's next pending delivery is due (None: nothing pending)."""
+    """When the workspace's next pending delivery is due, never before now (None: nothing pending)."""
     with tenant_tx(tenant, db=db or get_database("jobs")) as conn:
-        row = conn.execute(Q["next_due"]).fetchone()
+        row = conn.execute(Q["next_due"], (clock.now(),)).fetchone()
     return row[0] if row else None
+
+
+def seconds_until_due(tenant: uuid.UUID, *, db: Database | None = None) -> int | None:
+    """Whole seconds (rounded up) until the workspace's next delivery is due (None: nothing pending)."""
+    due = next_due(tenant, db=db)
+    return None if due is None else max(0, int((due - clock.now()).total_seconds()) + 1)
 
 
 def live_workspaces(*, db: Database | None = None) -> list[uuid.UUID]:

@@ -85,6 +85,10 @@ UPDATE webhook_deliveries d
 RETURNING d.id, d.message_id, d.endpoint_id, d.attempts, e.url, e.rate_limit_per_s, e.secret_ciphertext,
           e.previous_secret_ciphertext, e.previous_secret_expires_at, m.type, m.resource, m.data, m.created_at;
 
+-- name: deliveries_still_there
+-- Which of a batch's deliveries still exist, locked until the bookkeeping commits (an endpoint deleted meanwhile took its own).
+SELECT id FROM webhook_deliveries WHERE id = ANY(%s) FOR UPDATE;
+
 -- name: attempt_insert
 -- Log one attempt (never the request's headers; at most 1 KB of the response).
 INSERT INTO webhook_attempts (tenant_id, delivery_id, attempt, attempted_at, status_code, duration_ms, error_class,
@@ -111,10 +115,11 @@ UPDATE webhook_endpoints SET enabled = false, disabled_reason = %s, updated_at =
 RETURNING id;
 
 -- name: next_due
--- When the workspace's next pending delivery of an enabled endpoint is due (NULL: nothing pending).
-SELECT min(d.next_attempt_at) FROM webhook_deliveries d
+-- When the workspace's next pending delivery of an enabled endpoint is due, never before now (no row: nothing pending; a never-tried delivery is due at '-infinity', which is now).
+SELECT greatest(min(d.next_attempt_at), %s) FROM webhook_deliveries d
   JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id AND e.enabled
- WHERE d.status = 'pending';
+ WHERE d.status = 'pending'
+HAVING min(d.next_attempt_at) IS NOT NULL;
 
 -- name: live_workspaces
 -- Every workspace not deleted (the sweep looks into each for due deliveries).

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from chalicelib import clock
 from chalicelib.settings import get_settings
@@ -34,13 +34,16 @@ class SqsTrigger:
 
     def __init__(self, queue_url: str) -> None:
         self.queue_url = queue_url
+        self._client: Any = None
 
     def wake(self, tenant_id: uuid.UUID, delay_s: int = 0) -> None:
         """Send the message (failures are logged: the sweep is the safety net)."""
-        import boto3
-
         try:
-            boto3.client("sqs").send_message(QueueUrl=self.queue_url, MessageBody=str(tenant_id),
+            if self._client is None:  # built once per process, on first use (boto3 costs cold-start time)
+                import boto3
+
+                self._client = boto3.client("sqs")
+            self._client.send_message(QueueUrl=self.queue_url, MessageBody=str(tenant_id),
                                              DelaySeconds=max(0, min(MAX_SQS_DELAY_S, delay_s)))
         except Exception as exc:  # noqa: BLE001 - never fail a committed request over its notification
             log.warning("webhook wake-up not sent", extra={"fields": {"error": type(exc).__name__}})
@@ -84,12 +87,12 @@ class LocalTrigger(threading.Thread):
             for tenant in ready:
                 try:
                     delivery.dispatch_tenant(tenant)
-                    due = delivery.next_due(tenant)
+                    wait = delivery.seconds_until_due(tenant)
                 except Exception as exc:  # keep the thread alive; the next wake-up retries
                     log.error("webhook dispatch failed", exc_info=exc)
                     continue
-                if due is not None:
-                    self.wake(tenant, max(0, int((due - clock.now()).total_seconds()) + 1))
+                if wait is not None:
+                    self.wake(tenant, wait)
             if not ready:
                 timeout = None if later is None else max(0.05, (later - clock.now()).total_seconds())
                 self._wakeup.wait(timeout)

@@ -81,10 +81,20 @@ def snapshot(db: TestDatabase, table: str, record: str) -> dict[str, Any]:
     return dict(row[0])
 
 
+# Columns an event never copies, written out: what the API does not show (a call's transcript lives in the
+# call or nowhere; a message's provider and mail ids are threading state).
+WITHHELD = {"calls": {"transcript", "transcript_corrected_at"},
+            "messages": {"provider_message_id", "email_message_id", "status_rank"}}
+
+
 def assert_carries_row(data: dict[str, Any], db: TestDatabase, table: str, record: str) -> None:
-    """An event's data is the row as it is now: every column, with its value (a message adds its attachments)."""
+    """An event's data is the row as it is now: every column but the withheld ones, with its value (a message
+    adds its attachments)."""
     row = snapshot(db, table, record)
-    assert {key: data.get(key) for key in row} == row
+    withheld = WITHHELD.get(table, set())
+    assert {key: data.get(key) for key in row if key not in withheld} == {
+        key: value for key, value in row.items() if key not in withheld}
+    assert not withheld & set(data)
     assert set(data) - set(row) <= ({"attachments"} if table == "messages" else set())
 
 
@@ -407,7 +417,7 @@ def test_each_write_route_stores_its_events_and_the_listed_ones_none(walker: Wal
     assert 200 <= response.status_code < 300, (method, path, response.status_code, response.body)
     found = types_since(walker.db, walker.ws.id, before)
     expected = EMITS.get((method, path), ())
-    assert sorted(set(found)) == sorted(expected), (method, path, found, NO_EVENT.get((method, path)))
+    assert sorted(found) == sorted(expected), (method, path, found, NO_EVENT.get((method, path)))
     # One message per event (a lead's three events are three messages), one delivery per message.
     deliveries = rows_of(walker.db, "SELECT count(*) FROM webhook_deliveries d JOIN webhook_messages m"
                                     " ON m.tenant_id = d.tenant_id AND m.id = d.message_id WHERE d.tenant_id = %s",

@@ -76,7 +76,7 @@ def receiver(env: Callable[..., None]) -> Iterator[Receiver]:
             self.send_response(status)
             for name, value in state.extra_headers.items():
                 self.send_header(name, value)
-            reply = f"answer {status} {CANARY}".encode() + b"x" * 2000
+            reply = f"answer {status} {CANARY} ".encode() + b"x " * 1000
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
             self.wfile.write(reply)
@@ -231,7 +231,11 @@ def test_event_types_are_public_and_in_openapi(api: Client) -> None:
     response = api.http.get("/webhook-event-types")
     assert response.status_code == 200
     types = {entry["type"]: entry for entry in body_of(response)["data"]}
-    assert set(types) == events.EVENT_TYPES
+    assert set(types) == {
+        "contact.created", "contact.updated", "contact.deleted", "company.created", "company.updated",
+        "company.deleted", "lead.created", "lead.updated", "lead.deleted", "lead.stage_changed", "lead.won",
+        "lead.lost", "note.created", "conversation.created", "message.received", "message.sent", "message.failed",
+        "call.completed", "member.added", "member.removed", "endpoint.disabled"}
     assert "body" in json.dumps(types["message.received"]["schema"])
     assert "/webhook-event-types" in body_of(api.http.get("/openapi.json"))["paths"]
 
@@ -345,13 +349,16 @@ def test_410_disables_the_endpoint_audits_and_tells_the_other_endpoints(ws: Ws, 
 def test_five_days_of_failures_disable_the_endpoint(ws: Ws, receiver: Receiver, jobs_db: Database) -> None:
     created = ws.create_endpoint(receiver.url, ["contact.created"])
     receiver.plan = [500] * 100
+    item = f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"
     with time_machine.travel(clock.now(), tick=False) as traveller:
-        for _ in range(6):
+        for day in range(6):
             ws.emit()
             ws.dispatch(jobs_db)
+            endpoint = body_of(call(ws.client, "GET", item, ws.owner))
+            # Failing since day 0: still enabled through day 4, disabled at the first failure on day 5.
+            assert (endpoint["enabled"], endpoint["disabled_reason"]) == (
+                (True, None) if day < 5 else (False, "failing")), day
             traveller.shift(timedelta(days=1))
-    endpoint = body_of(call(ws.client, "GET", f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}", ws.owner))
-    assert endpoint["enabled"] is False and endpoint["disabled_reason"] == "failing"
 
 
 # ---- SSRF at delivery time ----
@@ -468,14 +475,17 @@ def test_a_dispatcher_dying_after_the_send_loses_nothing(ws: Ws, receiver: Recei
     created = ws.create_endpoint(receiver.url)
     request = outbound.request
 
+    class Died(BaseException):
+        """The process dying (not an error the dispatcher records as a failed attempt)."""
+
     def send_then_die(*args: Any, **kwargs: Any) -> outbound.OutboundResponse:
         request(*args, **kwargs)
-        raise RuntimeError("the dispatcher died before its bookkeeping")
+        raise Died("the dispatcher died before its bookkeeping")
 
     with time_machine.travel(clock.now(), tick=False) as traveller:
         ws.emit()
         ws.emit()
-        with monkeypatch.context() as patch, pytest.raises(RuntimeError):
+        with monkeypatch.context() as patch, pytest.raises(Died):
             patch.setattr(outbound, "request", send_then_die)
             ws.dispatch(jobs_db)
         assert ws.dispatch(jobs_db) == 0  # the batch it claimed stays leased: nobody else sends it meanwhile
@@ -578,3 +588,83 @@ def test_a_disabled_endpoint_keeps_its_pending_deliveries_until_enabled_again(ws
     assert ws.dispatch(jobs_db) == 0 and receiver.received == []
     assert call(ws.client, "PATCH", item, ws.owner, {"enabled": True}).status_code == 200
     assert ws.dispatch(jobs_db) == 1 and len(receiver.received) == 1
+
+
+def test_a_call_event_never_copies_the_transcript(ws: Ws, receiver: Receiver, fresh_db: TestDatabase) -> None:
+    ws.create_endpoint(receiver.url, ["call.completed"])
+    call_id = uuid.uuid4()
+    with fresh_db.admin() as conn:
+        conn.execute("INSERT INTO calls (tenant_id, id, call_sid, status, recording_enabled, transcription_enabled,"
+                     " transcript) VALUES (%s, %s, 'CA1', 'completed', false, true, %s)", (ws.tenant, call_id, CANARY))
+    with tenant_tx(ws.tenant) as conn:
+        events.emit_row(conn, tenant_id=ws.tenant, event_type="call.completed", table="calls", record_id=call_id)
+    with fresh_db.admin() as conn:
+        ((data,),) = conn.execute("SELECT data::text FROM webhook_messages").fetchall()
+    snapshot = json.loads(data)
+    assert CANARY not in data and snapshot["id"] == str(call_id)
+    assert not {"transcript", "transcript_corrected_at"} & set(snapshot)
+
+
+def test_a_never_tried_delivery_is_due_now(ws: Ws, receiver: Receiver, jobs_db: Database) -> None:
+    # Deliveries wait at '-infinity' until their first attempt: the next due time is "now", not an error.
+    ws.create_endpoint(receiver.url)
+    assert delivery.seconds_until_due(ws.tenant, db=jobs_db) is None
+    ws.emit()
+    assert delivery.seconds_until_due(ws.tenant, db=jobs_db) in (0, 1)
+
+
+def test_deleting_an_endpoint_while_its_batch_is_in_flight_keeps_the_rest_of_the_bookkeeping(
+        ws: Ws, receiver: Receiver, jobs_db: Database, fresh_db: TestDatabase,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    doomed = ws.create_endpoint(receiver.url)
+    kept = ws.create_endpoint(receiver.url.replace("/hook", "/kept"))
+    ws.emit()
+    request = outbound.request
+
+    def delete_then_send(*args: Any, **kwargs: Any) -> outbound.OutboundResponse:
+        if not receiver.received:  # the doomed endpoint goes while the batch is in flight
+            call(ws.client, "DELETE", f"/workspaces/{ws.id}/webhook-endpoints/{doomed['id']}", ws.owner)
+        return request(*args, **kwargs)
+
+    monkeypatch.setattr(outbound, "request", delete_then_send)
+    assert ws.dispatch(jobs_db) == 2
+    assert len(receiver.received) == 2
+    assert [r[1:] for r in _attempts(fresh_db, kept["id"])] == [(200, None, "succeeded")]
+    with fresh_db.admin() as conn:
+        assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (1,)
+
+
+def test_the_sqs_dispatcher_delivers_a_workspace_once_per_batch_and_follows_up_only_after_work(
+        ws: Ws, receiver: Receiver, jobs_db: Database, webhook_trigger: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.db.pool import use_database
+    from functions import deliver_webhooks
+
+    ws.create_endpoint(receiver.url)
+    receiver.plan = [500]
+    ws.emit()
+    use_database(jobs_db, "jobs")
+    monkeypatch.setattr(deliver_webhooks, "start", lambda: jobs_db)
+    records = [{"messageId": str(i), "body": ws.id} for i in range(3)]
+    try:
+        result = deliver_webhooks.handler({"Records": records}, None)
+    finally:
+        use_database(None, "jobs")  # closes the fixture's pool, which closes it again (idempotent)
+    assert result == {"attempts": 1, "batchItemFailures": []}
+    # One delayed follow-up for the retry due in about 5 s; none from the duplicates.
+    assert [(t, 4 <= d <= 7) for t, d in webhook_trigger.woken] == [(ws.tenant, True)]
+
+
+def test_a_resource_event_carries_the_resource_exactly_as_the_api_gets_it(ws: Ws, receiver: Receiver,
+                                                                          jobs_db: Database) -> None:
+    created = ws.create_endpoint(receiver.url, ["contact.created", "lead.created"])
+    contact = body_of(call(ws.client, "POST", f"/workspaces/{ws.id}/contacts", ws.owner,
+                           {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.test"}))
+    lead = body_of(call(ws.client, "POST", f"/workspaces/{ws.id}/leads", ws.owner,
+                        {"title": "Engine", "contact_id": contact["id"],
+                         "value": {"amount_minor": 125_000, "currency": "EUR"}}))
+    ws.dispatch(jobs_db)
+    delivered = {e["type"]: e["data"] for e in receiver.verified(created["secret"])}
+    for kind, record in (("contact", contact), ("lead", lead)):
+        got = body_of(call(ws.client, "GET", f"/workspaces/{ws.id}/{kind}s/{record['id']}", ws.owner))
+        # The API's own shape, no column more (no tenant_id, no generated search text), no column less.
+        assert delivered[f"{kind}.created"] == got

@@ -89,6 +89,9 @@ BROKEN = {
                                "public.users: policy reporting for crm_jobs is not an allowed one"),
     "definer_table_granted": ("GRANT SELECT ON public.rate_limits TO crm_app;",
                               "public.rate_limits: crm_app has a privilege on a table only definer functions"),
+    "owner_policy_on_tenant_table": ("CREATE POLICY definer_peek ON public.contacts FOR SELECT TO crm_owner"
+                                     " USING (tenant_id IS NOT NULL);",
+                                     "public.contacts: policy definer_peek for crm_owner is not an allowed one"),
     "app_truncates": (GOOD_TABLE.format(name="trunc") + "CALL app.secure_tenant_table('scratch.trunc');"
                       + "GRANT TRUNCATE ON scratch.trunc TO crm_app;",
                       "crm_app has TRUNCATE/REFERENCES/TRIGGER on scratch.trunc"),

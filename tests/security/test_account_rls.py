@@ -1,7 +1,8 @@
 """Account tables under row-level security (migration 0020): the cross-tenant walk over account rows.
 
 Workspace A has a member (alice) with sessions, account audit entries, a pending email change, an invitation
-of carol (her address in login_tokens) and a channel's webhook route. Workspace B has bob. Every query below
+of carol (her address in login_tokens) and a channel's webhook route. Workspace B has bob and a co-member
+(carol-b) with her own session, audit entry and email change. Every query below
 runs as crm_app through the product's own tenancy code (tenant_tx, bind_user), in B's context with bob bound
 as after his session was verified: no row of A's is readable, and none can be written, changed or deleted.
 Before migration 0020, the users and login_tokens reads here returned alice's and carol's rows.
@@ -73,6 +74,9 @@ def world(fresh_db: TestDatabase) -> Iterator[World]:
         conn.execute("INSERT INTO rate_limits (bucket, window_start, hits) VALUES ('x', now(), 1)")
         conn.execute("INSERT INTO webhook_replay_tokens (provider, token_hash) VALUES ('mailgun', 'x')")
         conn.execute("INSERT INTO webhook_rejections (day, provider, reason, count) VALUES (now(), 'twilio', 'x', 1)")
+        # carol shares workspace B with bob: a co-member's sessions and events are still not bob's to read.
+        carol = _user(conn, "carol-b@example.test")
+        _account_rows(conn, carol, b, "member", "carol")
     db = Database(fresh_db.app_url, size=1, timeout=5.0)
     yield World(a, b, alice, bob, a_channel, db)
     db.close()
@@ -97,7 +101,9 @@ def _refused(w: World, statement: str, params: tuple[object, ...] = ()) -> str |
 
 def test_b_reads_only_its_own_account_rows(world: World) -> None:
     w = world
-    assert _in_b(w, "SELECT email FROM users ORDER BY 1") == [("bob@example.test",)]
+    # Its own account and its workspace's members (carol), read only; never alice of workspace A.
+    assert _in_b(w, "SELECT email FROM users ORDER BY 1") == [("bob@example.test",), ("carol-b@example.test",)]
+    assert _in_b(w, "UPDATE users SET display_name = 'x' WHERE email = 'carol-b@example.test'") == [(0,)]
     assert _in_b(w, "SELECT user_id FROM sessions") == [(w.bob,)]
     assert _in_b(w, "SELECT user_id FROM account_audit_log") == [(w.bob,)]
     assert [r[0] for r in _in_b(w, "SELECT workspace_id FROM webhook_routes")] == [w.b]
@@ -121,7 +127,8 @@ def test_without_a_bound_user_or_tenant_every_account_table_reads_empty(world: W
 
 def test_members_of_the_current_workspace_are_readable_without_a_bound_user(world: World) -> None:
     # The members list of a workspace request (API keys bind no user): B's members, nobody else.
-    assert _in_b(world, "SELECT email FROM users", bound=False) == [("bob@example.test",)]
+    assert _in_b(world, "SELECT email FROM users ORDER BY 1", bound=False) == [
+        ("bob@example.test",), ("carol-b@example.test",)]
 
 
 def test_b_cannot_change_or_remove_account_rows_of_a(world: World) -> None:
@@ -184,5 +191,5 @@ def test_a_wide_permissive_policy_on_an_account_table_does_not_let_b_read_a(worl
             emails = [r[0] for r in conn.execute("SELECT email FROM users ORDER BY 1")]
             conn.rollback()
             return emails
-    assert emails_b_reads(False) == ["bob@example.test"]
-    assert emails_b_reads(True) == ["alice@example.test", "bob@example.test"]
+    assert emails_b_reads(False) == ["bob@example.test", "carol-b@example.test"]
+    assert emails_b_reads(True) == ["alice@example.test", "bob@example.test", "carol-b@example.test"]

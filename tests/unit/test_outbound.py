@@ -38,6 +38,13 @@ def test_only_plain_https_urls_are_allowed(url: str) -> None:
         resolve_checked(url, resolver=lambda h, p: ["93.184.216.34"])
 
 
+@pytest.mark.parametrize("url", ["https://" + "a" * 64 + ".example.com/x", "https://a..example.com/x"])
+def test_a_host_name_the_resolver_cannot_encode_is_refused_not_raised(url: str) -> None:
+    # The system resolver raises UnicodeError (IDNA), not OSError, for an empty or over-long label.
+    with pytest.raises(OutboundRefused, match="does not resolve"):
+        resolve_checked(url)
+
+
 def test_numeric_and_dotted_host_forms_of_loopback_are_refused() -> None:
     # 0x7f.1 and 2130706433 resolve to 127.0.0.1 through the system resolver.
     for url in ("https://2130706433/x", "https://0x7f.1/x", "https://localhost./x", "https://[::ffff:127.0.0.1]/x"):

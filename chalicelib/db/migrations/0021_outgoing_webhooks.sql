@@ -127,7 +127,8 @@ $$;
 
 -- A row of a resource table, snapshotted as it stands at this point of the transaction (read under RLS:
 -- another workspace's id finds nothing, and nothing is stored). One static statement per table, so each plan
--- is kept. A message carries its attachments as the API lists them (metadata and digest, never the bytes).
+-- is kept. A message carries its attachments as the API lists them (metadata and digest, never the bytes);
+-- nothing the API does not show is copied (a call's transcript above all: the event log outlives it).
 CREATE FUNCTION app.webhook_snapshot(p_tenant uuid, p_table text, p_id uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE
 AS $$
@@ -146,9 +147,13 @@ BEGIN
         WHEN 'conversations' THEN
             SELECT to_jsonb(t) INTO snapshot FROM public.conversations t WHERE t.tenant_id = p_tenant AND t.id = p_id;
         WHEN 'calls' THEN
-            SELECT to_jsonb(t) INTO snapshot FROM public.calls t WHERE t.tenant_id = p_tenant AND t.id = p_id;
+            -- Never the transcript: it lives in the call or nowhere (and a correction could not reach a copy).
+            SELECT to_jsonb(t) - 'transcript' - 'transcript_corrected_at' INTO snapshot
+              FROM public.calls t WHERE t.tenant_id = p_tenant AND t.id = p_id;
         WHEN 'messages' THEN
-            SELECT to_jsonb(t) || jsonb_build_object('attachments', (
+            -- Without the provider's and the mail's own message ids: threading state, not the message.
+            SELECT to_jsonb(t) - 'provider_message_id' - 'email_message_id' - 'status_rank'
+                   || jsonb_build_object('attachments', (
                        SELECT coalesce(jsonb_agg(jsonb_build_object(
                                   'id', a.id, 'filename', a.filename, 'content_type', a.content_type,
                                   'size', a.size_bytes, 'sha256', a.sha256) ORDER BY a.created_at, a.id), '[]')

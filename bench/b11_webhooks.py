@@ -18,6 +18,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import statistics
 import threading
 import time
 import uuid
@@ -32,7 +33,8 @@ from bench.common import (
     bench_environment,
     interleaved_medians,
     member_with_session,
-    server_cpu_medians,
+    per_call,
+    server_cpu_samples,
 )
 
 DELIVERIES = int(os.environ.get("B11_N", "400"))
@@ -139,11 +141,20 @@ def _lead_overhead(bench: Any) -> dict[str, float]:
         closables += more
     use_database(closables[0])
     try:
+        # Warm both workspaces to a few hundred leads, then give the planner statistics, as autovacuum does
+        # within a minute in a running system: a table never analysed (the rows were all written in the last
+        # seconds) can look up a lead by its key through another (tenant_id, ...) index, reading the whole
+        # workspace's leads, which grows with every request measured.
+        for name, fn in paths.items():
+            if name.startswith("POST"):
+                per_call(fn, 300)
+        with psycopg.connect(bench.admin_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE leads, lead_stage_history, audit_log, webhook_messages")
         medians = interleaved_medians(paths, rounds=7, n=200, warmup=50)
         # Both handlers run on the installed app pool's one connection: its backend's CPU time per request.
         pid = backend_pid(closables[0])
-        server = server_cpu_medians({name: (fn, pid) for name, fn in paths.items() if name.startswith("POST")},
-                                    rounds=7, n=200)
+        server = server_cpu_samples({name: (fn, pid) for name, fn in paths.items() if name.startswith("POST")},
+                                    rounds=15, n=100)
     finally:
         for item in closables:
             item.close()
@@ -156,7 +167,11 @@ def _lead_overhead(bench: Any) -> dict[str, float]:
     print(f"  extra wall time for the event: {extra * 1e6:+.1f} us = {extra / floor * 100:+.1f} % of B3's floor")
     results = {"B11 emission extra wall / B3 floor": extra / floor}
     if server is not None:
-        extra_server = server["POST /leads, endpoint subscribed to *"] - server["POST /leads, no endpoint"]
+        # The difference within each round, then their median: a slow stretch of the shared VM (steal time
+        # counts as the backend's CPU) lands on both paths of a round and cancels out.
+        extra_server = statistics.median(
+            with_event - without for with_event, without in zip(server["POST /leads, endpoint subscribed to *"],
+                                                                server["POST /leads, no endpoint"], strict=True))
         print(f"  extra server time for the event: {extra_server * 1e6:+.1f} us = "
               f"{extra_server / floor * 100:+.1f} % of B3's floor (target <= 10 %)")
         results["B11 emission extra server / B3 floor"] = extra_server / floor

@@ -117,10 +117,10 @@ def _cpu_ns(pid: int) -> int | None:
         return None
 
 
-def server_cpu_medians(paths: dict[str, tuple[Callable[[], object], int]], *, rounds: int = 7,
-                       n: int = 300) -> dict[str, float] | None:
-    """Median server CPU seconds per call of each (path, backend pid), interleaved rounds; None when the
-    server's processes cannot be observed (not Linux, or not a local server)."""
+def server_cpu_samples(paths: dict[str, tuple[Callable[[], object], int]], *, rounds: int = 7,
+                       n: int = 300) -> dict[str, list[float]] | None:
+    """Server CPU seconds per call of each (path, backend pid), one sample per interleaved round; None when
+    the server's processes cannot be observed (not Linux, or not a local server)."""
     if any(_cpu_ns(pid) is None for _fn, pid in paths.values()):
         return None
     samples: dict[str, list[float]] = {name: [] for name in paths}
@@ -132,7 +132,15 @@ def server_cpu_medians(paths: dict[str, tuple[Callable[[], object], int]], *, ro
             after = _cpu_ns(pid)
             assert before is not None and after is not None
             samples[name].append((after - before) / 1e9 / n)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def server_cpu_medians(paths: dict[str, tuple[Callable[[], object], int]], *, rounds: int = 7,
+                       n: int = 300) -> dict[str, float] | None:
+    """Median server CPU seconds per call of each (path, backend pid) over interleaved rounds (None: the
+    server's processes cannot be observed)."""
+    samples = server_cpu_samples(paths, rounds=rounds, n=n)
+    return None if samples is None else {name: statistics.median(values) for name, values in samples.items()}
 
 
 # One-way delays the network runs add to every client->server write: each round trip then costs the

@@ -202,6 +202,14 @@ def fresh_db(pg_admin_url: str, template_db: str) -> Iterator[TestDatabase]:
 
 
 @pytest.fixture
+def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
+    """The jobs role's pool on this test's database (not installed process-wide), closed after."""
+    db = Database(fresh_db.jobs_url, size=4, timeout=10.0, name="jobs")
+    yield db
+    db.close()
+
+
+@pytest.fixture
 def app_db(fresh_db: TestDatabase) -> Iterator[Database]:
     """The app role's pool (size 1, so every test reuses one connection) installed process-wide."""
     db = Database(fresh_db.app_url, size=1, timeout=5.0, name="app")

@@ -3,6 +3,9 @@
 Runs as the jobs role inside the workspace's tenant transaction (RLS), from functions/deliver_webhooks.py
 (SQS after a commit, and a scheduled sweep) or locally from trigger.py's thread.
 
+- **Fan out** (in the claim's transaction): the events the workspace's changes stored since are given one
+  delivery, due at once, per enabled endpoint that subscribes to their type (FOR UPDATE SKIP LOCKED, oldest
+  first, FAN_OUT at a time). A change's own transaction writes the event alone (events.py).
 - **Claim** (one short transaction): due deliveries of enabled endpoints are taken with FOR UPDATE SKIP
   LOCKED, BATCH at a time, their attempt counted and leased for as long as sending them all may take.
   Two dispatchers never hold the same delivery, and
@@ -49,6 +52,7 @@ Q = queries.load(__package__)
 SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 JITTER = 0.1  # each wait is stretched or shrunk by up to 10 %, so retries of many deliveries spread out
 BATCH = 10  # deliveries claimed at a time
+FAN_OUT = 500  # stored events fanned out at a time
 BUDGET_S = 120.0  # a dispatcher claims no new batch after this long (the Lambda's timeout is 300 s)
 DISABLE_AFTER = timedelta(days=5)
 TOTAL_TIMEOUT_S = 15.0  # and 3 s to connect (outbound.CONNECT_TIMEOUT_S)
@@ -165,12 +169,27 @@ def lease(limit: int) -> timedelta:
     return timedelta(seconds=TOTAL_TIMEOUT_S * limit + 30)
 
 
-def _claim(db: Database, tenant: uuid.UUID, now: datetime, limit: int) -> list[Claimed]:
+def _claim(db: Database, tenant: uuid.UUID, now: datetime, limit: int) -> tuple[list[Claimed], int]:
+    """Fan out what was stored since, then claim up to `limit` due deliveries, in one transaction (one round
+    trip); returns the claimed deliveries and the number of events fanned out."""
     with tenant_tx(tenant, db=db) as conn:
+        fanned = conn.execute(Q["messages_fan_out"], {"now": now, "limit": FAN_OUT})
         rows = conn.execute(Q["deliveries_claim"],
                             {"now": now, "lease_until": now + lease(limit), "limit": limit}).fetchall()
-    return [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]) if r[7] is not None else None,
-                    r[8], r[9], r[10], r[11], r[12]) for r in rows]
+        row = fanned.fetchone()
+    claimed = [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6]), bytes(r[7]) if r[7] is not None else None,
+                       r[8], r[9], r[10], r[11], r[12]) for r in rows]
+    # An UPDATE returns its rows in no particular order: send the batch in the events' order.
+    claimed.sort(key=lambda c: c.created_at)
+    return claimed, int(row[0]) if row else 0
+
+
+def fan_out(tenant: uuid.UUID, *, db: Database | None = None) -> int:
+    """Fan out the workspace's stored events without claiming any delivery; returns how many (tests and
+    tools look at deliveries before they are sent)."""
+    with tenant_tx(tenant, db=db or get_database("jobs")) as conn:
+        row = conn.execute(Q["messages_fan_out"], {"now": clock.now(), "limit": FAN_OUT}).fetchone()
+    return int(row[0]) if row else 0
 
 
 def _disable(conn: Any, tenant: uuid.UUID, endpoint_id: uuid.UUID, reason: str, now: datetime) -> None:
@@ -185,37 +204,51 @@ def _disable(conn: Any, tenant: uuid.UUID, endpoint_id: uuid.UUID, reason: str, 
 
 def settle(db: Database, tenant: uuid.UUID, results: list[tuple[Claimed, Outcome]], *,
            now: datetime | None = None, rand: Callable[[], float] = random.random) -> list[str]:
-    """Log a batch's attempts and move each delivery on, in one transaction; returns their statuses
-    (pending, succeeded or failed; deleted for one whose endpoint was deleted meanwhile)."""
+    """Log a batch's attempts and move each delivery on, in one transaction of a few set-wide statements;
+    returns their statuses (pending, succeeded or failed; deleted for one whose endpoint was deleted
+    meanwhile)."""
     now = now or clock.now()
-    statuses = []
+    settled: dict[uuid.UUID, tuple[str, datetime | None]] = {}
+    answered: set[uuid.UUID] = set()
+    gone: set[uuid.UUID] = set()
+    failing: set[uuid.UUID] = set()
     with tenant_tx(tenant, db=db) as conn:
-        answered: set[uuid.UUID] = set()
         there = {row[0] for row in conn.execute(Q["deliveries_still_there"],
                                                  ([c.delivery_id for c, _ in results],)).fetchall()}
-        for claimed, outcome in results:
-            if claimed.delivery_id not in there:  # its endpoint was deleted while it was in flight
-                statuses.append("deleted")
-                continue
-            conn.execute(Q["attempt_insert"], (tenant, claimed.delivery_id, claimed.attempt, now,
-                                               outcome.status_code, outcome.duration_ms, outcome.error_class,
-                                               outcome.excerpt))
+        # A delivery missing here went with its endpoint, deleted while the delivery was in flight.
+        kept = [(claimed, outcome) for claimed, outcome in results if claimed.delivery_id in there]
+        for claimed, outcome in kept:
+            due = None
             if outcome.succeeded:
-                status, due = "succeeded", None
+                status = "succeeded"
                 answered.add(claimed.endpoint_id)
             elif outcome.status_code == 410:
-                status, due = "failed", None
-                _disable(conn, tenant, claimed.endpoint_id, "gone", now)
+                status = "failed"
+                gone.add(claimed.endpoint_id)
             else:
                 due = next_attempt_at(claimed.attempt, now, rand)
                 status = "pending" if due is not None else "failed"
-                row = conn.execute(Q["endpoint_failed"], (now, claimed.endpoint_id)).fetchone()
-                if row is not None and row[0] is not None and now - row[0] >= DISABLE_AFTER:
-                    _disable(conn, tenant, claimed.endpoint_id, "failing", now)
-            conn.execute(Q["delivery_settle"], (status, due, now, claimed.delivery_id))
-            statuses.append(status)
-        for endpoint_id in answered:
-            conn.execute(Q["endpoint_succeeded"], (endpoint_id,))
+                failing.add(claimed.endpoint_id)
+            settled[claimed.delivery_id] = (status, due)
+        if kept:
+            conn.execute(Q["attempts_insert"], {
+                "tenant": tenant, "now": now, "deliveries": [c.delivery_id for c, _ in kept],
+                "attempts": [c.attempt for c, _ in kept], "codes": [o.status_code for _, o in kept],
+                "durations": [o.duration_ms for _, o in kept], "errors": [o.error_class for _, o in kept],
+                "excerpts": [o.excerpt for _, o in kept]})
+            conn.execute(Q["deliveries_settle"], {
+                "now": now, "ids": list(settled), "statuses": [s for s, _ in settled.values()],
+                "dues": [d for _, d in settled.values()]})
+        for endpoint_id in gone:
+            _disable(conn, tenant, endpoint_id, "gone", now)
+        # An endpoint that answered 2xx in this batch is not failing.
+        for endpoint_id in failing - gone - answered:
+            row = conn.execute(Q["endpoint_failed"], (now, endpoint_id)).fetchone()
+            if row is not None and row[0] is not None and now - row[0] >= DISABLE_AFTER:
+                _disable(conn, tenant, endpoint_id, "failing", now)
+        if answered:
+            conn.execute(Q["endpoints_succeeded"], (list(answered),))
+    statuses = [settled[c.delivery_id][0] if c.delivery_id in settled else "deleted" for c, _ in results]
     for (claimed, outcome), status in zip(results, statuses, strict=True):
         log_event(log, "webhook attempt", event_type=claimed.event_type, attempt=claimed.attempt, status=status,
                   status_code=outcome.status_code, error_class=outcome.error_class, duration_ms=outcome.duration_ms)
@@ -231,7 +264,7 @@ def dispatch_tenant(tenant: uuid.UUID, *, db: Database | None = None, limit: int
     last_sent: dict[uuid.UUID, float] = {}
     started = time.monotonic()
     while time.monotonic() - started < budget_s:
-        batch = _claim(db, tenant, clock.now(), limit)
+        batch, fanned = _claim(db, tenant, clock.now(), limit)
         results = []
         for claimed in batch:
             _pace(claimed, last_sent)
@@ -241,8 +274,8 @@ def dispatch_tenant(tenant: uuid.UUID, *, db: Database | None = None, limit: int
             # claimed and sent again when the lease ends (at least once, same webhook-id).
             settle(db, tenant, results)
         made += len(results)
-        # endpoint.disabled, stored by the bookkeeping, goes out in this same run.
-        if len(batch) < limit and not events.take_emitted():
+        # endpoint.disabled, stored by the bookkeeping, goes out in this same run, as do events beyond FAN_OUT.
+        if len(batch) < limit and fanned < FAN_OUT and not events.take_emitted():
             break
     return made
 

@@ -1,9 +1,10 @@
 """Emitting an event: one statement queued in the change's own transaction (no round trip of its own).
 
-app.emit_webhook / app.emit_webhook_row (migration 0021) store the event only when an enabled endpoint of
-the workspace subscribes to its type, and queue one delivery per such endpoint; a workspace without
-endpoints pays one index probe. After the transaction commits, `notify_emitted()` wakes the dispatcher for
-the workspaces whose events are waiting (SQS in production, a thread locally; see trigger.py).
+app.emit_webhook / app.emit_webhook_row (migrations 0021, 0022) store the event only when an enabled
+endpoint of the workspace subscribes to its type; a workspace without endpoints pays one index probe, planned
+once per session. The change's transaction writes the event's one row; the dispatcher fans it out to its
+endpoints (delivery.py). After the transaction commits, `take_emitted()` names the workspaces whose events
+are waiting, and the caller wakes the dispatcher for them (SQS in production, a thread locally; trigger.py).
 
 This module imports nothing of the CRM or the inbox, so any write path can call it.
 """

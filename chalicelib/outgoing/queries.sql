@@ -3,11 +3,11 @@
 -- events.py ------------------------------------------------------------------------------------------
 
 -- name: webhook_emit
--- Store an event (with its data) and its deliveries when an enabled endpoint subscribes; true when stored.
+-- Store an event (with its data) when an enabled endpoint subscribes to its type; true when stored.
 SELECT app.emit_webhook(%s, %s, %s, %s);
 
 -- name: webhook_emit_row
--- Store an event carrying a snapshot of a resource row and its deliveries when subscribed; true when stored.
+-- Store an event carrying a snapshot of a resource row when subscribed; true when stored.
 SELECT app.emit_webhook_row(%s, %s, %s, %s);
 
 -- name: webhook_emit_rows
@@ -68,6 +68,25 @@ DELETE FROM webhook_endpoints WHERE id = %(id)s RETURNING id;
 
 -- delivery.py (the dispatcher, as the jobs role in the workspace's tenant transaction) ----------------
 
+-- name: messages_fan_out
+-- Fan the workspace's newly stored events out, oldest first: one delivery due at once per enabled endpoint that subscribes to the type (SKIP LOCKED: a concurrent dispatcher takes others); the number of events fanned out.
+WITH fresh AS (
+    UPDATE webhook_messages m SET fanned_out_at = %(now)s
+      FROM (SELECT id FROM webhook_messages
+             WHERE fanned_out_at IS NULL
+             ORDER BY created_at, id
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED) waiting
+     WHERE m.id = waiting.id AND m.fanned_out_at IS NULL
+    RETURNING m.tenant_id, m.id, m.type, m.created_at
+), deliveries AS (
+    INSERT INTO webhook_deliveries (tenant_id, message_id, endpoint_id, next_attempt_at, created_at)
+    SELECT f.tenant_id, f.id, e.id, '-infinity', f.created_at
+      FROM fresh f
+     CROSS JOIN LATERAL app.webhook_subscribers(f.tenant_id, f.type) AS e (id)
+)
+SELECT count(*) FROM fresh;
+
 -- name: deliveries_claim
 -- Claim due deliveries of enabled endpoints of a live workspace (SKIP LOCKED: a concurrent dispatcher takes others), leasing them.
 UPDATE webhook_deliveries d
@@ -89,20 +108,25 @@ RETURNING d.id, d.message_id, d.endpoint_id, d.attempts, e.url, e.rate_limit_per
 -- Which of a batch's deliveries still exist, locked until the bookkeeping commits (an endpoint deleted meanwhile took its own).
 SELECT id FROM webhook_deliveries WHERE id = ANY(%s) FOR UPDATE;
 
--- name: attempt_insert
--- Log one attempt (never the request's headers; at most 1 KB of the response).
+-- name: attempts_insert
+-- Log a batch's attempts, one per (delivery, attempt number): never the request's headers, at most 1 KB of each response.
 INSERT INTO webhook_attempts (tenant_id, delivery_id, attempt, attempted_at, status_code, duration_ms, error_class,
                               response_excerpt)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+SELECT %(tenant)s, a.delivery_id, a.attempt, %(now)s, a.status_code, a.duration_ms, a.error_class, a.excerpt
+  FROM unnest(%(deliveries)s::uuid[], %(attempts)s::int[], %(codes)s::int[], %(durations)s::int[],
+              %(errors)s::text[], %(excerpts)s::text[])
+       AS a (delivery_id, attempt, status_code, duration_ms, error_class, excerpt)
 ON CONFLICT (tenant_id, delivery_id, attempt) DO NOTHING;
 
--- name: delivery_settle
--- Record a delivery's outcome: succeeded, failed, or pending again at the next attempt's time.
-UPDATE webhook_deliveries SET status = %s, next_attempt_at = %s, updated_at = %s WHERE id = %s;
+-- name: deliveries_settle
+-- Record a batch's outcomes: each delivery succeeded, failed, or pending again at its next attempt's time.
+UPDATE webhook_deliveries d SET status = s.status, next_attempt_at = s.due, updated_at = %(now)s
+  FROM unnest(%(ids)s::uuid[], %(statuses)s::text[], %(dues)s::timestamptz[]) AS s (id, status, due)
+ WHERE d.id = s.id;
 
--- name: endpoint_succeeded
--- An endpoint answered 2xx: it is not failing any more.
-UPDATE webhook_endpoints SET failing_since = NULL WHERE id = %s AND failing_since IS NOT NULL;
+-- name: endpoints_succeeded
+-- Endpoints that answered 2xx are not failing any more.
+UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ANY(%s) AND failing_since IS NOT NULL;
 
 -- name: endpoint_failed
 -- An attempt to an endpoint failed: since when has every attempt failed?
@@ -115,11 +139,14 @@ UPDATE webhook_endpoints SET enabled = false, disabled_reason = %s, updated_at =
 RETURNING id;
 
 -- name: next_due
--- When the workspace's next pending delivery of an enabled endpoint is due, never before now (no row: nothing pending; a never-tried delivery is due at '-infinity', which is now).
-SELECT greatest(min(d.next_attempt_at), %s) FROM webhook_deliveries d
-  JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id AND e.enabled
- WHERE d.status = 'pending'
-HAVING min(d.next_attempt_at) IS NOT NULL;
+-- When the workspace's next pending delivery of an enabled endpoint is due, never before now (no row: nothing pending; a never-tried delivery, or an event not yet fanned out, is due at '-infinity', which is now).
+SELECT greatest(min(due), %s)
+  FROM (SELECT d.next_attempt_at FROM webhook_deliveries d
+          JOIN webhook_endpoints e ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id AND e.enabled
+         WHERE d.status = 'pending'
+        UNION ALL
+        (SELECT '-infinity'::timestamptz FROM webhook_messages WHERE fanned_out_at IS NULL LIMIT 1)) pending (due)
+HAVING min(due) IS NOT NULL;
 
 -- name: live_workspaces
 -- Every workspace not deleted (the sweep looks into each for due deliveries).
@@ -156,10 +183,10 @@ UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = %s, updated_
 RETURNING id, message_id;
 
 -- name: endpoint_ping
--- Queue a ping message for one endpoint of the current workspace; returns (message id, delivery id).
+-- Queue a ping message for one endpoint of the current workspace (fanned out here, to it alone); returns (message id, delivery id).
 WITH message AS (
-    INSERT INTO webhook_messages (tenant_id, type, resource, data)
-    SELECT e.tenant_id, 'ping', NULL, jsonb_build_object('endpoint_id', e.id, 'message', 'ping')
+    INSERT INTO webhook_messages (tenant_id, type, resource, data, fanned_out_at)
+    SELECT e.tenant_id, 'ping', NULL, jsonb_build_object('endpoint_id', e.id, 'message', 'ping'), %(now)s
       FROM webhook_endpoints e WHERE e.id = %(endpoint)s
     RETURNING tenant_id, id
 )

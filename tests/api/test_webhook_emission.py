@@ -24,7 +24,7 @@ from chalicelib.auth.principal import UNSAFE_METHODS
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
 from chalicelib.inbox import conversations
-from chalicelib.outgoing import events
+from chalicelib.outgoing import delivery, events
 from tests.api.auth_helpers import Browser, Outbox, body_of, create_workspace, fresh_address, invite_and_join, sign_in
 from tests.api.crm_helpers import Workspace, insert_rows, new_workspace, rows_of
 from tests.conftest import RecordingTrigger, TestDatabase
@@ -46,6 +46,15 @@ def subscribe(db: TestDatabase, workspace: str, event_types: tuple[str, ...] = (
                            (workspace, HOOK, list(event_types), b"\x00", enabled)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+def fan_out(db: TestDatabase, workspace: str) -> int:
+    """Run the dispatcher's first step for the workspace: its stored events become deliveries."""
+    jobs = Database(db.jobs_url, size=1, timeout=5.0, name="jobs")
+    try:
+        return delivery.fan_out(uuid.UUID(workspace), db=jobs)
+    finally:
+        jobs.close()
 
 
 @dataclass(frozen=True)
@@ -412,13 +421,15 @@ def test_every_workspace_write_route_is_walked_and_either_emits_or_is_listed_wit
 @pytest.mark.parametrize(("method", "path"), WALKED, ids=[f"{m} {p}" for m, p in WALKED])
 def test_each_write_route_stores_its_events_and_the_listed_ones_none(walker: Walker, method: str, path: str) -> None:
     send = CALLS[(method, path)](walker)
+    fan_out(walker.db, walker.ws.id)  # what setting up stored
     before = stored(walker.db, walker.ws.id)
     response = send()
     assert 200 <= response.status_code < 300, (method, path, response.status_code, response.body)
     found = types_since(walker.db, walker.ws.id, before)
     expected = EMITS.get((method, path), ())
     assert sorted(found) == sorted(expected), (method, path, found, NO_EVENT.get((method, path)))
-    # One message per event (a lead's three events are three messages), one delivery per message.
+    # One message per event (a lead's three events are three messages); fanned out, one delivery per message.
+    assert fan_out(walker.db, walker.ws.id) == len(found)
     deliveries = rows_of(walker.db, "SELECT count(*) FROM webhook_deliveries d JOIN webhook_messages m"
                                     " ON m.tenant_id = d.tenant_id AND m.id = d.message_id WHERE d.tenant_id = %s",
                          (walker.ws.id,))
@@ -543,6 +554,7 @@ def test_another_workspaces_endpoint_never_gets_these_events(api: Client, outbox
     assert a.delete(f"/contacts/{contact['id']}").status_code == 204
     assert stored(fresh_db, b.id) == []
     assert len(stored(fresh_db, a.id)) == 3
+    assert (fan_out(fresh_db, a.id), fan_out(fresh_db, b.id)) == (3, 0)
     deliveries = rows_of(fresh_db, "SELECT tenant_id::text, endpoint_id::text, count(*) FROM webhook_deliveries"
                                    " GROUP BY 1, 2")
     assert deliveries == [(a.id, a_hook, 3)] and b_hook != a_hook

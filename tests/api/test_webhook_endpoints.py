@@ -93,13 +93,6 @@ def receiver(env: Callable[..., None]) -> Iterator[Receiver]:
     state.server.server_close()
 
 
-@pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    db = Database(fresh_db.jobs_url, size=2, timeout=5.0, name="jobs")
-    yield db
-    db.close()
-
-
 @dataclass
 class Ws:
     client: Client
@@ -583,11 +576,45 @@ def test_a_disabled_endpoint_keeps_its_pending_deliveries_until_enabled_again(ws
                                                                              jobs_db: Database) -> None:
     created = ws.create_endpoint(receiver.url)
     ws.emit()
+    assert delivery.fan_out(ws.tenant, db=jobs_db) == 1  # its delivery is queued (the dispatcher's first step)
     item = f"/workspaces/{ws.id}/webhook-endpoints/{created['id']}"
     assert call(ws.client, "PATCH", item, ws.owner, {"enabled": False}).status_code == 200
     assert ws.dispatch(jobs_db) == 0 and receiver.received == []
     assert call(ws.client, "PATCH", item, ws.owner, {"enabled": True}).status_code == 200
     assert ws.dispatch(jobs_db) == 1 and len(receiver.received) == 1
+
+
+def test_fan_out_gives_each_event_to_the_enabled_endpoints_subscribed_to_it_once(ws: Ws, receiver: Receiver,
+                                                                                  jobs_db: Database,
+                                                                                  fresh_db: TestDatabase) -> None:
+    every = ws.create_endpoint(receiver.url)["id"]
+    won = ws.create_endpoint(receiver.url, ["lead.won"])["id"]
+    off = ws.create_endpoint(receiver.url)["id"]
+    assert call(ws.client, "PATCH", f"/workspaces/{ws.id}/webhook-endpoints/{off}", ws.owner,
+                {"enabled": False}).status_code == 200
+    ws.emit("contact.created")
+    ws.emit("lead.won")
+    with fresh_db.admin() as conn:  # the change's transaction stored the events and nothing else
+        assert conn.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (0,)
+    assert delivery.fan_out(ws.tenant, db=jobs_db) == 2
+    assert delivery.fan_out(ws.tenant, db=jobs_db) == 0  # never twice
+    with fresh_db.admin() as conn:
+        rows = conn.execute("SELECT d.endpoint_id::text, m.type FROM webhook_deliveries d JOIN webhook_messages m"
+                            " ON m.id = d.message_id ORDER BY 1, 2").fetchall()
+    assert sorted(rows) == sorted([(every, "contact.created"), (every, "lead.won"), (won, "lead.won")])
+
+
+def test_more_events_than_one_fan_out_all_go_out_in_one_run_in_commit_order(ws: Ws, receiver: Receiver,
+                                                                             jobs_db: Database,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delivery, "FAN_OUT", 3)
+    ws.create_endpoint(receiver.url)
+    emitted = [str(uuid.uuid4()) for _ in range(7)]
+    for record in emitted:
+        ws.emit(data={"id": record})
+    assert ws.dispatch(jobs_db, limit=5) == 7  # batches of 3: each fan-out gives fewer than a batch
+    got = [json.loads(body)["data"]["id"] for _, body in receiver.received]
+    assert got == emitted, [emitted.index(g) for g in got]
 
 
 def test_a_call_event_never_copies_the_transcript(ws: Ws, receiver: Receiver, fresh_db: TestDatabase) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.db.pool import Database, use_database
+from chalicelib.db.pool import use_database
 from chalicelib.settings import get_settings
 from tests.conftest import TestDatabase
 
@@ -55,9 +55,3 @@ def staff_env(fresh_db: TestDatabase, function_env: SetEnv, tmp_path: Path) -> I
     use_database(None, "jobs")
 
 
-@pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    """The jobs role's pool on this test's database (not installed process-wide), closed after."""
-    db = Database(fresh_db.jobs_url, size=1, timeout=5.0, name="jobs")
-    yield db
-    db.close()

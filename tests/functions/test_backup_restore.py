@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,6 @@ NOT_BACKED_UP = {
     "backups": "backup-index",  # which backup objects exist: bookkeeping about backups, not content
     "search_terms": "derived",  # the words of searchable records, rebuilt by triggers on restore
 }
-
-
-@pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    db = Database(fresh_db.jobs_url, size=4, timeout=10.0, name="jobs")
-    yield db
-    db.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,6 @@ from tests.conftest import TestDatabase, make_tenant
 SHARED_EMAIL = "shared.person@example.com"  # R16: the same person is a contact of A and of B
 NOW = datetime(2025, 6, 1, 4, 0, tzinfo=UTC)
 TEXTISH = ("text", "character varying", "character", "json", "jsonb", "bytea", "ARRAY")
-
-
-@pytest.fixture
-def jobs_db(fresh_db: TestDatabase) -> Iterator[Database]:
-    db = Database(fresh_db.jobs_url, size=1, timeout=5.0, name="jobs")
-    yield db
-    db.close()
 
 
 def new_canary() -> str:

@@ -6,7 +6,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import audit, errors
 from chalicelib.auth.principal import parse_id, workspace_scope
-from chalicelib.crm import companies, contacts, fields_api, leads, notes, store
+from chalicelib.crm import companies, contacts, fields_api, leads, notes, products, store
 from chalicelib.crm.api import Context, register
 from chalicelib.crm.custom_fields import TABLE as FIELDS
 from chalicelib.crm.custom_fields import DryRunReport, FieldOut, FieldPatch, definition, failures, out
@@ -15,7 +15,8 @@ from chalicelib.inputs import if_match, parse_body, query_params
 
 bp = Blueprint(__name__)
 
-for _resource in (companies.RESOURCE, contacts.RESOURCE, leads.RESOURCE, notes.RESOURCE, fields_api.RESOURCE):
+for _resource in (companies.RESOURCE, contacts.RESOURCE, leads.RESOURCE, notes.RESOURCE, fields_api.RESOURCE,
+                  products.RESOURCE):
     register(bp, _resource)
 
 

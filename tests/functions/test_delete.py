@@ -90,6 +90,7 @@ def plant(db: TestDatabase, tenant: uuid.UUID, canary: str, blobs: Path | None =
                      " VALUES (%s, %s, now(), 10, 1)", (tenant, f"backups/{tenant}/2025-01-01.bin"))
         plant_inbox(conn, tenant, canary, ids)
         plant_webhooks(conn, tenant, canary)
+        plant_products(conn, tenant, canary)
     if blobs is not None:
         for key in (f"tenants/{tenant}/attachments/{ids['lead']}.txt", f"exports/{tenant}/20250101T000000Z.json",
                     f"backups/{tenant}/2025-01-01.bin"):
@@ -140,7 +141,7 @@ def plant_inbox(conn: Any, tenant: uuid.UUID, canary: str, ids: dict[str, uuid.U
 def plant_webhooks(conn: Any, tenant: uuid.UUID, canary: str) -> dict[str, uuid.UUID]:
     """An outgoing webhook endpoint (signing secrets: ciphertext stand-ins), a message, its delivery and one
     attempt, once the outgoing webhook tables exist; returns their ids."""
-    if conn.execute("SELECT to_regclass('public.webhook_endpoints') IS NULL").fetchone()[0]:
+    if not _exists(conn, "webhook_endpoints"):
         return {}
     ids = {name: uuid.uuid4() for name in ("endpoint", "message", "delivery", "attempt")}
     conn.execute("INSERT INTO webhook_endpoints (tenant_id, id, url, description, event_types, secret_ciphertext,"
@@ -157,6 +158,17 @@ def plant_webhooks(conn: Any, tenant: uuid.UUID, canary: str) -> dict[str, uuid.
                  " duration_ms, response_excerpt) VALUES (%s, %s, %s, 1, now(), 200, 42, %s)",
                  (tenant, ids["attempt"], ids["delivery"], f"ok {canary}"))
     return ids
+
+
+def plant_products(conn: Any, tenant: uuid.UUID, canary: str) -> None:
+    """A product of the price book, once its table exists."""
+    if _exists(conn, "products"):
+        conn.execute("INSERT INTO products (tenant_id, name, sku, description, unit_amount_minor, currency)"
+                     " VALUES (%s, %s, %s, %s, 1999, 'EUR')", (tenant, f"Plan {canary}", "SKU-1", f"About {canary}"))
+
+
+def _exists(conn: Any, table: str) -> bool:
+    return bool(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"public.{table}",)).fetchone()[0])
 
 
 def tenant_table_names(db: TestDatabase) -> list[str]:

@@ -21,6 +21,7 @@ from chalicelib.routes import (  # noqa: E402
     integrations,
     legal,
     pipelines,
+    proposals,
     telephony,
     webhook_endpoints,
     webhooks,
@@ -28,5 +29,5 @@ from chalicelib.routes import (  # noqa: E402
 )
 
 BLUEPRINTS = [health.bp, auth.bp, workspaces.bp, api_keys.bp, crm.bp, pipelines.bp, imports.bp, integrations.bp,
-              inbox.bp, webhooks.bp, webhook_endpoints.bp, telephony.bp, docs.bp, downloads.bp, legal.bp]
+              inbox.bp, webhooks.bp, webhook_endpoints.bp, proposals.bp, telephony.bp, docs.bp, downloads.bp, legal.bp]
 app = create_app("tenant-crm", BLUEPRINTS, max_body_bytes=settings.max_body_bytes, cors_origins=settings.cors_origins)

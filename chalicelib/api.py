@@ -42,6 +42,7 @@ def create_app(app_name: str, blueprints: Sequence[Blueprint], *, max_body_bytes
     app.log.propagate = True
     # Multipart bodies (inbound email with attachments) arrive base64-encoded from API Gateway as binary.
     app.api.binary_types.append("multipart/form-data")
+    app.api.binary_types.append("application/pdf")  # proposals' PDFs
     # Debug mode would send tracebacks to clients.
     app.debug = False
     allowed_origins = frozenset(cors_origins)

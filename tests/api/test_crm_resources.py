@@ -14,17 +14,6 @@ from tests.api.auth_helpers import ORIGIN, Outbox, body_of, problem
 from tests.api.crm_helpers import Workspace, concurrently, fields_of, new_workspace, rows_of, without_request_id
 from tests.conftest import TestDatabase
 
-
-@pytest.fixture
-def ws(api: Client, outbox: Outbox) -> Workspace:
-    return new_workspace(api, outbox, "alice")
-
-
-@pytest.fixture
-def other(api: Client, outbox: Outbox) -> Workspace:
-    return new_workspace(api, outbox, "bob")
-
-
 # ---- companies ----------------------------------------------------------------------------------
 
 

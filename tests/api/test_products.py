@@ -6,23 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from chalice.test import Client
 
 from tests.api.auth_helpers import Outbox, body_of, problem
-from tests.api.crm_helpers import Workspace, new_workspace
+from tests.api.crm_helpers import Workspace
 
 PLAN = {"name": "Pro plan", "sku": "PRO-1", "description": "Monthly", "unit_amount_minor": 4900,
         "currency": "EUR", "tax_rate_bp": 1900}
-
-
-@pytest.fixture
-def ws(api: Client, outbox: Outbox) -> Workspace:
-    return new_workspace(api, outbox, "alice")
-
-
-@pytest.fixture
-def other(api: Client, outbox: Outbox) -> Workspace:
-    return new_workspace(api, outbox, "bob")
 
 
 def test_product_create_read_update_delete_with_etags(ws: Workspace) -> None:

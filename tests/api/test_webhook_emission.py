@@ -199,7 +199,8 @@ NO_EVENT: dict[tuple[str, str], str] = {
 # Routes matched by a part of their path, with why (not called: another change owns their bodies).
 NO_EVENT_PATHS = {
     "webhook-endpoints": "managing the endpoints themselves (endpoint.disabled is the dispatcher's)",
-    "/products": "the price book: the catalogue has no product events (a proposal's own events will carry prices)",
+    "/products": "the price book: the catalogue has no product events",
+    "/proposals": "the catalogue has no proposal events; a signed or paid proposal moves its lead, which emits",
 }
 
 

@@ -161,10 +161,22 @@ def plant_webhooks(conn: Any, tenant: uuid.UUID, canary: str) -> dict[str, uuid.
 
 
 def plant_products(conn: Any, tenant: uuid.UUID, canary: str) -> None:
-    """A product of the price book, once its table exists."""
-    if _exists(conn, "products"):
-        conn.execute("INSERT INTO products (tenant_id, name, sku, description, unit_amount_minor, currency)"
-                     " VALUES (%s, %s, %s, %s, 1999, 'EUR')", (tenant, f"Plan {canary}", "SKU-1", f"About {canary}"))
+    """A product of the price book and a proposal for the planted lead, once their tables exist."""
+    if not _exists(conn, "products"):
+        return
+    (product,) = conn.execute("INSERT INTO products (tenant_id, name, sku, description, unit_amount_minor, currency)"
+                              " VALUES (%s, %s, %s, %s, 1999, 'EUR') RETURNING id",
+                              (tenant, f"Plan {canary}", "SKU-1", f"About {canary}")).fetchone()
+    if not _exists(conn, "proposals"):
+        return
+    (lead,) = conn.execute("SELECT id FROM leads WHERE tenant_id = %s LIMIT 1", (tenant,)).fetchone()
+    (proposal,) = conn.execute("INSERT INTO proposals (tenant_id, lead_id, title, introduction, valid_until, currency,"
+                               " subtotal_minor, tax_minor, total_minor) VALUES (%s, %s, %s, %s, '2027-01-01', 'EUR',"
+                               " 1999, 0, 1999) RETURNING id",
+                               (tenant, lead, f"Offer {canary}", f"Dear {canary}")).fetchone()
+    conn.execute("INSERT INTO proposal_lines (tenant_id, proposal_id, position, product_id, sku, description, quantity,"
+                 " unit_amount_minor, tax_rate_bp, net_minor, tax_minor) VALUES (%s, %s, 0, %s, 'SKU-1', %s, 1, 1999,"
+                 " 0, 1999, 0)", (tenant, proposal, product, f"Plan {canary}"))
 
 
 def _exists(conn: Any, table: str) -> bool:

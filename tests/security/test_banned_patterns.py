@@ -36,7 +36,8 @@ ALLOWED = {
                                "chalicelib/routes/telephony.py", "chalicelib/routes/pipelines.py",
                                "chalicelib/routes/api_keys.py", "chalicelib/routes/workspaces.py",
                                "chalicelib/routes/integrations.py",
-                               "chalicelib/routes/lists.py", "chalicelib/routes/webhook_endpoints.py"},
+                               "chalicelib/routes/lists.py", "chalicelib/routes/webhook_endpoints.py",
+                               "chalicelib/routes/proposals.py"},
 }
 
 

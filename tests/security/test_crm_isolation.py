@@ -40,7 +40,7 @@ from tests.api.auth_helpers import (
 from tests.conftest import TestDatabase
 from tests.fix_crm import installed, shared_app, table_rows
 
-CRM = ("companies", "contacts", "leads", "notes", "custom-fields", "pipelines", "imports")
+CRM = ("companies", "contacts", "leads", "notes", "custom-fields", "pipelines", "imports", "products", "proposals")
 PARAM_RE = re.compile(r"\{([a-z_]+)\}")
 
 # Valid-looking bodies; "{name}" is replaced by A's row of that name. Every reference a body can carry points
@@ -61,6 +61,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/pipelines/{pipeline_id}"): {"name": "pwned", "is_default": True},
     ("POST", "/pipelines/{pipeline_id}/stages"): {"name": "idor", "position": 0},
     ("PATCH", "/pipelines/{pipeline_id}/stages/{stage_id}"): {"name": "pwned", "kind": "won", "position": 0},
+    ("POST", "/products"): {"name": "Idor", "sku": "IDOR-1", "unit_amount_minor": 1, "currency": "EUR"},
+    ("PATCH", "/products/{product_id}"): {"name": "pwned", "unit_amount_minor": 0},
+    ("POST", "/leads/{lead_id}/proposals"): {"title": "idor", "valid_until": "2027-01-01", "currency": "EUR",
+                                             "line_items": [{"product_id": "{product_id}", "quantity": 1}]},
+    ("PATCH", "/proposals/{proposal_id}"): {"title": "pwned",
+                                            "line_items": [{"product_id": "{product_id}", "quantity": 1}]},
+    ("POST", "/proposals/{proposal_id}/void"): {},
+    ("POST", "/proposals/{proposal_id}/revise"): {},
 }
 # Query strings that name A's rows too (a stage delete with a target, a dry run, list filters).
 QUERIES: dict[tuple[str, str], str] = {
@@ -89,7 +97,8 @@ IDS = [f"{m} {p.removeprefix('/workspaces/{workspace_id}')}" for m, p in ROUTES]
 
 def test_the_walk_covers_every_crm_resource() -> None:
     resources = {p.removeprefix("/workspaces/{workspace_id}/").split("/")[0] for _, p in ROUTES}
-    assert {"companies", "contacts", "leads", "notes", "custom-fields", "pipelines"} <= resources
+    assert {"companies", "contacts", "leads", "notes", "custom-fields", "pipelines", "products",
+            "proposals"} <= resources
     assert len(ROUTES) >= 30
     # Every write route has a body here (a new route must be added, or the walk would send it nothing).
     for method, path in ROUTES:
@@ -139,8 +148,14 @@ def _populate(client: Client, owner: Browser, workspace: str, tag: str) -> dict[
     note = post("/notes", {"body": f"{tag} note", "lead_id": lead["id"]})
     custom = post("/custom-fields", {"object": "lead", "key": "source", "label": "Source", "type": "select",
                                      "options": ["web"]})
+    product = post("/products", {"name": f"{tag} product", "sku": f"{tag}-1", "unit_amount_minor": 100,
+                                 "currency": "EUR"})
+    proposal = post(f"/leads/{lead['id']}/proposals", {"title": f"{tag} proposal", "valid_until": "2027-01-01",
+                                                       "currency": "EUR",
+                                                       "line_items": [{"product_id": product["id"], "quantity": 2}]})
     return {"company_id": company["id"], "contact_id": contact["id"], "lead_id": lead["id"], "note_id": note["id"],
-            "pipeline_id": pipeline["id"], "stage_id": stage, "field_id": custom["id"], "object": "leads"}
+            "pipeline_id": pipeline["id"], "stage_id": stage, "field_id": custom["id"], "object": "leads",
+            "product_id": product["id"], "proposal_id": proposal["id"]}
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +184,8 @@ def w(world: World) -> Iterator[World]:
 def _fill(value: Any, ids: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _fill(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, ids) for v in value]
     if isinstance(value, str):
         return PARAM_RE.sub(lambda m: ids[m.group(1)], value)
     return value

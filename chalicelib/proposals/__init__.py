@@ -1,0 +1,1 @@
+"""Proposals for leads: the price book's lines, server-computed totals, a status machine, the PDF."""

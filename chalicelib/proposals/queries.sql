@@ -1,0 +1,80 @@
+-- Proposals and their lines (tenant tables: RLS scopes every statement to the current workspace).
+
+-- name: lead_exists
+-- The lead of the current workspace a proposal is for (no row: not this workspace's).
+SELECT id FROM leads WHERE id = %s;
+
+-- name: products_by_id
+-- The price book's products named by a proposal's lines.
+SELECT id, name, sku, unit_amount_minor, currency, tax_rate_bp, active FROM products WHERE id = ANY(%s);
+
+-- name: proposal_insert
+-- A new proposal with its computed totals.
+INSERT INTO proposals (tenant_id, id, lead_id, version, previous_id, title, introduction, valid_until, currency,
+                       subtotal_minor, tax_minor, total_minor, status_changed_at, created_at, updated_at)
+VALUES (%(tenant)s, %(id)s, %(lead)s, %(version)s, %(previous)s, %(title)s, %(introduction)s, %(valid_until)s,
+        %(currency)s, %(subtotal)s, %(tax)s, %(total)s, %(now)s, %(now)s, %(now)s);
+
+-- name: lines_insert
+-- A proposal's lines, in order, with their computed amounts.
+INSERT INTO proposal_lines (tenant_id, proposal_id, position, product_id, sku, description, quantity,
+                            unit_amount_minor, discount_bp, tax_rate_bp, net_minor, tax_minor)
+SELECT %(tenant)s, %(proposal)s, l.position, l.product_id, l.sku, l.description, l.quantity, l.unit_amount_minor,
+       l.discount_bp, l.tax_rate_bp, l.net_minor, l.tax_minor
+  FROM unnest(%(positions)s::int[], %(products)s::uuid[], %(skus)s::text[], %(descriptions)s::text[],
+              %(quantities)s::numeric[], %(units)s::bigint[], %(discounts)s::int[], %(rates)s::int[],
+              %(nets)s::bigint[], %(taxes)s::bigint[])
+       AS l (position, product_id, sku, description, quantity, unit_amount_minor, discount_bp, tax_rate_bp,
+             net_minor, tax_minor);
+
+-- name: lines_delete
+-- Every line of a draft (a PATCH with line_items writes them again).
+DELETE FROM proposal_lines WHERE proposal_id = %s;
+
+-- name: proposal_get
+-- One proposal of the current workspace.
+SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
+       tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, pdf_blob_key
+  FROM proposals WHERE id = %s;
+
+-- name: proposal_lock
+-- One proposal, locked until the transaction ends (an edit or a status change checks and writes it).
+SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
+       tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, pdf_blob_key
+  FROM proposals WHERE id = %s FOR UPDATE;
+
+-- name: proposal_lines
+-- A proposal's lines in order.
+SELECT position, product_id, sku, description, quantity, unit_amount_minor, discount_bp, tax_rate_bp, net_minor,
+       tax_minor
+  FROM proposal_lines WHERE proposal_id = %s ORDER BY position;
+
+-- name: proposal_update
+-- A draft's new content and totals.
+UPDATE proposals
+   SET title = %(title)s, introduction = %(introduction)s, valid_until = %(valid_until)s, currency = %(currency)s,
+       subtotal_minor = %(subtotal)s, tax_minor = %(tax)s, total_minor = %(total)s, updated_at = %(now)s
+ WHERE id = %(id)s;
+
+-- name: proposal_status
+-- Move a proposal to a new status (the caller checked the move is allowed).
+UPDATE proposals SET status = %(status)s, status_changed_at = %(now)s, updated_at = %(now)s WHERE id = %(id)s;
+
+-- name: proposal_delete
+-- Delete a draft (its lines go with it).
+DELETE FROM proposals WHERE id = %s;
+
+-- name: lead_proposals
+-- A lead's proposals, newest first.
+SELECT id, version, status, title, valid_until, currency, total_minor, created_at, updated_at
+  FROM proposals WHERE lead_id = %s ORDER BY created_at DESC, id DESC LIMIT 500;
+
+-- name: pdf_context
+-- What a proposal's PDF shows besides the proposal: the workspace's name, the lead's contact and company.
+SELECT w.name, c.first_name, c.last_name, c.email, co.name
+  FROM proposals p
+  JOIN workspaces w ON w.id = p.tenant_id
+  JOIN leads l ON l.tenant_id = p.tenant_id AND l.id = p.lead_id
+  LEFT JOIN contacts c ON c.tenant_id = l.tenant_id AND c.id = l.contact_id
+  LEFT JOIN companies co ON co.tenant_id = l.tenant_id AND co.id = coalesce(l.company_id, c.company_id)
+ WHERE p.id = %s;

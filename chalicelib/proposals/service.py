@@ -1,0 +1,249 @@
+"""Proposals: create and edit drafts, read them with their lines and totals, move them along the status
+machine, revise a frozen one as a new draft. Every function runs in the caller's tenant transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from chalicelib import audit, errors, versions
+from chalicelib.audit import Actor
+from chalicelib.db import queries
+from chalicelib.db.types import Conn
+from chalicelib.proposals import totals as money
+from chalicelib.proposals.models import (
+    LineIn,
+    LineOut,
+    ProposalIn,
+    ProposalList,
+    ProposalOut,
+    ProposalPatch,
+    ProposalSummary,
+    RateOut,
+    TotalsOut,
+)
+
+Q = queries.load(__package__)
+# Which status each may move to: only a draft is edited; sent, signed and paid come from SignNow and Stripe;
+# expired from the schedule; void from an operator.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "draft": frozenset({"sent", "void"}),
+    "sent": frozenset({"signed", "declined", "expired", "void"}),
+    "signed": frozenset({"paid", "void"}),
+    "paid": frozenset(),
+    "declined": frozenset(),
+    "expired": frozenset(),
+    "void": frozenset(),
+}
+_COLUMNS = ("id", "lead_id", "version", "previous_id", "status", "title", "introduction", "valid_until", "currency",
+            "subtotal_minor", "tax_minor", "total_minor", "pdf_sha256", "sent_at", "status_changed_at",
+            "created_at", "updated_at", "pdf_blob_key")
+
+
+def _row(row: Sequence[Any] | None) -> dict[str, Any]:
+    if row is None:
+        raise errors.NotFound("no such proposal")
+    return dict(zip(_COLUMNS, row, strict=True))
+
+
+def etag(proposal: ProposalOut) -> str:
+    """The proposal version's strong ETag."""
+    return versions.etag(proposal.id, proposal.updated_at)
+
+
+def _lines(conn: Conn, currency: str, items: Sequence[LineIn]) -> list[dict[str, Any]]:
+    """Each line's columns: a product's name, SKU, price and tax from the price book (422 for a product that is
+    not this workspace's, inactive, or in another currency), then its computed amounts."""
+    wanted = sorted({item.product_id for item in items if item.product_id is not None})
+    books = {row[0]: row for row in conn.execute(Q["products_by_id"], (wanted,)).fetchall()} if wanted else {}
+    problems, lines = [], []
+    for position, item in enumerate(items):
+        if item.product_id is not None:
+            product = books.get(item.product_id)
+            if product is None or not product[6] or product[4] != currency:
+                why = "not found" if product is None else "inactive" if not product[6] else f"priced in {product[4]}"
+                problems.append(errors.FieldError(f"line_items.{position}.product_id", why, "invalid_product"))
+                continue
+            description, sku, unit, rate = item.description or product[1], product[2], product[3], product[5]
+        else:
+            assert item.description is not None and item.unit_amount_minor is not None
+            description, sku, unit, rate = item.description, None, item.unit_amount_minor, item.tax_rate_bp or 0
+        lines.append({"position": position, "product_id": item.product_id, "sku": sku, "description": description,
+                      "quantity": item.quantity, "unit_amount_minor": unit, "discount_bp": item.discount_bp,
+                      "tax_rate_bp": rate})
+    if problems:
+        raise errors.ValidationFailed("some lines cannot be priced", errors=problems)
+    return lines
+
+
+def _computed(lines: list[dict[str, Any]]) -> money.Totals:
+    try:
+        computed = money.compute([money.Line(Decimal(line["quantity"]), line["unit_amount_minor"],
+                                             line["discount_bp"], line["tax_rate_bp"]) for line in lines])
+    except money.TooLarge as exc:
+        raise errors.ValidationFailed(str(exc), errors=[errors.FieldError("line_items", "too large",
+                                                                          "too_large")]) from None
+    for line, amounts in zip(lines, computed.lines, strict=True):
+        line.update(net_minor=amounts.net_minor, tax_minor=amounts.tax_minor)
+    return computed
+
+
+def _write_lines(conn: Conn, tenant: uuid.UUID, proposal: uuid.UUID, lines: list[dict[str, Any]]) -> None:
+    if not lines:
+        return
+
+    def column(name: str) -> list[Any]:
+        return [line[name] for line in lines]
+
+    conn.execute(Q["lines_insert"], {
+        "tenant": tenant, "proposal": proposal, "positions": column("position"), "products": column("product_id"),
+        "skus": column("sku"), "descriptions": column("description"), "quantities": column("quantity"),
+        "units": column("unit_amount_minor"), "discounts": column("discount_bp"), "rates": column("tax_rate_bp"),
+        "nets": column("net_minor"), "taxes": column("tax_minor")})
+
+
+def _insert(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, title: str, introduction: str, valid_until: Any,
+            currency: str, lines: list[dict[str, Any]], now: datetime, version: int = 1,
+            previous: uuid.UUID | None = None) -> uuid.UUID:
+    computed = _computed(lines)
+    proposal = uuid.uuid4()
+    conn.execute(Q["proposal_insert"], {
+        "tenant": tenant, "id": proposal, "lead": lead, "version": version, "previous": previous, "title": title,
+        "introduction": introduction, "valid_until": valid_until, "currency": currency,
+        "subtotal": computed.subtotal_minor, "tax": computed.tax_minor, "total": computed.total_minor, "now": now})
+    _write_lines(conn, tenant, proposal, lines)
+    return proposal
+
+
+def create(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, spec: ProposalIn, actor: Actor,
+           now: datetime) -> ProposalOut:
+    """A new draft for a lead of this workspace (404 for another's)."""
+    if conn.execute(Q["lead_exists"], (lead,)).fetchone() is None:
+        raise errors.NotFound("no such lead")
+    proposal = _insert(conn, tenant=tenant, lead=lead, title=spec.title, introduction=spec.introduction,
+                       valid_until=spec.valid_until, currency=spec.currency,
+                       lines=_lines(conn, spec.currency, spec.line_items), now=now)
+    audit.record(conn, tenant_id=tenant, action="proposal.created", actor=actor, target_type="proposal",
+                 target_id=proposal, details={"lead_id": str(lead)})
+    return get(conn, proposal)
+
+
+def get(conn: Conn, proposal: uuid.UUID) -> ProposalOut:
+    """A proposal with its lines and totals (404 when it is not this workspace's)."""
+    return _out(conn, _row(conn.execute(Q["proposal_get"], (proposal,)).fetchone()))
+
+
+def stored_pdf(conn: Conn, proposal: uuid.UUID) -> tuple[ProposalOut, str | None]:
+    """The proposal and the blob key of its frozen PDF (None while it is a draft)."""
+    row = _row(conn.execute(Q["proposal_get"], (proposal,)).fetchone())
+    return _out(conn, row), row["pdf_blob_key"]
+
+
+def _out(conn: Conn, row: dict[str, Any]) -> ProposalOut:
+    lines = [LineOut(position=r[0], product_id=r[1], sku=r[2], description=r[3], quantity=_text(r[4]),
+                     unit_amount_minor=r[5], discount_bp=r[6], tax_rate_bp=r[7], net_minor=r[8], tax_minor=r[9],
+                     total_minor=r[8] + r[9])
+             for r in conn.execute(Q["proposal_lines"], (row["id"],)).fetchall()]
+    rates: dict[int, tuple[int, int]] = {}
+    for line in lines:
+        net, tax = rates.get(line.tax_rate_bp, (0, 0))
+        rates[line.tax_rate_bp] = (net + line.net_minor, tax + line.tax_minor)
+    totals = TotalsOut(subtotal_minor=row["subtotal_minor"], tax_minor=row["tax_minor"], total_minor=row["total_minor"],
+                       tax_by_rate=[RateOut(tax_rate_bp=r, net_minor=n, tax_minor=t)
+                                    for r, (n, t) in sorted(rates.items())])
+    fields = {k: v for k, v in row.items() if k not in ("subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key")}
+    return ProposalOut(**fields, line_items=lines, totals=totals)
+
+
+def _text(quantity: Decimal) -> str:
+    """A quantity as the shortest exact decimal string ("2", "1.5")."""
+    return format(quantity.normalize(), "f")
+
+
+def lead_list(conn: Conn, lead: uuid.UUID) -> ProposalList:
+    """A lead's proposals, newest first (404 for another workspace's lead)."""
+    if conn.execute(Q["lead_exists"], (lead,)).fetchone() is None:
+        raise errors.NotFound("no such lead")
+    rows = conn.execute(Q["lead_proposals"], (lead,)).fetchall()
+    keys = ("id", "version", "status", "title", "valid_until", "currency", "total_minor", "created_at", "updated_at")
+    return ProposalList(data=[ProposalSummary(**dict(zip(keys, r, strict=True))) for r in rows], next_cursor=None)
+
+
+def _locked(conn: Conn, proposal: uuid.UUID, expected: frozenset[str] | None) -> dict[str, Any]:
+    row = _row(conn.execute(Q["proposal_lock"], (proposal,)).fetchone())
+    versions.check(expected, versions.etag(row["id"], row["updated_at"]), "proposal")
+    return row
+
+
+def patch(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: ProposalPatch,
+          expected: frozenset[str] | None, actor: Actor, now: datetime) -> ProposalOut:
+    """Edit a draft (409 once it was sent: revise it instead); honours If-Match."""
+    row = _locked(conn, proposal, expected)
+    if row["status"] != "draft":
+        raise errors.Conflict(f"a {row['status']} proposal is frozen: revise it as a new draft")
+    sent = spec.model_fields_set
+    for name in ("title", "valid_until", "currency"):
+        if name in sent and getattr(spec, name) is None:
+            raise errors.ValidationFailed("some fields cannot be cleared",
+                                          errors=[errors.FieldError(name, "cannot be null", "null_not_allowed")])
+    merged = {name: getattr(spec, name) if name in sent and getattr(spec, name) is not None else row[name]
+              for name in ("title", "introduction", "valid_until", "currency")}
+    if "line_items" in sent and spec.line_items is not None:
+        lines = _lines(conn, merged["currency"], spec.line_items)
+    else:  # the lines stay; a new currency must still price them
+        current = get(conn, proposal)
+        lines = [{**line.model_dump(exclude={"total_minor"}), "quantity": Decimal(line.quantity)}
+                 for line in current.line_items]
+        if merged["currency"] != row["currency"] and any(line["product_id"] for line in lines):
+            raise errors.ValidationFailed("the lines are priced in the old currency: send line_items too",
+                                          errors=[errors.FieldError("currency", "lines priced in another currency",
+                                                                    "currency_mismatch")])
+    computed = _computed(lines)
+    conn.execute(Q["lines_delete"], (proposal,))
+    _write_lines(conn, tenant, proposal, lines)
+    conn.execute(Q["proposal_update"], {**merged, "subtotal": computed.subtotal_minor, "tax": computed.tax_minor,
+                                        "total": computed.total_minor, "now": now, "id": proposal})
+    audit.record(conn, tenant_id=tenant, action="proposal.updated", actor=actor, target_type="proposal",
+                 target_id=proposal, details={"fields": sorted(sent)})
+    return get(conn, proposal)
+
+
+def move(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, to: str, actor: Actor, now: datetime,
+         expected: frozenset[str] | None = None) -> ProposalOut:
+    """Move a proposal along the status machine (409 for a move it does not allow)."""
+    row = _locked(conn, proposal, expected)
+    if to not in TRANSITIONS[row["status"]]:
+        raise errors.Conflict(f"a {row['status']} proposal cannot become {to}")
+    conn.execute(Q["proposal_status"], {"status": to, "now": now, "id": proposal})
+    audit.record(conn, tenant_id=tenant, action=f"proposal.{to}", actor=actor, target_type="proposal",
+                 target_id=proposal, details={"from": row["status"]})
+    return get(conn, proposal)
+
+
+def revise(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, actor: Actor, now: datetime) -> ProposalOut:
+    """A new draft copying a frozen proposal (its lines and prices as they were), one version up."""
+    source = get(conn, proposal)
+    if source.status == "draft":
+        raise errors.Conflict("a draft is edited, not revised")
+    lines = [{**line.model_dump(exclude={"total_minor"}), "quantity": Decimal(line.quantity)}
+             for line in source.line_items]
+    copy = _insert(conn, tenant=tenant, lead=source.lead_id, title=source.title, introduction=source.introduction,
+                   valid_until=source.valid_until, currency=source.currency, lines=lines, now=now,
+                   version=source.version + 1, previous=source.id)
+    audit.record(conn, tenant_id=tenant, action="proposal.revised", actor=actor, target_type="proposal",
+                 target_id=copy, details={"previous_id": str(source.id)})
+    return get(conn, copy)
+
+
+def delete_draft(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, expected: frozenset[str] | None,
+                 actor: Actor) -> None:
+    """Delete a draft (409 for anything sent: void it instead)."""
+    row = _locked(conn, proposal, expected)
+    if row["status"] != "draft":
+        raise errors.Conflict(f"a {row['status']} proposal is kept: void it instead")
+    conn.execute(Q["proposal_delete"], (proposal,))
+    audit.record(conn, tenant_id=tenant, action="proposal.deleted", actor=actor, target_type="proposal",
+                 target_id=proposal)

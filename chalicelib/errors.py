@@ -99,6 +99,12 @@ class RateLimited(AppError):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
+class BadGateway(AppError):
+    """A service we depend on answered something we cannot use (a model's invalid output, twice)."""
+
+    status, title, slug = 502, "Bad gateway", "bad-gateway"
+
+
 class ServiceUnavailable(AppError):
     """A dependency (the database) is unavailable; retry later."""
 

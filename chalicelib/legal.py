@@ -68,6 +68,11 @@ _AWS_SERVICES = (
                ("schedules only (no personal data)",)),
     AwsService("AWS Secrets Manager", "Holds the database master credentials and the Sentry DSN for deployment.",
                ("service secrets only (no personal data)",), clients=("secretsmanager",)),
+    AwsService("Amazon Bedrock", "Writes Atlas's proposal drafts (with ATLAS_PROVIDER=bedrock), only for workspaces "
+               "that turned Atlas on. Bedrock keeps neither prompts nor answers and trains no model on them.",
+               ("for the lead drafted: its title, contact and company names, notes and custom fields",
+                "the price book's product names, SKUs and descriptions (never prices)"),
+               clients=("bedrock-runtime",)),
     AwsService("Amazon CloudWatch Logs", "Keeps the functions' log lines.",
                ("one line per request: method, route template, status, duration, request id "
                 "(never bodies, tokens, emails, phone numbers or message text)",)),
@@ -81,7 +86,8 @@ REGISTRY: tuple[SubProcessor, ...] = (
         region="the deployment's AWS region (AWS_REGION)",
         # Regional service endpoints, S3 buckets and the RDS CA truststore are all under amazonaws.com.
         hosts=("*.amazonaws.com",), services=_AWS_SERVICES,
-        note="No AI service (such as Amazon Bedrock) is used: no content is sent to any model."),
+        note="Content goes to a model (Amazon Bedrock) only for Atlas's drafts, only in workspaces that turned "
+             "Atlas on, and only when the deployment sets ATLAS_PROVIDER=bedrock. No model is trained on it."),
     SubProcessor(
         key="sentry", name="Sentry (Functional Software, Inc.)",
         purpose="Error reporting for the API and the functions.",

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # SQS queue of functions/deliver_webhooks.py (outgoing webhooks): a workspace id per commit that stored
     # events. Unset: a dispatcher thread in this process (local); in prod the minute sweep alone delivers.
     webhook_queue_url: str | None = None
+    # Atlas's drafting provider: "template" (deterministic, no model, no network) or "bedrock" (Amazon Bedrock's
+    # Converse API with atlas_model_id, in the deployment's region).
+    atlas_provider: Literal["template", "bedrock"] = "template"
+    atlas_model_id: str = Field(default="amazon.nova-lite-v1:0", min_length=1, max_length=200)
     graph_base_url: str = "https://graph.facebook.com/v21.0"
     # host:port pairs outbound calls may reach although they are not public (local fake servers only).
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chalicelib.auth.addresses import EmailAddress
 
@@ -48,7 +48,16 @@ class WorkspaceCreate(Strict):
 
 
 class WorkspacePatch(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    """A new name, and/or whether Atlas may draft proposals from the workspace's data (off by default)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    atlas_enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> WorkspacePatch:
+        if self.name is None and self.atlas_enabled is None:
+            raise ValueError("send name or atlas_enabled")
+        return self
 
 
 class MemberPatch(Strict):
@@ -85,6 +94,7 @@ class WorkspaceOut(BaseModel):
     updated_at: datetime
     deleted_at: datetime | None = None
     purge_after: datetime | None = None
+    atlas_enabled: bool = False
 
 
 class WorkspaceList(BaseModel):

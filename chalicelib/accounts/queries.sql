@@ -49,7 +49,7 @@ RETURNING id, email, display_name, created_at;
 
 -- name: my_workspaces
 -- The workspaces of the user bound to this transaction, with their role, newest first.
-SELECT w.id, w.name, m.role, w.created_at, w.updated_at, w.deleted_at
+SELECT w.id, w.name, m.role, w.created_at, w.updated_at, w.deleted_at, w.atlas_enabled
   FROM memberships m
   JOIN workspaces w ON w.id = m.tenant_id
  WHERE m.user_id = app.current_user_id()
@@ -60,7 +60,7 @@ SELECT w.id, w.name, m.role, w.created_at, w.updated_at, w.deleted_at
 -- name: workspace_create
 -- Create the workspace of this tenant transaction.
 INSERT INTO workspaces (id, name, created_by, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)
-RETURNING id, name, created_at, updated_at, deleted_at;
+RETURNING id, name, created_at, updated_at, deleted_at, atlas_enabled;
 
 -- name: workspace_first_owner
 -- Make the workspace's creator its owner.
@@ -68,24 +68,25 @@ INSERT INTO memberships (tenant_id, user_id, role, created_at, updated_at) VALUE
 
 -- name: workspace_get
 -- The workspace of this tenant transaction.
-SELECT id, name, created_at, updated_at, deleted_at FROM workspaces WHERE id = %s;
+SELECT id, name, created_at, updated_at, deleted_at, atlas_enabled FROM workspaces WHERE id = %s;
 
--- name: workspace_rename
--- Rename the workspace.
-UPDATE workspaces SET name = %s, updated_at = %s WHERE id = %s
-RETURNING id, name, created_at, updated_at, deleted_at;
+-- name: workspace_update
+-- Rename the workspace and set whether Atlas may draft proposals (each kept when NULL).
+UPDATE workspaces SET name = coalesce(%s, name), atlas_enabled = coalesce(%s, atlas_enabled), updated_at = %s
+ WHERE id = %s
+RETURNING id, name, created_at, updated_at, deleted_at, atlas_enabled;
 
 -- name: workspace_soft_delete
 -- Mark the workspace deleted (no row back when it already is).
 UPDATE workspaces SET deleted_at = %s, updated_at = %s
  WHERE id = %s AND deleted_at IS NULL
-RETURNING id, name, created_at, updated_at, deleted_at;
+RETURNING id, name, created_at, updated_at, deleted_at, atlas_enabled;
 
 -- name: workspace_undelete
 -- Restore a deleted workspace still within its grace period (no row back otherwise).
 UPDATE workspaces SET deleted_at = NULL, updated_at = %s
  WHERE id = %s AND deleted_at > %s
-RETURNING id, name, created_at, updated_at, deleted_at;
+RETURNING id, name, created_at, updated_at, deleted_at, atlas_enabled;
 
 -- export.py (GET /auth/me/export) --------------------------------------------------------------------
 -- Each reads the rows of the user bound to the transaction (bind_user) and nothing else: no bound user,

@@ -46,4 +46,4 @@ def my_workspaces(conn: Conn) -> list[WorkspaceOut]:
     """Workspaces of the user bound to this transaction (bind_user), with their role, newest first."""
     rows = conn.execute(Q["my_workspaces"]).fetchall()
     return [WorkspaceOut(id=r[0], name=r[1], role=r[2], created_at=r[3], updated_at=r[4],
-                         deleted_at=r[5]) for r in rows]
+                         deleted_at=r[5], atlas_enabled=r[6]) for r in rows]

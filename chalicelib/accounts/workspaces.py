@@ -27,7 +27,7 @@ def _out(row: tuple[object, ...] | None, role: str | None) -> WorkspaceOut:
     deleted = row[4]
     purge = deleted + purge_grace() if isinstance(deleted, datetime) else None
     return WorkspaceOut(id=row[0], name=row[1], role=role, created_at=row[2],
-                        updated_at=row[3], deleted_at=deleted, purge_after=purge)
+                        updated_at=row[3], deleted_at=deleted, purge_after=purge, atlas_enabled=row[5])
 
 
 def etag(workspace: WorkspaceOut) -> str:
@@ -62,12 +62,16 @@ def get(conn: Conn, *, tenant_id: uuid.UUID, role: str | None) -> WorkspaceOut:
     return get_pending(conn, tenant_id=tenant_id)(role)
 
 
-def rename(conn: Conn, *, tenant_id: uuid.UUID, name: str, actor: audit.Actor,
-           now: datetime, role: str | None) -> WorkspaceOut:
-    """Rename the workspace."""
-    row = conn.execute(Q["workspace_rename"], (name, now, tenant_id)).fetchone()
+def update(conn: Conn, *, tenant_id: uuid.UUID, name: str | None, atlas_enabled: bool | None,
+           actor: audit.Actor, now: datetime, role: str | None) -> WorkspaceOut:
+    """Rename the workspace and/or turn Atlas on or off (audited with what changed)."""
+    row = conn.execute(Q["workspace_update"], (name, atlas_enabled, now, tenant_id)).fetchone()
+    details: dict[str, object] = {"fields": sorted(k for k, v in (("name", name), ("atlas_enabled", atlas_enabled))
+                                                   if v is not None)}
+    if atlas_enabled is not None:
+        details["atlas_enabled"] = atlas_enabled
     audit.record(conn, tenant_id=tenant_id, action="workspace.updated", actor=actor, target_type="workspace",
-                 target_id=tenant_id)
+                 target_id=tenant_id, details=details)
     return _out(row, role)
 
 

@@ -127,6 +127,13 @@ class ProposalOut(BaseModel):
     updated_at: datetime
 
 
+class ProposalDrafted(ProposalOut):
+    """A draft Atlas wrote, with what it dropped from the provider's answer and why."""
+
+    warnings: list[str]
+    provider: str
+
+
 class ProposalSummary(BaseModel):
     """A proposal in a lead's list (without its lines)."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from chalice.app import Blueprint, Response
 
 from chalicelib import clock
+from chalicelib.atlas import drafting
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.http import endpoint, idempotent, json_response
 from chalicelib.inputs import if_match, parse_body
 from chalicelib.proposals import documents, service
-from chalicelib.proposals.models import ProposalIn, ProposalList, ProposalOut, ProposalPatch
+from chalicelib.proposals.models import ProposalDrafted, ProposalIn, ProposalList, ProposalOut, ProposalPatch
 
 bp = Blueprint(__name__)
 LEAD = "/workspaces/{workspace_id}/leads/{lead_id}/proposals"
@@ -40,6 +41,30 @@ def create_proposal(workspace_id: str, lead_id: str) -> Response:
         return idempotent(conn, request, tenant_id=tenant, route="POST /proposals", produce=lambda: _answer(
             service.create(conn, tenant=tenant, lead=lead, spec=body, actor=principal.actor, now=clock.now()),
             201, workspace_id))
+
+
+@endpoint(bp, LEAD + "/draft", "POST", summary="Let Atlas draft a proposal for a lead", response_model=ProposalDrafted,
+          status=201, errors_=(*ERRORS, 502), tags=TAGS, etag=True,
+          description="Only once an owner or admin turned Atlas on (`PATCH /workspaces/{id}` with "
+                      "`{\"atlas_enabled\": true}`; 403 before). Atlas reads the lead, its contact, company, notes "
+                      "and custom fields and the active products, and proposes an introduction and lines by SKU "
+                      "and quantity. Prices, tax and currency always come from the price book: an unknown SKU, "
+                      "a price on a line or an amount in the text is dropped and reported in `warnings`. The "
+                      "draft is for an operator to review and edit; the prompt and the answer are not kept.")
+def draft_proposal(workspace_id: str, lead_id: str) -> Response:
+    """Two short transactions around the provider's call: no connection is held while a model writes."""
+    request = bp.current_request
+    tenant, lead = parse_id(workspace_id), parse_id(lead_id)
+    with workspace_scope(request, workspace_id) as (conn, _principal):
+        gathered = drafting.gather(conn, tenant, lead)
+    provider = drafting.get_drafter()
+    answer = provider.suggest(gathered.given)
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        proposal, warnings = drafting.draft(conn, tenant=tenant, lead=lead, gathered=gathered, answer=answer,
+                                            actor=principal.actor, now=clock.now())
+    drafted = ProposalDrafted(**proposal.model_dump(), warnings=warnings, provider=provider.name)
+    return json_response(drafted, 201, headers={"ETag": service.etag(proposal),
+                                                "Location": f"/workspaces/{workspace_id}/proposals/{proposal.id}"})
 
 
 @endpoint(bp, LEAD, "GET", summary="A lead's proposals, newest first", response_model=ProposalList,

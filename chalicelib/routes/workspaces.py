@@ -66,7 +66,7 @@ def get_workspace(workspace_id: str) -> Response:
     return _with_etag(found(caller().role))
 
 
-@endpoint(bp, WS, "PATCH", summary="Rename a workspace (admin)", request_model=WorkspacePatch,
+@endpoint(bp, WS, "PATCH", summary="Rename a workspace or turn Atlas on or off (admin)", request_model=WorkspacePatch,
           response_model=WorkspaceOut, errors_=(401, 403, 404, 412), tags=TAGS)
 def patch_workspace(workspace_id: str) -> Response:
     """Honours If-Match."""
@@ -76,8 +76,8 @@ def patch_workspace(workspace_id: str) -> Response:
     with workspace_scope(request, workspace_id, min_role="admin") as (conn, principal):
         current = workspaces.get(conn, tenant_id=tenant, role=principal.role)
         workspaces.check_version(if_match(request), current)
-        renamed = workspaces.rename(conn, tenant_id=tenant, name=body.name, actor=principal.actor, now=clock.now(),
-                                    role=principal.role)
+        renamed = workspaces.update(conn, tenant_id=tenant, name=body.name, atlas_enabled=body.atlas_enabled,
+                                    actor=principal.actor, now=clock.now(), role=principal.role)
     return _with_etag(renamed)
 
 

@@ -39,6 +39,8 @@ class RuntimeSettings:
     public_base_url: str
     cors_origins: str
     mail_from: str
+    atlas_provider: str = "template"
+    atlas_model_id: str = "amazon.nova-lite-v1:0"
 
     def api(self) -> dict[str, str]:
         """What the API Lambda reads (its database role is crm_app, and it knows no other)."""
@@ -59,6 +61,8 @@ class RuntimeSettings:
             "QUEUE_BACKEND": "sqs",
             "QUEUE_URL": self.queue_url,
             "WEBHOOK_QUEUE_URL": self.webhook_queue_url,
+            "ATLAS_PROVIDER": self.atlas_provider,
+            "ATLAS_MODEL_ID": self.atlas_model_id,
             "LOG_LEVEL": "INFO",
         }
         if self.cors_origins:

@@ -58,10 +58,13 @@ class ProdStack(Stack):
             sentry_secret_name=str(context("sentry_dsn_secret_name") or "") or None,
             public_base_url=str(context("public_base_url")), cors_origins=str(context("cors_origins") or ""),
             mail_from=f"CRM <no-reply@{mail.domain}>",
+            atlas_provider=str(context("atlas_provider") or "template"),
+            atlas_model_id=str(context("atlas_model_id") or "amazon.nova-lite-v1:0"),
         )
         api = Api(self, "Api", source_dir=source_dir, network=network, environment=settings.api(),
                   deploy_time=settings.deploy_time())
-        self._grant_api(api.role, data=data, keys=keys, storage=storage, queues=queues, mail=mail)
+        self._grant_api(api.role, data=data, keys=keys, storage=storage, queues=queues, mail=mail,
+                        atlas_model_id=settings.atlas_model_id)
         code_dir = functions_asset(api.chalice, source_dir=source_dir, build_dir=build_dir)
         functions = Functions(self, "Functions", code_dir=code_dir, network=network, data=data, keys=keys,
                               bucket=storage.bucket, queues=queues, environment=settings.jobs())
@@ -86,7 +89,7 @@ class ProdStack(Stack):
         self.functions = functions
 
     def _grant_api(self, role: iam.Role, *, data: Data, keys: Keys, storage: Storage, queues: Queues,
-                   mail: Mail) -> None:
+                   mail: Mail, atlas_model_id: str) -> None:
         data.grant_connect(role, APP_USER)
         # Vault envelopes (encrypt and decrypt), attachment objects (SSE-KMS), and the encrypted queue.
         keys.grant_use(role, encrypt=True, decrypt=True, sid="Api")
@@ -101,3 +104,8 @@ class ProdStack(Stack):
             resources=[self.format_arn(service="ses", resource="identity", resource_name=mail.domain),
                        self.format_arn(service="ses", resource="configuration-set",
                                        resource_name=mail.configuration_set.configuration_set_name)]))
+        # Atlas's drafts (ATLAS_PROVIDER=bedrock): the Converse API on the one configured model, nothing else.
+        role.add_to_principal_policy(iam.PolicyStatement(
+            actions=["bedrock:InvokeModel"],
+            resources=[self.format_arn(service="bedrock", account="", resource="foundation-model",
+                                       resource_name=atlas_model_id)]))

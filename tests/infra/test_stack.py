@@ -163,6 +163,17 @@ def test_the_export_function_may_sign_a_link_to_its_exports_only(template: dict[
     assert not any("/backups/" in r for r in readable)
 
 
+def test_only_the_api_may_invoke_a_model_and_only_the_configured_one(template: dict[str, Any]) -> None:
+    grants = [(roles_of_policies(template, policy_id), statement) for policy_id, statement in statements(template)
+              if any(action.startswith("bedrock:") for action in as_list(statement["Action"]))]
+    assert len(grants) == 1, grants
+    [(roles, statement)] = grants
+    assert roles == [function_role(template, "APIHandler")]
+    assert as_list(statement["Action"]) == ["bedrock:InvokeModel"]
+    resource = json.dumps(statement["Resource"])
+    assert "foundation-model/amazon.nova-lite-v1:0" in resource and "*" not in resource
+
+
 def test_jobs_may_list_exactly_the_prefixes_their_code_lists(template: dict[str, Any]) -> None:
     expected = {"export_tenant": {"tenants/*"}, "backup_tenants": {"backups/*"}, "restore_tenant": {"backups/*"},
                 "delete_tenant": {"tenants/*", "exports/*", "backups/*"},

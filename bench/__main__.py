@@ -14,6 +14,7 @@ from bench import (
     b9_auth,
     b10_import,
     b11_webhooks,
+    b12_proposals,
 )
 from bench.common import bench_environment
 
@@ -22,7 +23,7 @@ def main() -> None:
     """Run all benchmarks in order."""
     bench_environment()
     for bench in (b1_tenant_read, b2_lists, b3_write, b4_ingest, b5_export, b6_purge, b7_vault, b8_cold_start,
-                  b9_auth, b10_import, b11_webhooks):
+                  b9_auth, b10_import, b11_webhooks, b12_proposals):
         bench.run()
         print(flush=True)
 

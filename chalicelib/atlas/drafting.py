@@ -66,15 +66,18 @@ class Gathered:
 
 def gather(conn: Conn, tenant: uuid.UUID, lead: uuid.UUID) -> Gathered:
     """404 for a lead that is not this workspace's (whatever the switch), then 403 while Atlas is off."""
-    row = conn.execute(Q["lead_for_draft"], (lead,)).fetchone()
+    # Queued together: one round trip for the four reads.
+    lead_read, switch_read = conn.execute(Q["lead_for_draft"], (lead,)), conn.execute(Q["atlas_enabled"], (tenant,))
+    notes_read, products_read = conn.execute(Q["lead_notes"], (lead,)), conn.execute(Q["active_products"])
+    row = lead_read.fetchone()
     if row is None:
         raise errors.NotFound("no such lead")
-    switch = conn.execute(Q["atlas_enabled"], (tenant,)).fetchone()
+    switch = switch_read.fetchone()
     if switch is None or not switch[0]:
         raise errors.Forbidden(OFF)
     title, contact, company, lead_currency, custom = row
-    notes = tuple(r[0] for r in conn.execute(Q["lead_notes"], (lead,)).fetchall())
-    products = conn.execute(Q["active_products"]).fetchall()
+    notes = tuple(r[0] for r in notes_read.fetchall())
+    products = products_read.fetchall()
     currency = lead_currency or (Counter(p[4] for p in products).most_common(1) or [("EUR", 0)])[0][0]
     given = DraftInput(workspace=switch[1], lead_title=title, contact_name=contact, company_name=company,
                        notes=notes, custom=dict(custom or {}),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from chalicelib.atlas.model import DraftInput, Product, SuggestedItem, Suggestion
+from chalicelib.atlas.model import DraftInput, SuggestedItem, Suggestion
 
 MAX_QUANTITY = 1000
 
@@ -22,10 +22,10 @@ class TemplateDrafter:
 
     def suggest(self, given: DraftInput) -> Suggestion:
         """Products named in the notes or custom fields, in the price book's order."""
-        text = "\n".join([*given.notes, *(str(v) for v in given.custom.values() if v is not None)])
+        text = "\n".join([*given.notes, *(str(v) for v in given.custom.values() if v is not None)]).lower()
         items = []
         for product in given.products:
-            quantity = _named(text, product)
+            quantity = max(_named(text, product.sku.lower()), _named(text, product.name.lower()))
             if quantity:
                 items.append(SuggestedItem(sku=product.sku, quantity=quantity))
         greeting = f"Dear {given.contact_name}," if given.contact_name else "Hello,"
@@ -36,12 +36,23 @@ class TemplateDrafter:
         return Suggestion(introduction=introduction, line_items=items)
 
 
-def _named(text: str, product: Product) -> int:
-    """The quantity the text asks for the product (0: not named)."""
-    best = 0
-    for label in (product.sku, product.name):
-        pattern = re.compile(r"(?:(\d{1,4})\s*(?:x|×)?\s*)?(?<![\w-])" + re.escape(label) + r"(?![\w-])",
-                             re.IGNORECASE)
-        for match in pattern.finditer(text):
-            best = max(best, min(int(match.group(1)), MAX_QUANTITY) if match.group(1) else 1)
+_QUANTITY = re.compile(r"(?<!\d)(\d{1,4})\s*(?:x|×)?\s*$")
+
+
+def _word_edge(text: str, index: int) -> bool:
+    return index < 0 or index >= len(text) or not (text[index].isalnum() or text[index] in "_-")
+
+
+def _named(text: str, label: str) -> int:
+    """The quantity the (lower-cased) text asks for a label as a whole word or phrase (0: not named).
+
+    A plain substring search per label, then the edges and the number before it: one pass of C code per
+    product, where a regular expression per product cost milliseconds on a large price book (bench B12)."""
+    best, start = 0, 0
+    while label and (found := text.find(label, start)) >= 0:
+        end = found + len(label)
+        if _word_edge(text, found - 1) and _word_edge(text, end):
+            quantity = _QUANTITY.search(text, max(0, found - 12), found)
+            best = max(best, min(int(quantity.group(1)), MAX_QUANTITY) if quantity else 1)
+        start = found + 1
     return best

@@ -10,6 +10,8 @@ from typing import Any
 
 from chalicelib.proposals.models import ProposalOut
 
+WRAP_AT = 40  # characters of an item's label that fit its column on one line
+
 
 @dataclass(frozen=True)
 class Parties:
@@ -54,7 +56,10 @@ def render(proposal: ProposalOut, parties: Parties) -> bytes:
     rows: list[list[Any]] = [["Item", "Qty", "Unit", "Discount", "Tax", "Net"]]
     for line in proposal.line_items:
         label = f"{line.description} ({line.sku})" if line.sku else line.description
-        rows.append([Paragraph(_escape(label), styles["BodyText"]), line.quantity,
+        # A Paragraph wraps a long label; a short one is drawn as it is (a Paragraph per row costs as much as
+        # the rest of the table: bench B12).
+        cell = Paragraph(_escape(label), styles["BodyText"]) if len(label) > WRAP_AT else label
+        rows.append([cell, line.quantity,
                      amount(line.unit_amount_minor, currency), f"{line.discount_bp / 100:g} %",
                      f"{line.tax_rate_bp / 100:g} %", amount(line.net_minor, currency)])
     totals = proposal.totals

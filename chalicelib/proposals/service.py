@@ -4,7 +4,7 @@ machine, revise a frozen one as a new draft. Every function runs in the caller's
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -54,11 +54,20 @@ def etag(proposal: ProposalOut) -> str:
     return versions.etag(proposal.id, proposal.updated_at)
 
 
-def _lines(conn: Conn, currency: str, items: Sequence[LineIn]) -> list[dict[str, Any]]:
+def _book(conn: Conn, items: Sequence[LineIn]) -> Callable[[], dict[uuid.UUID, Sequence[Any]]]:
+    """Queue the read of the products the lines name; call the result for them by id."""
+    wanted = sorted({item.product_id for item in items if item.product_id is not None})
+    if not wanted:
+        return dict
+    cursor = conn.execute(Q["products_by_id"], (wanted,))
+    return lambda: {row[0]: row for row in cursor.fetchall()}
+
+
+def _lines(conn: Conn, currency: str, items: Sequence[LineIn],
+           book: Callable[[], dict[uuid.UUID, Sequence[Any]]] | None = None) -> list[dict[str, Any]]:
     """Each line's columns: a product's name, SKU, price and tax from the price book (422 for a product that is
     not this workspace's, inactive, or in another currency), then its computed amounts."""
-    wanted = sorted({item.product_id for item in items if item.product_id is not None})
-    books = {row[0]: row for row in conn.execute(Q["products_by_id"], (wanted,)).fetchall()} if wanted else {}
+    books = (book or _book(conn, items))()
     problems, lines = [], []
     for position, item in enumerate(items):
         if item.product_id is not None:
@@ -121,11 +130,13 @@ def _insert(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, title: str, intro
 def create(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, spec: ProposalIn, actor: Actor,
            now: datetime) -> ProposalOut:
     """A new draft for a lead of this workspace (404 for another's)."""
-    if conn.execute(Q["lead_exists"], (lead,)).fetchone() is None:
+    exists = conn.execute(Q["lead_exists"], (lead,))
+    book = _book(conn, spec.line_items)  # queued behind it: one round trip for both
+    if exists.fetchone() is None:
         raise errors.NotFound("no such lead")
+    lines = _lines(conn, spec.currency, spec.line_items, book)
     proposal = _insert(conn, tenant=tenant, lead=lead, title=spec.title, introduction=spec.introduction,
-                       valid_until=spec.valid_until, currency=spec.currency,
-                       lines=_lines(conn, spec.currency, spec.line_items), now=now)
+                       valid_until=spec.valid_until, currency=spec.currency, lines=lines, now=now)
     audit.record(conn, tenant_id=tenant, action="proposal.created", actor=actor, target_type="proposal",
                  target_id=proposal, details={"lead_id": str(lead)})
     return get(conn, proposal)
@@ -133,20 +144,21 @@ def create(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, spec: ProposalIn, 
 
 def get(conn: Conn, proposal: uuid.UUID) -> ProposalOut:
     """A proposal with its lines and totals (404 when it is not this workspace's)."""
-    return _out(conn, _row(conn.execute(Q["proposal_get"], (proposal,)).fetchone()))
+    return stored_pdf(conn, proposal)[0]
 
 
 def stored_pdf(conn: Conn, proposal: uuid.UUID) -> tuple[ProposalOut, str | None]:
-    """The proposal and the blob key of its frozen PDF (None while it is a draft)."""
-    row = _row(conn.execute(Q["proposal_get"], (proposal,)).fetchone())
-    return _out(conn, row), row["pdf_blob_key"]
+    """The proposal and the blob key of its frozen PDF (None while it is a draft); one round trip."""
+    head, lines = conn.execute(Q["proposal_get"], (proposal,)), conn.execute(Q["proposal_lines"], (proposal,))
+    row = _row(head.fetchone())
+    return _out(row, lines.fetchall()), row["pdf_blob_key"]
 
 
-def _out(conn: Conn, row: dict[str, Any]) -> ProposalOut:
+def _out(row: dict[str, Any], line_rows: Sequence[Sequence[Any]]) -> ProposalOut:
     lines = [LineOut(position=r[0], product_id=r[1], sku=r[2], description=r[3], quantity=_text(r[4]),
                      unit_amount_minor=r[5], discount_bp=r[6], tax_rate_bp=r[7], net_minor=r[8], tax_minor=r[9],
                      total_minor=r[8] + r[9])
-             for r in conn.execute(Q["proposal_lines"], (row["id"],)).fetchall()]
+             for r in line_rows]
     rates: dict[int, tuple[int, int]] = {}
     for line in lines:
         net, tax = rates.get(line.tax_rate_bp, (0, 0))

@@ -159,14 +159,16 @@ def test_the_pdf_holds_the_parties_the_lines_the_totals_and_the_validity(ws: Wor
     lead = a_lead(ws)
     proposal = body_of(draft(ws, lead, [{"product_id": product["id"], "quantity": 1000},
                                         {"description": "Setup <b>&</b>", "quantity": 1,
-                                         "unit_amount_minor": 12_345}],
+                                         "unit_amount_minor": 12_345},
+                                        {"description": "A long label <i>that</i> wraps onto a second line & more",
+                                         "quantity": 1, "unit_amount_minor": 0}],
                              introduction="Dear Grace,\n\nHere is our offer."))
     response = ws.get(f"/proposals/{proposal['id']}/pdf", PDF)
     assert response.status_code == 200, response.body
     assert response.headers["Content-Type"] == "application/pdf"
     text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(response.body)).pages)
     for expected in ("alice workspace", "Grace Hopper", "grace@example.test", "Pro plan (PRO-1)", "Setup <b>&</b>",
-                     "49,000.00 EUR", "123.45 EUR", "Subtotal", "49,123.45 EUR", "Tax 19 %",
+                     "<i>that</i>", "49,000.00 EUR", "123.45 EUR", "Subtotal", "49,123.45 EUR", "Tax 19 %",
                      "9,310.00 EUR", "Total", "58,433.45 EUR", "2027-01-31", "Here is our offer."):
         assert expected in text, (expected, text)
     assert proposal["totals"]["total_minor"] == 5_843_345

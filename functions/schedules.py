@@ -24,6 +24,8 @@ class Schedule:
 
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("purge_auth", "functions.purge_auth", "rate(1 hour)", timedelta(hours=1)),
+    # Sent proposals past valid_until become expired (hourly: a day's end in any time zone is within the hour).
+    Schedule("expire_proposals", "functions.expire_proposals", "rate(1 hour)", timedelta(hours=1)),
     # The outgoing-webhook sweep: the safety net behind the SQS wake-ups and the clock of later retries.
     Schedule("deliver_webhooks", "functions.deliver_webhooks", "rate(1 minute)", timedelta(minutes=1)),
     Schedule("backup_tenants", "functions.backup_tenants", "cron(0 2 * * ? *)", timedelta(days=1)),

@@ -78,3 +78,9 @@ SELECT w.name, c.first_name, c.last_name, c.email, co.name
   LEFT JOIN contacts c ON c.tenant_id = l.tenant_id AND c.id = l.contact_id
   LEFT JOIN companies co ON co.tenant_id = l.tenant_id AND co.id = coalesce(l.company_id, c.company_id)
  WHERE p.id = %s;
+
+-- name: proposals_expire
+-- Sent proposals whose validity ended before today: expired (one row back per proposal).
+UPDATE proposals SET status = 'expired', status_changed_at = %(now)s, updated_at = %(now)s
+ WHERE status = 'sent' AND valid_until < %(today)s
+RETURNING id;

@@ -65,6 +65,7 @@ JOBS: tuple[Job, ...] = (
     Job("purge_auth"),
     Job("purge_audit_log"),
     Job("purge_webhook_log"),
+    Job("expire_proposals"),
     Job("purge_workspaces", objects=dict.fromkeys(TENANT_PREFIXES, DELETE), listing=TENANT_PREFIXES),
     Job("backup_tenants", objects={"backups/": READ + WRITE + DELETE}, listing=["backups/"],
         encrypt=True, decrypt=True),

@@ -70,7 +70,7 @@ def jobs(fresh_db: TestDatabase, function_env: SetEnv, tmp_path: Path) -> Iterat
 
 
 # Written out, not read from the code.
-CLAIMING_JOBS = {"purge_auth", "backup_tenants", "purge_audit_log", "purge_webhook_log"}
+CLAIMING_JOBS = {"purge_auth", "backup_tenants", "purge_audit_log", "purge_webhook_log", "expire_proposals"}
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: s.name)

@@ -128,7 +128,7 @@ def test_the_api_role_connects_as_crm_app_and_never_as_crm_jobs(template: dict[s
 # Written out here, not read from the stack's own table: the jobs cross tenants as crm_jobs; the inbound
 # consumer's work is one tenant's at a time, so it gets the API's narrower crm_app.
 EXPECTED_DB_USERS = {"process_inbound": "crm_app", "purge_auth": "crm_jobs", "purge_audit_log": "crm_jobs",
-                     "purge_webhook_log": "crm_jobs", "deliver_webhooks": "crm_jobs",
+                     "purge_webhook_log": "crm_jobs", "deliver_webhooks": "crm_jobs", "expire_proposals": "crm_jobs",
                      "purge_workspaces": "crm_jobs", "backup_tenants": "crm_jobs", "export_tenant": "crm_jobs",
                      "delete_tenant": "crm_jobs", "restore_tenant": "crm_jobs", "rotate_credentials": "crm_jobs"}
 
@@ -292,6 +292,7 @@ def test_one_schedule_per_entry_of_schedules_with_its_expression(template: dict[
     # here too.
     assert {(e.module, e.expression) for e in SCHEDULES} == {
         ("functions.purge_auth", "rate(1 hour)"), ("functions.backup_tenants", "cron(0 2 * * ? *)"),
+        ("functions.expire_proposals", "rate(1 hour)"),
         ("functions.deliver_webhooks", "rate(1 minute)"),
         ("functions.purge_audit_log", "cron(30 3 * * ? *)"), ("functions.purge_webhook_log", "cron(45 3 * * ? *)"),
         ("functions.purge_workspaces", "cron(0 4 * * ? *)")}

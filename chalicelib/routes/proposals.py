@@ -141,10 +141,10 @@ def revise_proposal(workspace_id: str, proposal_id: str) -> Response:
                       "served as stored, never rendered again.")
 def proposal_pdf(workspace_id: str, proposal_id: str) -> Response:
     """application/pdf."""
-    tenant = parse_id(workspace_id)
+    tenant, proposal = parse_id(workspace_id), parse_id(proposal_id)
     with workspace_read(bp.current_request, workspace_id) as conn:
-        found = documents.source(conn, parse_id(proposal_id))
+        found = documents.source(conn, proposal)
     body = documents.pdf_bytes(tenant, found)  # outside the transaction: no connection held while drawing
     return Response(body=body, status_code=200, headers={
-        "Content-Type": "application/pdf", "Content-Disposition": f'inline; filename="proposal-{proposal_id}.pdf"',
+        "Content-Type": "application/pdf", "Content-Disposition": f'inline; filename="proposal-{proposal}.pdf"',
         "Cache-Control": "private, no-store"})

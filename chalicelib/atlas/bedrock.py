@@ -51,22 +51,31 @@ class BedrockDrafter:
     def suggest(self, given: DraftInput) -> Suggestion:
         """The model's suggestion, validated (BadGateway after ATTEMPTS invalid answers)."""
         data = json.dumps(asdict(given), ensure_ascii=False, default=str)
+        from botocore.exceptions import BotoCoreError, ClientError
+
         for attempt in range(1, ATTEMPTS + 1):
-            response = self._runtime().converse(
-                modelId=self.model_id, system=[{"text": SYSTEM}],
-                messages=[{"role": "user", "content": [{"text": "<lead-data>\n" + data + "\n</lead-data>"}]}],
-                inferenceConfig={"maxTokens": 1500, "temperature": 0.2})
+            try:
+                response = self._call(data)
+            except (BotoCoreError, ClientError) as exc:  # throttled, too long, unreachable: by class only
+                log_event(log, "atlas call failed", attempt=attempt, error=type(exc).__name__)
+                raise errors.BadGateway("the model could not be reached; try again") from None
             try:
                 return parse(response)
             except (ValueError, ValidationError) as exc:
                 log_event(log, "atlas answer invalid", attempt=attempt, error=type(exc).__name__)
         raise errors.BadGateway("the model's answer was not a valid draft; try again")
 
+    def _call(self, data: str) -> dict[str, Any]:
+        return dict(self._runtime().converse(
+            modelId=self.model_id, system=[{"text": SYSTEM}],
+            messages=[{"role": "user", "content": [{"text": "<lead-data>\n" + data + "\n</lead-data>"}]}],
+            inferenceConfig={"maxTokens": 1500, "temperature": 0.2}))
+
 
 def parse(response: dict[str, Any]) -> Suggestion:
     """The Suggestion in a Converse response's text (ValueError when there is none)."""
     parts = response.get("output", {}).get("message", {}).get("content", [])
-    text = "".join(part.get("text", "") for part in parts if isinstance(part, dict))
+    text = "".join(part.get("text") or "" for part in parts if isinstance(part, dict))
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
         raise ValueError("no JSON object in the answer")

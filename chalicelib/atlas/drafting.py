@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from chalicelib import errors
 from chalicelib.atlas.bedrock import BedrockDrafter
@@ -30,9 +31,13 @@ Q = queries.load(__package__)
 VALID_FOR = timedelta(days=30)
 OFF = ("Atlas is off for this workspace: an owner or admin turns it on with PATCH /workspaces/{id} "
        "and {\"atlas_enabled\": true}")
-# An amount with a currency sign, an ISO code or a currency word: a price a provider should never state.
-_PRICE = re.compile(r"[$€£¥]\s?\d|\d[\d.,]*\s?(?:[$€£¥]|(?:EUR|USD|GBP|CHF|JPY|CAD|AUD|SEK|NOK|DKK|PLN|CZK)\b"
-                    r"|(?:euros?|dollars?|pounds?|francs?)\b)", re.IGNORECASE)
+# Any mention of money: a currency sign, a common ISO code or a currency word, with or without a number
+# ("EUR 5,000", "5k EUR", "ten thousand dollars", "500 kr"). A sentence that has one is dropped: the draft's
+# amounts are the price book's, printed in its table, and nowhere else. Strict on purpose: a sentence lost
+# is reported; a price a model made up would be read as an offer.
+_PRICE = re.compile(r"[$€£¥₹₽₩₪₫฿¢]|(?<![a-z])(?:eur|usd|gbp|chf|jpy|cny|cad|aud|nzd|sek|nok|dkk|pln|czk|huf|inr"
+                    r"|brl|mxn|zar|sgd|hkd|euros?|dollars?|pounds?|francs?|yen|rupees?|cents?|kr|kronor|kroner"
+                    r"|z[łl]oty)(?![a-z])", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 _override: Drafter | None = None
@@ -82,7 +87,17 @@ def gather(conn: Conn, tenant: uuid.UUID, lead: uuid.UUID) -> Gathered:
     given = DraftInput(workspace=switch[1], lead_title=title, contact_name=contact, company_name=company,
                        notes=notes, custom=dict(custom or {}),
                        products=tuple(Product(p[1], p[2], p[3]) for p in products if p[4] == currency))
-    return Gathered(given, title, currency, {p[1].upper(): (p[0], p[4]) for p in products})
+    return Gathered(given, title, currency, _by_sku(products))
+
+
+def _by_sku(products: list[Any]) -> dict[str, tuple[uuid.UUID, str]]:
+    """Products by their exact SKU, and by the upper-cased SKU where that names one product only (SKUs are
+    unique as written: "pro-1" and "PRO-1" may be two products, and then only the exact one matches)."""
+    exact = {p[1]: (p[0], p[4]) for p in products}
+    folded: dict[str, list[tuple[uuid.UUID, str]]] = {}
+    for product in products:
+        folded.setdefault(product[1].upper(), []).append((product[0], product[4]))
+    return {**{key: found[0] for key, found in folded.items() if len(found) == 1}, **exact}
 
 
 def checked(gathered: Gathered, answer: Suggestion) -> tuple[list[LineIn], str, list[str]]:
@@ -92,7 +107,7 @@ def checked(gathered: Gathered, answer: Suggestion) -> tuple[list[LineIn], str, 
         warnings.append("the answer's extra fields were ignored: " + ", ".join(sorted(answer.model_extra)))
     lines: list[LineIn] = []
     for item in answer.line_items:
-        found = gathered.book.get(item.sku.upper())
+        found = gathered.book.get(item.sku) or gathered.book.get(item.sku.upper())
         if found is None:
             warnings.append(f"SKU {item.sku[:64]} is not in the price book: dropped")
             continue
@@ -114,7 +129,11 @@ def checked(gathered: Gathered, answer: Suggestion) -> tuple[list[LineIn], str, 
 
 def draft(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, gathered: Gathered, answer: Suggestion,
           actor: Actor, now: datetime) -> tuple[ProposalOut, list[str]]:
-    """Store the checked draft (in the caller's tenant transaction); returns it and the warnings."""
+    """Store the checked draft (in the caller's tenant transaction); returns it and the warnings (403 when
+    Atlas was turned off while the provider wrote)."""
+    switch = conn.execute(Q["atlas_enabled"], (tenant,)).fetchone()
+    if switch is None or not switch[0]:
+        raise errors.Forbidden(OFF)
     lines, introduction, warnings = checked(gathered, answer)
     spec = ProposalIn(title=f"Proposal: {gathered.title}"[:200], introduction=introduction,
                       valid_until=(now + VALID_FOR).date(), currency=gathered.currency, line_items=lines)

@@ -13,11 +13,11 @@ SELECT l.title, nullif(concat_ws(' ', c.first_name, c.last_name), ''), co.name, 
  WHERE l.id = %s;
 
 -- name: lead_notes
--- The lead's latest notes, oldest first.
-SELECT body FROM (SELECT body, created_at, id FROM notes WHERE lead_id = %s ORDER BY created_at DESC, id DESC
+-- The lead's latest notes, oldest first, each cut to 4,000 characters (what a model's context holds).
+SELECT left(body, 4000) FROM (SELECT body, created_at, id FROM notes WHERE lead_id = %s ORDER BY created_at DESC, id DESC
                   LIMIT 50) latest
  ORDER BY created_at, id;
 
 -- name: active_products
--- The active price book, in a stable order.
-SELECT id, sku, name, description, currency FROM products WHERE active ORDER BY name, sku LIMIT 1000;
+-- The active price book, in a stable order (descriptions cut to 300 characters).
+SELECT id, sku, name, left(description, 300), currency FROM products WHERE active ORDER BY name, sku LIMIT 500;

@@ -328,6 +328,13 @@ def insert_many_pending(conn: Conn, columns: Mapping[str, list[Any]]) -> Callabl
     return written
 
 
+def before_delete(ctx: Context, existing: Row) -> None:
+    """A lead whose proposal went out is kept (409): its drafts go with it, a sent or settled one never does."""
+    row = ctx.conn.execute(Q["lead_kept_proposals"], (existing[TABLE.index("id")],)).fetchone()
+    if row is not None and row[0]:
+        raise errors.Conflict("this lead has proposals that were sent: they are kept, and so is the lead")
+
+
 RESOURCE = Resource(path="/leads", singular="lead", id_param="lead_id", table=TABLE, out=out, out_model=LeadOut,
                     create_model=LeadCreate, patch_model=LeadPatch, prepare_create=prepare_create,
-                    prepare_patch=prepare_patch, after_write=after_write)
+                    prepare_patch=prepare_patch, after_write=after_write, before_delete=before_delete)

@@ -209,3 +209,7 @@ SELECT request_hash, status, response_body, location, etag FROM idempotency_keys
 -- Store the answer of a claimed key (replayed to later requests with the same key and body).
 UPDATE idempotency_keys SET status = %s, response_body = %s, location = %s, etag = %s
  WHERE key = %s AND route = %s RETURNING 1;
+
+-- name: lead_kept_proposals
+-- Whether a lead has a proposal past its draft (sent, signed, paid, declined, expired or void: kept records).
+SELECT EXISTS (SELECT FROM proposals WHERE lead_id = %s AND status <> 'draft');

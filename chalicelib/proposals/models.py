@@ -44,8 +44,9 @@ class LineIn(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> LineIn:
-        if self.product_id is not None and (self.unit_amount_minor is not None or self.tax_rate_bp is not None):
-            raise ValueError("a product's line takes its price and tax from the price book")
+        if self.product_id is not None and (self.unit_amount_minor is not None or self.tax_rate_bp is not None
+                                            or self.description is not None):
+            raise ValueError("a product's line takes its name, price and tax from the price book")
         if self.product_id is None and (self.description is None or self.unit_amount_minor is None):
             raise ValueError("a free-text line needs description and unit_amount_minor")
         return self

@@ -10,7 +10,7 @@ from typing import Any
 
 from chalicelib.proposals.models import ProposalOut
 
-WRAP_AT = 40  # characters of an item's label that fit its column on one line
+ITEM_COLUMN_MM = 70
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,14 @@ def render(proposal: ProposalOut, parties: Parties) -> bytes:
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import getSampleStyleSheet
     from reportlab.lib.units import mm
+    from reportlab.pdfbase.pdfmetrics import stringWidth
     from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
     styles = getSampleStyleSheet()
     buffer = io.BytesIO()
     document = SimpleDocTemplate(buffer, pagesize=A4, title=proposal.title, author=parties.workspace,
                                  invariant=1, leftMargin=18 * mm, rightMargin=18 * mm)
+    fits = ITEM_COLUMN_MM * mm - 12  # the column less its padding: a wider label wraps in a Paragraph
     story: list[Any] = [Paragraph(_escape(parties.workspace), styles["Title"]),
                         Paragraph(_escape(proposal.title), styles["Heading1"])]
     recipient = ", ".join(part for part in (parties.contact, parties.email, parties.company) if part)
@@ -58,7 +60,7 @@ def render(proposal: ProposalOut, parties: Parties) -> bytes:
         label = f"{line.description} ({line.sku})" if line.sku else line.description
         # A Paragraph wraps a long label; a short one is drawn as it is (a Paragraph per row costs as much as
         # the rest of the table: bench B12).
-        cell = Paragraph(_escape(label), styles["BodyText"]) if len(label) > WRAP_AT else label
+        cell = Paragraph(_escape(label), styles["BodyText"]) if stringWidth(label, "Helvetica", 10) > fits else label
         rows.append([cell, line.quantity,
                      amount(line.unit_amount_minor, currency), f"{line.discount_bp / 100:g} %",
                      f"{line.tax_rate_bp / 100:g} %", amount(line.net_minor, currency)])
@@ -67,7 +69,7 @@ def render(proposal: ProposalOut, parties: Parties) -> bytes:
     for rate in totals.tax_by_rate:
         rows.append([f"Tax {rate.tax_rate_bp / 100:g} %", "", "", "", "", amount(rate.tax_minor, currency)])
     rows.append(["Total", "", "", "", "", amount(totals.total_minor, currency)])
-    table = Table(rows, colWidths=[70 * mm, 16 * mm, 28 * mm, 18 * mm, 14 * mm, 28 * mm], repeatRows=1)
+    table = Table(rows, colWidths=[ITEM_COLUMN_MM * mm, 16 * mm, 28 * mm, 18 * mm, 14 * mm, 28 * mm], repeatRows=1)
     table.setStyle(TableStyle([
         ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"), ("FONTNAME", (0, -1), (-1, -1), "Helvetica-Bold"),
         ("ALIGN", (1, 0), (-1, -1), "RIGHT"), ("VALIGN", (0, 0), (-1, -1), "TOP"),

@@ -84,3 +84,7 @@ SELECT w.name, c.first_name, c.last_name, c.email, co.name
 UPDATE proposals SET status = 'expired', status_changed_at = %(now)s, updated_at = %(now)s
  WHERE status = 'sent' AND valid_until < %(today)s
 RETURNING id;
+
+-- name: proposal_revision
+-- The draft or later version that revises a proposal (no row: not revised yet).
+SELECT id FROM proposals WHERE previous_id = %s LIMIT 1;

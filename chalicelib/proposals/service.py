@@ -76,7 +76,7 @@ def _lines(conn: Conn, currency: str, items: Sequence[LineIn],
                 why = "not found" if product is None else "inactive" if not product[6] else f"priced in {product[4]}"
                 problems.append(errors.FieldError(f"line_items.{position}.product_id", why, "invalid_product"))
                 continue
-            description, sku, unit, rate = item.description or product[1], product[2], product[3], product[5]
+            description, sku, unit, rate = product[1], product[2], product[3], product[5]
         else:
             assert item.description is not None and item.unit_amount_minor is not None
             description, sku, unit, rate = item.description, None, item.unit_amount_minor, item.tax_rate_bp or 0
@@ -236,10 +236,15 @@ def move(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, to: str, actor: 
 
 
 def revise(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, actor: Actor, now: datetime) -> ProposalOut:
-    """A new draft copying a frozen proposal (its lines and prices as they were), one version up."""
+    """A new draft copying a frozen proposal (its lines and prices as they were), one version up; a proposal is
+    revised once (409 after: revise its latest version)."""
+    _locked(conn, proposal, None)  # two revisions of one proposal at once: the second waits, then finds the first
     source = get(conn, proposal)
     if source.status == "draft":
         raise errors.Conflict("a draft is edited, not revised")
+    newer = conn.execute(Q["proposal_revision"], (proposal,)).fetchone()
+    if newer is not None:
+        raise errors.Conflict(f"this proposal was revised already, as {newer[0]}")
     lines = [{**line.model_dump(exclude={"total_minor"}), "quantity": Decimal(line.quantity)}
              for line in source.line_items]
     copy = _insert(conn, tenant=tenant, lead=source.lead_id, title=source.title, introduction=source.introduction,

@@ -38,9 +38,11 @@ def create_proposal(workspace_id: str, lead_id: str) -> Response:
     body = parse_body(request, ProposalIn)
     tenant, lead = parse_id(workspace_id), parse_id(lead_id)
     with workspace_scope(request, workspace_id) as (conn, principal):
-        return idempotent(conn, request, tenant_id=tenant, route="POST /proposals", produce=lambda: _answer(
-            service.create(conn, tenant=tenant, lead=lead, spec=body, actor=principal.actor, now=clock.now()),
-            201, workspace_id))
+        # The key's route names the lead: the same key and body for another lead is another request.
+        return idempotent(conn, request, tenant_id=tenant, route=f"POST /leads/{lead}/proposals",
+                          produce=lambda: _answer(service.create(conn, tenant=tenant, lead=lead, spec=body,
+                                                                 actor=principal.actor, now=clock.now()),
+                                                  201, workspace_id))
 
 
 @endpoint(bp, LEAD + "/draft", "POST", summary="Let Atlas draft a proposal for a lead", response_model=ProposalDrafted,

@@ -191,3 +191,23 @@ def test_notes_prompts_and_answers_never_reach_the_logs(ws: Workspace, bedrock: 
         configure_logging("INFO")
     text = stream.getvalue().lower()
     assert "zyxcanary" not in text and "atlas answer invalid" in text
+
+
+def test_a_sku_matches_as_written_first(ws: Workspace, bedrock: Stubber) -> None:
+    ws.create("/products", {"name": "Lower", "sku": "pro-1", "unit_amount_minor": 100, "currency": "EUR"})
+    ws.create("/products", {"name": "Upper", "sku": "PRO-1", "unit_amount_minor": 900, "currency": "EUR"})
+    turn_on(ws)
+    bedrock.add_response("converse", answer(
+        '{"introduction": "Hi.", "line_items": [{"sku": "pro-1", "quantity": 1}, {"sku": "PRO-1", "quantity": 2}]}'),
+        EXPECTED)
+    drafted = body_of(draft(ws, lead_with_notes(ws, "x")))
+    assert [(li["sku"], li["quantity"], li["unit_amount_minor"]) for li in drafted["line_items"]] == [
+        ("pro-1", "1", 100), ("PRO-1", "2", 900)]
+
+
+def test_a_model_service_error_is_a_502_and_stores_nothing(ws: Workspace, bedrock: Stubber,
+                                                           fresh_db: TestDatabase) -> None:
+    turn_on(ws)
+    bedrock.add_client_error("converse", service_error_code="ThrottlingException", http_status_code=429)
+    problem(draft(ws, lead_with_notes(ws, "x")), 502)
+    assert rows_of(fresh_db, "SELECT count(*) FROM proposals WHERE tenant_id = %s", (ws.id,)) == [(0,)]

@@ -204,3 +204,43 @@ def test_product_and_proposal_text_never_reach_the_logs(api: Client, outbox: Out
     finally:
         configure_logging("INFO")
     assert "zyxcanary" not in stream.getvalue().lower()
+
+
+def test_a_lead_with_a_sent_proposal_is_kept_and_one_with_drafts_only_goes_with_them(
+        ws: Workspace, fresh_db: TestDatabase) -> None:
+    kept, gone = a_lead(ws), a_lead(ws, "other@example.test")
+    sent = body_of(draft(ws, kept, []))
+    body_of(draft(ws, gone, []))
+    with fresh_db.admin() as conn:
+        conn.execute("UPDATE proposals SET status = 'sent' WHERE id = %s", (sent["id"],))
+    problem(ws.delete(f"/leads/{kept}"), 409)
+    assert ws.get(f"/proposals/{sent['id']}").status_code == 200
+    assert ws.delete(f"/leads/{gone}").status_code == 204
+    problem(ws.get(f"/leads/{gone}/proposals"), 404)
+
+
+def test_an_idempotency_key_is_per_lead(ws: Workspace, other: Workspace) -> None:
+    first, second = a_lead(ws), a_lead(ws, "other@example.test")
+    body = {"title": "P", "valid_until": "2027-01-31", "currency": "EUR", "line_items": []}
+    headers = {"Idempotency-Key": "same-key"}
+    a = ws.post(f"/leads/{first}/proposals", body, headers)
+    b = ws.post(f"/leads/{second}/proposals", body, headers)
+    assert a.status_code == b.status_code == 201 and body_of(a)["id"] != body_of(b)["id"]
+    assert body_of(b)["lead_id"] == second and "Idempotent-Replayed" not in b.headers
+    problem(other.post(f"/leads/{first}/proposals", body, headers), 404)
+
+
+def test_a_proposal_is_revised_once(ws: Workspace, fresh_db: TestDatabase) -> None:
+    proposal = body_of(draft(ws, a_lead(ws), []))
+    with fresh_db.admin() as conn:
+        conn.execute("UPDATE proposals SET status = 'declined' WHERE id = %s", (proposal["id"],))
+    copy = body_of(ws.post(f"/proposals/{proposal['id']}/revise", None))
+    body = problem(ws.post(f"/proposals/{proposal['id']}/revise", None), 409)
+    assert copy["id"] in body["detail"]
+
+
+def test_a_product_line_keeps_the_books_name(ws: Workspace) -> None:
+    product = ws.create("/products", PRO)
+    body = problem(draft(ws, a_lead(ws), [{"product_id": product["id"], "quantity": 1,
+                                           "description": "Enterprise plan"}]), 422)
+    assert "price book" in str(body)

@@ -71,3 +71,4 @@ def test_huge_amounts_are_refused_not_wrapped(lines: list[Line]) -> None:
 def test_impossible_lines_are_refused(line: Line) -> None:
     with pytest.raises(ValueError, match=r"quantity|basis points"):
         line_totals(line)
+

@@ -695,3 +695,26 @@ def test_a_resource_event_carries_the_resource_exactly_as_the_api_gets_it(ws: Ws
         got = body_of(call(ws.client, "GET", f"/workspaces/{ws.id}/{kind}s/{record['id']}", ws.owner))
         # The API's own shape, no column more (no tenant_id, no generated search text), no column less.
         assert delivered[f"{kind}.created"] == got
+
+
+def test_the_sweep_delivers_every_workspace_and_one_failing_stops_none_of_the_others(
+        api: Client, ws: Ws, receiver: Receiver, jobs_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    other = _workspace(api, "hooks-b")
+    for workspace in (ws, other):
+        workspace.create_endpoint(receiver.url)
+        workspace.emit(data={"id": workspace.id})
+    events.take_emitted()  # the sweep is what delivers here, not a wake-up
+    real = delivery.dispatch_tenant
+
+    def failing_for_ws(tenant: uuid.UUID, **kwargs: Any) -> int:
+        if tenant == ws.tenant:
+            raise RuntimeError("a fault in one workspace")  # injected: the sweep's isolation is under test
+        return real(tenant, **kwargs)
+
+    monkeypatch.setattr(delivery, "dispatch_tenant", failing_for_ws)
+    made, failed = delivery.sweep(db=jobs_db)
+    assert (made, failed) == (1, [ws.tenant])
+    assert [json.loads(body)["data"]["id"] for _, body in receiver.received] == [other.id]
+    monkeypatch.setattr(delivery, "dispatch_tenant", real)
+    assert delivery.sweep(db=jobs_db) == (1, [])  # the next sweep picks the failed one up
+    assert sorted(json.loads(body)["data"]["id"] for _, body in receiver.received) == sorted([ws.id, other.id])

@@ -211,3 +211,15 @@ def test_a_model_service_error_is_a_502_and_stores_nothing(ws: Workspace, bedroc
     bedrock.add_client_error("converse", service_error_code="ThrottlingException", http_status_code=429)
     problem(draft(ws, lead_with_notes(ws, "x")), 502)
     assert rows_of(fresh_db, "SELECT count(*) FROM proposals WHERE tenant_id = %s", (ws.id,)) == [(0,)]
+
+
+def test_a_sku_priced_in_another_currency_is_dropped(ws: Workspace, bedrock: Stubber) -> None:
+    with_book(ws)
+    ws.create("/products", {"name": "Dollar plan", "sku": "USD-1", "unit_amount_minor": 1, "currency": "USD"})
+    turn_on(ws)
+    bedrock.add_response("converse", answer(
+        '{"introduction": "Hi.", "line_items": [{"sku": "USD-1", "quantity": 1}, {"sku": "PRO-1", "quantity": 1}]}'),
+        EXPECTED)
+    drafted = body_of(draft(ws, lead_with_notes(ws, "x")))  # the book is mostly EUR: the draft is in EUR
+    assert drafted["currency"] == "EUR" and [li["sku"] for li in drafted["line_items"]] == ["PRO-1"]
+    assert drafted["warnings"] == ["SKU USD-1 is priced in USD, not EUR: dropped"]

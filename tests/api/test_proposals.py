@@ -244,3 +244,18 @@ def test_a_product_line_keeps_the_books_name(ws: Workspace) -> None:
     body = problem(draft(ws, a_lead(ws), [{"product_id": product["id"], "quantity": 1,
                                            "description": "Enterprise plan"}]), 422)
     assert "price book" in str(body)
+
+
+# Written out, not read from TRANSITIONS: which statuses an operator may void.
+VOIDABLE = {"draft": 200, "sent": 200, "signed": 200, "paid": 409, "declined": 409, "expired": 409, "void": 409}
+
+
+@pytest.mark.parametrize(("status", "expected"), sorted(VOIDABLE.items()))
+def test_void_is_refused_once_a_proposal_is_settled(ws: Workspace, fresh_db: TestDatabase, status: str,
+                                                    expected: int) -> None:
+    proposal = body_of(draft(ws, a_lead(ws), []))
+    with fresh_db.admin() as conn:
+        conn.execute("UPDATE proposals SET status = %s WHERE id = %s", (status, proposal["id"]))
+    response = ws.post(f"/proposals/{proposal['id']}/void", None)
+    assert response.status_code == expected, response.body
+    assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == ("void" if expected == 200 else status)

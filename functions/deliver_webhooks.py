@@ -27,7 +27,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     db = start()
     if not records:
         attempts, failed = delivery.sweep(db=db)
-        return {"attempts": attempts, "failed": [str(tenant) for tenant in failed]}
+        return {"attempts": attempts, "failed": failed}
     failures, attempts = [], 0
     done: set[uuid.UUID] = set()  # a batch holding one workspace several times delivers it once
     for record in records:

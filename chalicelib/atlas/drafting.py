@@ -9,6 +9,7 @@ Only the draft is stored: the prompt and the answer are not kept, logged or repo
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections import Counter
@@ -55,8 +56,14 @@ def get_drafter() -> Drafter:
         return _override
     settings = get_settings()
     if settings.atlas_provider == "bedrock":
-        return BedrockDrafter(settings.atlas_model_id)
+        return _bedrock(settings.atlas_model_id)
     return TemplateDrafter()
+
+
+@functools.cache
+def _bedrock(model_id: str) -> BedrockDrafter:
+    """One provider (and so one boto3 client) per model for the process."""
+    return BedrockDrafter(model_id)
 
 
 @dataclass(frozen=True)

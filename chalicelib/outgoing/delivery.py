@@ -37,7 +37,8 @@ from typing import Any
 from chalicelib import audit, clock, outbound
 from chalicelib.db import queries
 from chalicelib.db.pool import Database, get_database
-from chalicelib.db.tenancy import tenant_tx, user_tx
+from chalicelib.db.tenancy import tenant_tx
+from chalicelib.jobs.common import each_workspace, workspaces
 from chalicelib.observability import log_event
 from chalicelib.outgoing import catalogue, events, signing
 from chalicelib.outgoing.endpoints import secret_context
@@ -316,20 +317,11 @@ def seconds_until_due(tenant: uuid.UUID, *, db: Database | None = None) -> int |
     return None if due is None else max(0, int((due - clock.now()).total_seconds()) + 1)
 
 
-def live_workspaces(*, db: Database | None = None) -> list[uuid.UUID]:
-    """Every workspace that is not deleted (the jobs role may list them)."""
-    with user_tx(db=db or get_database("jobs")) as conn:
-        return [r[0] for r in conn.execute(Q["live_workspaces"]).fetchall()]
-
-
-def sweep(*, db: Database | None = None) -> tuple[int, list[uuid.UUID]]:
-    """Deliver what is due in every workspace (the scheduled safety net and the retries' clock); one
-    workspace's failure does not stop the others. Returns the attempts made and the workspaces that failed."""
-    made, failed = 0, []
-    for tenant in live_workspaces(db=db):
-        try:
-            made += dispatch_tenant(tenant, db=db)
-        except Exception as exc:  # noqa: BLE001 - logged by class, the next sweep tries again
-            log.error("webhook dispatch failed", extra={"fields": {"error": type(exc).__name__}})
-            failed.append(tenant)
-    return made, failed
+def sweep(*, db: Database | None = None) -> tuple[int, list[str]]:
+    """Deliver what is due in every live workspace (the scheduled safety net and the retries' clock), one
+    workspace's failure stopping none of the others (jobs.common.each_workspace). Returns the attempts made and
+    the ids of the workspaces that failed."""
+    db = db or get_database("jobs")
+    outcome = each_workspace("deliver_webhooks", [w.id for w in workspaces(db) if w.deleted_at is None],
+                             lambda tenant: {"attempts": dispatch_tenant(tenant, db=db)})
+    return outcome.counts.get("attempts", 0), outcome.failed

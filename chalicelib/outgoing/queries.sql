@@ -148,10 +148,6 @@ SELECT greatest(min(due), %s)
         (SELECT '-infinity'::timestamptz FROM webhook_messages WHERE fanned_out_at IS NULL LIMIT 1)) pending (due)
 HAVING min(due) IS NOT NULL;
 
--- name: live_workspaces
--- Every workspace not deleted (the sweep looks into each for due deliveries).
-SELECT id FROM workspaces WHERE deleted_at IS NULL ORDER BY id;
-
 -- log.py (the delivery log, replays and test pings) --------------------------------------------------
 
 -- name: attempts_first

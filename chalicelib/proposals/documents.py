@@ -26,8 +26,9 @@ class Source:
 
 def source(conn: Conn, proposal_id: uuid.UUID) -> Source:
     """The proposal, who it is from and for, and its stored PDF's key (404 for another workspace's)."""
+    context = conn.execute(Q["pdf_context"], (proposal_id,))  # queued: it travels with the proposal's reads
     proposal, key = service.stored_pdf(conn, proposal_id)
-    row = conn.execute(Q["pdf_context"], (proposal_id,)).fetchone()
+    row = context.fetchone()
     if row is None:
         raise errors.NotFound("no such proposal")
     contact = " ".join(part for part in (row[1], row[2]) if part) or None

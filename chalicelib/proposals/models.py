@@ -9,8 +9,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from chalicelib.crm.values import Currency
+
 Status = Literal["draft", "sent", "signed", "paid", "declined", "expired", "void"]
-QUANTITY = r"^[0-9]{1,7}(\.[0-9]{1,3})?$"
 
 
 def _quantity(value: object) -> Decimal:
@@ -59,7 +60,7 @@ class ProposalIn(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     introduction: str = Field(default="", max_length=20_000)
     valid_until: date
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: Currency
     line_items: list[LineIn] = Field(default_factory=list, max_length=500)
 
 
@@ -70,7 +71,7 @@ class ProposalPatch(BaseModel):
     title: str | None = Field(default=None, min_length=1, max_length=200)
     introduction: str | None = Field(default=None, max_length=20_000)
     valid_until: date | None = None
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    currency: Currency | None = None
     line_items: list[LineIn] | None = Field(default=None, max_length=500)
 
 

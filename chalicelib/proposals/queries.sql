@@ -88,3 +88,7 @@ RETURNING id;
 -- name: proposal_revision
 -- The draft or later version that revises a proposal (no row: not revised yet).
 SELECT id FROM proposals WHERE previous_id = %s LIMIT 1;
+
+-- name: proposal_has_book_lines
+-- Whether a proposal has lines of the price book (priced in its currency when written).
+SELECT EXISTS (SELECT FROM proposal_lines WHERE proposal_id = %s AND (product_id IS NOT NULL OR sku IS NOT NULL));

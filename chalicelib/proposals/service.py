@@ -159,13 +159,10 @@ def _out(row: dict[str, Any], line_rows: Sequence[Sequence[Any]]) -> ProposalOut
                      unit_amount_minor=r[5], discount_bp=r[6], tax_rate_bp=r[7], net_minor=r[8], tax_minor=r[9],
                      total_minor=r[8] + r[9])
              for r in line_rows]
-    rates: dict[int, tuple[int, int]] = {}
-    for line in lines:
-        net, tax = rates.get(line.tax_rate_bp, (0, 0))
-        rates[line.tax_rate_bp] = (net + line.net_minor, tax + line.tax_minor)
+    rates = money.by_rate((line.tax_rate_bp, line.net_minor, line.tax_minor) for line in lines)
     totals = TotalsOut(subtotal_minor=row["subtotal_minor"], tax_minor=row["tax_minor"], total_minor=row["total_minor"],
-                       tax_by_rate=[RateOut(tax_rate_bp=r, net_minor=n, tax_minor=t)
-                                    for r, (n, t) in sorted(rates.items())])
+                       tax_by_rate=[RateOut(tax_rate_bp=r.tax_rate_bp, net_minor=r.net_minor, tax_minor=r.tax_minor)
+                                    for r in rates])
     fields = {k: v for k, v in row.items() if k not in ("subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key")}
     return ProposalOut(**fields, line_items=lines, totals=totals)
 
@@ -203,24 +200,27 @@ def patch(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: ProposalP
                                           errors=[errors.FieldError(name, "cannot be null", "null_not_allowed")])
     merged = {name: getattr(spec, name) if name in sent and getattr(spec, name) is not None else row[name]
               for name in ("title", "introduction", "valid_until", "currency")}
+    amounts = {"subtotal": row["subtotal_minor"], "tax": row["tax_minor"], "total": row["total_minor"]}
     if "line_items" in sent and spec.line_items is not None:
         lines = _lines(conn, merged["currency"], spec.line_items)
-    else:  # the lines stay; a new currency must still price them
-        current = get(conn, proposal)
-        lines = [{**line.model_dump(exclude={"total_minor"}), "quantity": Decimal(line.quantity)}
-                 for line in current.line_items]
-        if merged["currency"] != row["currency"] and any(line["product_id"] for line in lines):
-            raise errors.ValidationFailed("the lines are priced in the old currency: send line_items too",
-                                          errors=[errors.FieldError("currency", "lines priced in another currency",
-                                                                    "currency_mismatch")])
-    computed = _computed(lines)
-    conn.execute(Q["lines_delete"], (proposal,))
-    _write_lines(conn, tenant, proposal, lines)
-    conn.execute(Q["proposal_update"], {**merged, "subtotal": computed.subtotal_minor, "tax": computed.tax_minor,
-                                        "total": computed.total_minor, "now": now, "id": proposal})
+        computed = _computed(lines)
+        amounts = {"subtotal": computed.subtotal_minor, "tax": computed.tax_minor, "total": computed.total_minor}
+        conn.execute(Q["lines_delete"], (proposal,))
+        _write_lines(conn, tenant, proposal, lines)
+    elif merged["currency"] != row["currency"] and _has_book_lines(conn, proposal):
+        # The lines stay, and with them their totals; the price book's lines are priced in the old currency.
+        raise errors.ValidationFailed("the lines are priced in the old currency: send line_items too",
+                                      errors=[errors.FieldError("currency", "lines priced in another currency",
+                                                                "currency_mismatch")])
+    conn.execute(Q["proposal_update"], {**merged, **amounts, "now": now, "id": proposal})
     audit.record(conn, tenant_id=tenant, action="proposal.updated", actor=actor, target_type="proposal",
                  target_id=proposal, details={"fields": sorted(sent)})
     return get(conn, proposal)
+
+
+def _has_book_lines(conn: Conn, proposal: uuid.UUID) -> bool:
+    row = conn.execute(Q["proposal_has_book_lines"], (proposal,)).fetchone()
+    return bool(row and row[0])
 
 
 def move(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, to: str, actor: Actor, now: datetime,
@@ -238,8 +238,8 @@ def move(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, to: str, actor: 
 def revise(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, actor: Actor, now: datetime) -> ProposalOut:
     """A new draft copying a frozen proposal (its lines and prices as they were), one version up; a proposal is
     revised once (409 after: revise its latest version)."""
-    _locked(conn, proposal, None)  # two revisions of one proposal at once: the second waits, then finds the first
-    source = get(conn, proposal)
+    # Locked: of two revisions of one proposal at once, the second waits, then finds the first.
+    source = _out(_locked(conn, proposal, None), conn.execute(Q["proposal_lines"], (proposal,)).fetchall())
     if source.status == "draft":
         raise errors.Conflict("a draft is edited, not revised")
     newer = conn.execute(Q["proposal_revision"], (proposal,)).fetchone()

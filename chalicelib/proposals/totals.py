@@ -12,7 +12,7 @@ the rounded lines, and `tax_by_rate` sums net and tax per tax rate, as an invoic
 from __future__ import annotations
 
 import decimal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -90,13 +90,18 @@ def line_totals(line: Line) -> LineTotals:
 def compute(lines: Sequence[Line]) -> Totals:
     """The proposal's totals (TooLarge when the total passes the limit)."""
     each = tuple(line_totals(line) for line in lines)
-    by_rate: dict[int, tuple[int, int]] = {}
-    for line, amounts in zip(lines, each, strict=True):
-        net, tax = by_rate.get(line.tax_rate_bp, (0, 0))
-        by_rate[line.tax_rate_bp] = (net + amounts.net_minor, tax + amounts.tax_minor)
     subtotal = sum(a.net_minor for a in each)
     tax = sum(a.tax_minor for a in each)
     if subtotal + tax > MAX_AMOUNT_MINOR:
         raise TooLarge("the proposal's total is too large")
     return Totals(each, subtotal, tax, subtotal + tax,
-                  tuple(RateTotals(rate, net, t) for rate, (net, t) in sorted(by_rate.items())))
+                  by_rate((line.tax_rate_bp, a.net_minor, a.tax_minor) for line, a in zip(lines, each, strict=True)))
+
+
+def by_rate(lines: Iterable[tuple[int, int, int]]) -> tuple[RateTotals, ...]:
+    """Rounded lines' (tax rate, net, tax) summed per rate, lowest rate first."""
+    sums: dict[int, tuple[int, int]] = {}
+    for rate, net, tax in lines:
+        net_sum, tax_sum = sums.get(rate, (0, 0))
+        sums[rate] = (net_sum + net, tax_sum + tax)
+    return tuple(RateTotals(rate, net, tax) for rate, (net, tax) in sorted(sums.items()))

@@ -36,6 +36,7 @@ def test_product_create_read_update_delete_with_etags(ws: Workspace) -> None:
     ({"unit_amount_minor": 12.5}, "unit_amount_minor"),  # never a float: amounts are integers
     ({"unit_amount_minor": "4900"}, "unit_amount_minor"),
     ({"currency": "eur"}, "currency"),
+    ({"currency": "XYZ"}, "currency"),  # three letters, but no ISO 4217 currency
     ({"tax_rate_bp": 10_001}, "tax_rate_bp"),
     ({"sku": "has space"}, "sku"),
     ({"name": ""}, "name"),

@@ -713,7 +713,7 @@ def test_the_sweep_delivers_every_workspace_and_one_failing_stops_none_of_the_ot
 
     monkeypatch.setattr(delivery, "dispatch_tenant", failing_for_ws)
     made, failed = delivery.sweep(db=jobs_db)
-    assert (made, failed) == (1, [ws.tenant])
+    assert (made, failed) == (1, [ws.id])
     assert [json.loads(body)["data"]["id"] for _, body in receiver.received] == [other.id]
     monkeypatch.setattr(delivery, "dispatch_tenant", real)
     assert delivery.sweep(db=jobs_db) == (1, [])  # the next sweep picks the failed one up

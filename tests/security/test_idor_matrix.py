@@ -43,6 +43,11 @@ EXTRA_BODIES: dict[tuple[str, str], dict[str, Any]] = {
                                                                     "auth_token": "f" * 32},
     ("POST", "/workspaces/{workspace_id}/webhook-endpoints"): {"url": "https://hooks.example.com/idor",
                                                                "event_types": ["*"]},
+    # An ISO 4217 code (a generated string is none).
+    ("POST", "/workspaces/{workspace_id}/products"): {"name": "Idor", "sku": "IDOR-1", "unit_amount_minor": 1,
+                                                      "currency": "EUR"},
+    ("POST", "/workspaces/{workspace_id}/leads/{lead_id}/proposals"): {"title": "idor", "valid_until": "2027-01-01",
+                                                                      "currency": "EUR"},
 }
 PARAM_SAMPLES = {"provider": "twilio"}
 _STRING_CANDIDATES = ("idor", "Idor", "idor.example.test", "idor@example.test", "+14155550123", "123456789012",

@@ -63,22 +63,23 @@ BEGIN
 END
 $$;
 
--- The same for many rows of one table (a CSV import's contacts): one event per row, in the order given.
+-- The same for many rows of one table (a CSV import's contacts): one statement, one event per row, in the order
+-- given, the subscription checked once for the lot.
 CREATE OR REPLACE FUNCTION app.emit_webhook_rows(p_tenant uuid, p_type text, p_table text, p_ids uuid[])
     RETURNS boolean
     LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-    one uuid;
-    stored boolean := false;
 BEGIN
     IF NOT EXISTS (SELECT FROM app.webhook_subscribers(p_tenant, p_type)) THEN
-        RETURN false;  -- once for the lot when nobody subscribes
+        RETURN false;
     END IF;
-    FOREACH one IN ARRAY p_ids LOOP
-        stored := app.emit_webhook_row(p_tenant, p_type, p_table, one) OR stored;
-    END LOOP;
-    RETURN stored;
+    INSERT INTO public.webhook_messages (tenant_id, type, resource, data)
+    SELECT p_tenant, p_type, p_table, s.snapshot
+      FROM unnest(p_ids) WITH ORDINALITY AS r (id, n)
+     CROSS JOIN LATERAL app.webhook_snapshot(p_tenant, p_table, r.id) AS s (snapshot)
+     WHERE s.snapshot IS NOT NULL
+     ORDER BY r.n;
+    RETURN FOUND;
 END
 $$;
 

@@ -21,7 +21,7 @@ INFRA_ENV = JSII_NODE="$(NODE_BIN)/node" PATH="$(NODE_BIN):$$PATH"
 # npm from the same wheel, run through its node (the wheel's bin/npm shim does not resolve its own path).
 NPM = "$(NODE_BIN)/node" "$(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js"
 
-.PHONY: run test lint typecheck pytest test-infra migrate bench synth deploy bootstrap clean
+.PHONY: run fakes test lint typecheck pytest test-infra migrate bench synth deploy bootstrap clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ $(STAMP_INFRA): requirements.txt infra/requirements.txt | $(INFRA_PY)
 
 run: $(STAMP_RUN)
 	$(PY) -m chalicelib.devserver
+
+# Fake SignNow and Stripe APIs for trying proposals end to end with `make run` (README, "Proposals").
+fakes: $(STAMP_RUN)
+	$(PY) -m tests.fakes
 
 migrate: $(STAMP_RUN)
 	$(PY) -m chalicelib.db

@@ -81,6 +81,16 @@ def tenant_key(tenant_id: uuid.UUID, key: str, *, root: str = "tenants") -> str:
     return key
 
 
+def put_bytes(store: BlobStore, key: str, data: bytes) -> None:
+    """Store `data` at `key` (through a temporary file: both stores upload files)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "blob"
+        path.write_bytes(data)
+        store.put_file(key, path)
+
+
 def attachment_disposition(filename: str | None) -> str:
     """A Content-Disposition that always downloads: an ASCII fallback name and the exact UTF-8 one (RFC 6266)."""
     name = "".join(ch for ch in (filename or "") if ch.isprintable()).strip()[:200] or "download"

@@ -118,16 +118,20 @@ REGISTRY: tuple[SubProcessor, ...] = (
         hosts=("api.twilio.com", "twilio.com", "*.twilio.com")),
     SubProcessor(
         key="stripe", name="Stripe",
-        purpose="Payments integration a workspace may connect with its own Stripe key.",
-        data=("the workspace's Stripe key is stored here, envelope-encrypted; nothing is sent to Stripe by "
-              "this service today",),
-        region=PER_TERMS, hosts=(), note="Credentials stored only: the code makes no call to Stripe."),
+        purpose="Payment of signed proposals (Checkout), for workspaces that connect their own Stripe account.",
+        data=("a signed proposal's title, total and currency, its id and the workspace's id (the Checkout "
+              "Session); the payer's details are entered at Stripe, not here",
+              "the workspace's Stripe secret key and webhook signing secret (stored envelope-encrypted)"),
+        region=PER_TERMS, hosts=("api.stripe.com",),
+        note="Only for workspaces that store Stripe credentials; Stripe's events come back signed."),
     SubProcessor(
         key="signnow", name="SignNow (airSlate)",
-        purpose="E-signature integration a workspace may connect with its own SignNow token.",
-        data=("the workspace's SignNow token is stored here, envelope-encrypted; nothing is sent to SignNow by "
-              "this service today",),
-        region=PER_TERMS, hosts=(), note="Credentials stored only: the code makes no call to SignNow."),
+        purpose="E-signature of proposals, for workspaces that connect their own SignNow account.",
+        data=("a sent proposal's PDF (the workspace's, contact's and company's names, the lines and totals)",
+              "the signer's email address and the invitation's message",
+              "the workspace's SignNow access token (stored envelope-encrypted)"),
+        region=PER_TERMS, hosts=("api.signnow.com", "api-eval.signnow.com"),
+        note="Only for workspaces that store SignNow credentials; the signed copy is kept in the blob store."),
 )
 
 

@@ -140,7 +140,7 @@ _PUBLIC = frozenset({("/health", "GET"), ("/health/ready", "GET"), ("/openapi.js
                      ("/docs/{asset}", "GET"), ("/auth/magic-link", "POST"), ("/auth/confirm", "GET"),
                      ("/auth/session", "POST"), ("/auth/email-change/confirm", "POST"), ("/downloads", "GET"),
                      ("/legal/sub-processors", "GET"), ("/legal/sub-processors.json", "GET"),
-                     ("/webhook-event-types", "GET")})
+                     ("/webhook-event-types", "GET"), ("/payments/complete", "GET")})
 _PROVIDER_SIGNED = "/webhooks/"
 # Workspace routes that authenticate an API key and then refuse it: a key may not mint keys.
 _COOKIE_ONLY = frozenset({("/workspaces/{workspace_id}/api-keys", "POST")})

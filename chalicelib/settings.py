@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     atlas_provider: Literal["template", "bedrock"] = "template"
     atlas_model_id: str = Field(default="amazon.nova-lite-v1:0", min_length=1, max_length=200)
     graph_base_url: str = "https://graph.facebook.com/v21.0"
+    # SignNow's REST API (sandbox: https://api-eval.signnow.com) and Stripe's; https, except a local fake server
+    # that OUTBOUND_ALLOW_HOSTS lets through (tests, `make fakes`).
+    signnow_base_url: str = "https://api.signnow.com"
+    stripe_api_base: str = "https://api.stripe.com"
     # host:port pairs outbound calls may reach although they are not public (local fake servers only).
     outbound_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_media_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
@@ -117,6 +121,13 @@ class Settings(BaseSettings):
             if origin == "*" or not origin.startswith(("https://", "http://")) or origin.endswith("/"):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return value
+
+    @field_validator("signnow_base_url", "stripe_api_base")
+    @classmethod
+    def _check_provider_base(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an absolute https URL without query or fragment")
+        return value.rstrip("/")
 
     @field_validator("public_base_url")
     @classmethod
@@ -157,6 +168,8 @@ class Settings(BaseSettings):
             raise ValueError("BLOB_BACKEND=s3 and BLOB_BUCKET are required in prod (DATA_DIR/blobs is local-only)")
         if self.outbound_allow_hosts:
             raise ValueError("OUTBOUND_ALLOW_HOSTS must be empty in prod (it opens the SSRF guard)")
+        if not (self.signnow_base_url.startswith("https://") and self.stripe_api_base.startswith("https://")):
+            raise ValueError("SIGNNOW_BASE_URL and STRIPE_API_BASE must be https in prod")
         if self.queue_backend != "sqs" or not self.queue_url:
             raise ValueError("QUEUE_BACKEND=sqs and QUEUE_URL are required in prod")
         if self.mail_backend != "ses":

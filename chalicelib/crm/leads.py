@@ -338,3 +338,13 @@ def before_delete(ctx: Context, existing: Row) -> None:
 RESOURCE = Resource(path="/leads", singular="lead", id_param="lead_id", table=TABLE, out=out, out_model=LeadOut,
                     create_model=LeadCreate, patch_model=LeadPatch, prepare_create=prepare_create,
                     prepare_patch=prepare_patch, after_write=after_write, before_delete=before_delete)
+
+
+def win(ctx: Context, lead_id: uuid.UUID) -> bool:
+    """Move a lead to its pipeline's won stage (the first, by position) with its stage history and events; False
+    when it is won already or its pipeline has no won stage."""
+    row = ctx.conn.execute(Q["lead_to_won_stage"], {"lead": lead_id, "now": ctx.now}).fetchone()
+    if row is None:
+        return False
+    changed_by_stage(ctx, [lead_id], before=Placement(row[0], row[1], row[2]), after=Placement(row[0], row[3], "won"))
+    return True

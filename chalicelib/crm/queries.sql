@@ -213,3 +213,19 @@ UPDATE idempotency_keys SET status = %s, response_body = %s, location = %s, etag
 -- name: lead_kept_proposals
 -- Whether a lead has a proposal past its draft (sent, signed, paid, declined, expired or void: kept records).
 SELECT EXISTS (SELECT FROM proposals WHERE lead_id = %s AND status <> 'draft');
+-- name: lead_to_won_stage
+-- Move a lead that is not won yet to the first won stage of its pipeline; its placement before and after (no row:
+-- it is won already, or its pipeline has no won stage).
+WITH target AS (
+    SELECT l.id, l.pipeline_id, l.stage_id AS from_stage, l.status AS from_status, s.id AS to_stage
+      FROM leads l
+      JOIN stages s ON s.tenant_id = l.tenant_id AND s.pipeline_id = l.pipeline_id AND s.kind = 'won'
+     WHERE l.id = %(lead)s AND l.status <> 'won'
+     ORDER BY s.position
+     LIMIT 1
+       FOR UPDATE OF l
+)
+UPDATE leads SET stage_id = target.to_stage, status = 'won', updated_at = %(now)s
+  FROM target
+ WHERE leads.id = target.id
+RETURNING target.pipeline_id, target.from_stage, target.from_status, target.to_stage;

@@ -30,7 +30,9 @@ EXCLUDED_COLUMNS = {"integration_credentials": {"ciphertext": "key-material"}, "
                     "channels": {"secrets_ciphertext": "key-material"},
                     # The outgoing webhooks' signing secrets (whsec_…), current and pre-rotation, encrypted.
                     "webhook_endpoints": {"secret_ciphertext": "key-material",
-                                          "previous_secret_ciphertext": "key-material"}}
+                                          "previous_secret_ciphertext": "key-material"},
+                    # The secret SignNow signs a sent proposal's callbacks with, encrypted.
+                    "proposals": {"signnow_hook_secret": "key-material"}}
 # Tables derived from other tables' rows by triggers: search_terms (the words of searchable records).
 DERIVED_TABLES = ("search_terms",)
 # Tables left out of exports and backups, with their reason: the backups' own key and index (not workspace

@@ -51,6 +51,16 @@ class MemberChange(BaseModel):
     role: MemberRole | None = None
 
 
+class ProposalEvent(BaseModel):
+    """A proposal sent for signature, signed, or paid (fetch it for its lines and PDFs)."""
+
+    proposal_id: uuid.UUID
+    lead_id: uuid.UUID
+    status: str
+    total_minor: int
+    currency: str
+
+
 class EndpointDisabled(BaseModel):
     """An endpoint of this workspace was disabled: gone (its receiver answered 410) or failing (5 days)."""
 
@@ -86,6 +96,9 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("message.sent", "A reply was sent", MessageEvent),
     EventType("message.failed", "A reply could not be sent", MessageEvent),
     EventType("call.completed", "A call ended", CallOut),
+    EventType("proposal.sent", "A proposal was sent for signature (SignNow)", ProposalEvent),
+    EventType("proposal.signed", "A proposal was signed (SignNow)", ProposalEvent),
+    EventType("proposal.paid", "A proposal was paid (Stripe); its lead's lead.won follows", ProposalEvent),
     EventType("member.added", "A member joined the workspace", MemberChange),
     EventType("member.removed", "A member left or was removed", MemberChange),
     EventType("endpoint.disabled", "One of the workspace's webhook endpoints was disabled", EndpointDisabled),

@@ -34,6 +34,7 @@ EVENT_TYPES = frozenset({
     "conversation.created",
     "message.received", "message.sent", "message.failed",
     "call.completed",
+    "proposal.sent", "proposal.signed", "proposal.paid",
     "member.added", "member.removed",
     "endpoint.disabled",
 })

@@ -38,6 +38,19 @@ def source(conn: Conn, proposal_id: uuid.UUID) -> Source:
 def pdf_bytes(tenant: uuid.UUID, found: Source) -> bytes:
     """The stored PDF of a sent proposal, or a draft rendered now."""
     if found.stored_key is not None:
-        with get_blobs().open(tenant_key(tenant, found.stored_key)) as stored:
-            return stored.read()
+        return blob_bytes(tenant, found.stored_key)
     return pdf.render(found.proposal, found.parties)
+
+
+def blob_bytes(tenant: uuid.UUID, key: str) -> bytes:
+    """A stored PDF of the workspace (its key is under the workspace's prefix, or ValueError)."""
+    with get_blobs().open(tenant_key(tenant, key)) as stored:
+        return stored.read()
+
+
+def signed_key(conn: Conn, proposal_id: uuid.UUID) -> str:
+    """The blob key of a proposal's signed copy (404 until it is signed, or for another workspace's)."""
+    row = service.row_of(conn.execute(Q["proposal_get"], (proposal_id,)).fetchone())
+    if row["signed_pdf_blob_key"] is None:
+        raise errors.NotFound("the proposal has no signed copy")
+    return str(row["signed_pdf_blob_key"])

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from chalicelib.auth.addresses import EmailAddress
 from chalicelib.crm.values import Currency
 
 Status = Literal["draft", "sent", "signed", "paid", "declined", "expired", "void"]
@@ -122,11 +123,42 @@ class ProposalOut(BaseModel):
     currency: str
     line_items: list[LineOut]
     totals: TotalsOut
-    pdf_sha256: str | None
+    pdf_sha256: str | None = Field(description="SHA-256 of the PDF frozen when the proposal was sent")
     sent_at: datetime | None
+    signer_email: str | None = Field(description="Who was asked to sign (SignNow)")
+    signnow_document_id: str | None
+    signed_pdf_sha256: str | None = Field(description="SHA-256 of the signed copy SignNow returned")
+    signed_at: datetime | None
+    checkout_url: str | None = Field(description="The latest Stripe Checkout page for paying the total")
+    paid_at: datetime | None
     status_changed_at: datetime
     created_at: datetime
     updated_at: datetime
+
+
+class SendIn(BaseModel):
+    """Who signs: the lead's contact's email unless another is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signer_email: EmailAddress | None = None
+    message: str | None = Field(default=None, max_length=1000, description="The invitation's message")
+
+
+class StatusChange(BaseModel):
+    """One status a proposal took; no actor for a provider's callback or the scheduled expiry."""
+
+    from_status: Status | None
+    to_status: Status
+    changed_at: datetime
+    actor_user_id: UUID | None
+    actor_api_key_id: UUID | None
+
+
+class StatusHistory(BaseModel):
+    """A proposal's statuses, oldest first."""
+
+    data: list[StatusChange]
 
 
 class ProposalDrafted(ProposalOut):

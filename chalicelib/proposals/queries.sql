@@ -9,11 +9,17 @@ SELECT id FROM leads WHERE id = %s;
 SELECT id, name, sku, unit_amount_minor, currency, tax_rate_bp, active FROM products WHERE id = ANY(%s);
 
 -- name: proposal_insert
--- A new proposal with its computed totals.
-INSERT INTO proposals (tenant_id, id, lead_id, version, previous_id, title, introduction, valid_until, currency,
-                       subtotal_minor, tax_minor, total_minor, status_changed_at, created_at, updated_at)
-VALUES (%(tenant)s, %(id)s, %(lead)s, %(version)s, %(previous)s, %(title)s, %(introduction)s, %(valid_until)s,
-        %(currency)s, %(subtotal)s, %(tax)s, %(total)s, %(now)s, %(now)s, %(now)s);
+-- A new proposal with its computed totals, and the first entry of its history (a draft).
+WITH created AS (
+    INSERT INTO proposals (tenant_id, id, lead_id, version, previous_id, title, introduction, valid_until, currency,
+                           subtotal_minor, tax_minor, total_minor, status_changed_at, created_at, updated_at)
+    VALUES (%(tenant)s, %(id)s, %(lead)s, %(version)s, %(previous)s, %(title)s, %(introduction)s, %(valid_until)s,
+            %(currency)s, %(subtotal)s, %(tax)s, %(total)s, %(now)s, %(now)s, %(now)s)
+    RETURNING tenant_id, id, status
+)
+INSERT INTO proposal_status_history (tenant_id, proposal_id, from_status, to_status, changed_at, actor_user_id,
+                                     actor_api_key_id)
+SELECT tenant_id, id, NULL, status, %(now)s, %(user)s, %(key)s FROM created;
 
 -- name: lines_insert
 -- A proposal's lines, in order, with their computed amounts.
@@ -34,13 +40,15 @@ DELETE FROM proposal_lines WHERE proposal_id = %s;
 -- name: proposal_get
 -- One proposal of the current workspace.
 SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
-       tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, pdf_blob_key
+       tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
+       signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key
   FROM proposals WHERE id = %s;
 
 -- name: proposal_lock
 -- One proposal, locked until the transaction ends (an edit or a status change checks and writes it).
 SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
-       tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, pdf_blob_key
+       tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
+       signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key
   FROM proposals WHERE id = %s FOR UPDATE;
 
 -- name: proposal_lines
@@ -57,8 +65,21 @@ UPDATE proposals
  WHERE id = %(id)s;
 
 -- name: proposal_status
--- Move a proposal to a new status (the caller checked the move is allowed).
-UPDATE proposals SET status = %(status)s, status_changed_at = %(now)s, updated_at = %(now)s WHERE id = %(id)s;
+-- Move a proposal from one status to another (no row back: it was no longer in `from`), with its history entry.
+WITH moved AS (
+    UPDATE proposals SET status = %(status)s, status_changed_at = %(now)s, updated_at = %(now)s
+     WHERE id = %(id)s AND status = %(from)s
+    RETURNING tenant_id, id
+)
+INSERT INTO proposal_status_history (tenant_id, proposal_id, from_status, to_status, changed_at, actor_user_id,
+                                     actor_api_key_id)
+SELECT tenant_id, id, %(from)s, %(status)s, %(now)s, %(user)s, %(key)s FROM moved
+RETURNING proposal_id;
+
+-- name: proposal_history
+-- A proposal's statuses, oldest first.
+SELECT from_status, to_status, changed_at, actor_user_id, actor_api_key_id
+  FROM proposal_status_history WHERE proposal_id = %s ORDER BY changed_at, id;
 
 -- name: proposal_delete
 -- Delete a draft (its lines go with it).
@@ -81,9 +102,14 @@ SELECT w.name, c.first_name, c.last_name, c.email, co.name
 
 -- name: proposals_expire
 -- Sent proposals whose validity ended before today: expired (one row back per proposal).
-UPDATE proposals SET status = 'expired', status_changed_at = %(now)s, updated_at = %(now)s
- WHERE status = 'sent' AND valid_until < %(today)s
-RETURNING id;
+WITH expired AS (
+    UPDATE proposals SET status = 'expired', status_changed_at = %(now)s, updated_at = %(now)s
+     WHERE status = 'sent' AND valid_until < %(today)s
+    RETURNING tenant_id, id
+)
+INSERT INTO proposal_status_history (tenant_id, proposal_id, from_status, to_status, changed_at)
+SELECT tenant_id, id, 'sent', 'expired', %(now)s FROM expired
+RETURNING proposal_id;
 
 -- name: proposal_revision
 -- The draft or later version that revises a proposal (no row: not revised yet).
@@ -92,3 +118,40 @@ SELECT id FROM proposals WHERE previous_id = %s LIMIT 1;
 -- name: proposal_has_book_lines
 -- Whether a proposal has lines of the price book (priced in its currency when written).
 SELECT EXISTS (SELECT FROM proposal_lines WHERE proposal_id = %s AND (product_id IS NOT NULL OR sku IS NOT NULL));
+
+-- ---- signing and payment (signing.py); each statement checks the status it leaves, then set_status moves it ----
+
+-- name: proposal_mark_sent
+-- A draft's frozen PDF, signer and SignNow document and subscription (no row: it is no longer a draft).
+UPDATE proposals SET signer_email = %(signer)s, signnow_document_id = %(document)s, signnow_hook_id = %(hook)s,
+                     signnow_hook_secret = %(secret)s, pdf_blob_key = %(key)s, pdf_sha256 = %(sha)s, sent_at = %(now)s
+ WHERE id = %(id)s AND status = 'draft'
+RETURNING id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
+          tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
+          signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key;
+
+-- name: signnow_route_insert
+-- Route a sent proposal's SignNow callback URL (its hook id) to its workspace.
+INSERT INTO webhook_routes (channel_id, workspace_id) VALUES (%s, %s);
+
+-- name: proposal_by_hook
+-- The proposal a SignNow callback URL names, its document and its subscription's secret (encrypted).
+SELECT id, signnow_document_id, signnow_hook_secret FROM proposals WHERE signnow_hook_id = %s;
+
+-- name: proposal_mark_signed
+-- A sent proposal's signed copy (no row: it is no longer sent).
+UPDATE proposals SET signed_pdf_blob_key = %(key)s, signed_pdf_sha256 = %(sha)s, signed_at = %(now)s
+ WHERE id = %(id)s AND status = 'sent'
+RETURNING id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
+          tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
+          signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key;
+
+-- name: proposal_checkout
+-- The latest Checkout Session made for a signed proposal.
+UPDATE proposals SET checkout_session_id = %(session)s, checkout_url = %(url)s WHERE id = %(id)s;
+
+-- name: proposal_mark_paid
+-- The session that paid a signed proposal (no row: it is not signed, or was paid already).
+UPDATE proposals SET paid_session_id = %(session)s, paid_at = %(now)s
+ WHERE id = %(id)s AND status = 'signed'
+RETURNING id;

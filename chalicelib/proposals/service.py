@@ -23,6 +23,8 @@ from chalicelib.proposals.models import (
     ProposalPatch,
     ProposalSummary,
     RateOut,
+    StatusChange,
+    StatusHistory,
     TotalsOut,
 )
 
@@ -40,10 +42,14 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 _COLUMNS = ("id", "lead_id", "version", "previous_id", "status", "title", "introduction", "valid_until", "currency",
             "subtotal_minor", "tax_minor", "total_minor", "pdf_sha256", "sent_at", "status_changed_at",
-            "created_at", "updated_at", "pdf_blob_key")
+            "created_at", "updated_at", "signer_email", "signnow_document_id", "signed_pdf_sha256", "signed_at",
+            "checkout_url", "paid_at", "pdf_blob_key", "signed_pdf_blob_key")
+# Stored, never shown: where the blobs are (GET …/pdf and …/signed-pdf serve them).
+_INTERNAL = frozenset({"subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key", "signed_pdf_blob_key"})
 
 
-def _row(row: Sequence[Any] | None) -> dict[str, Any]:
+def row_of(row: Sequence[Any] | None) -> dict[str, Any]:
+    """A proposal's row (proposal_get's columns) by column name; NotFound for no row."""
     if row is None:
         raise errors.NotFound("no such proposal")
     return dict(zip(_COLUMNS, row, strict=True))
@@ -115,14 +121,15 @@ def _write_lines(conn: Conn, tenant: uuid.UUID, proposal: uuid.UUID, lines: list
 
 
 def _insert(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, title: str, introduction: str, valid_until: Any,
-            currency: str, lines: list[dict[str, Any]], now: datetime, version: int = 1,
+            currency: str, lines: list[dict[str, Any]], actor: Actor, now: datetime, version: int = 1,
             previous: uuid.UUID | None = None) -> uuid.UUID:
     computed = _computed(lines)
     proposal = uuid.uuid4()
     conn.execute(Q["proposal_insert"], {
         "tenant": tenant, "id": proposal, "lead": lead, "version": version, "previous": previous, "title": title,
         "introduction": introduction, "valid_until": valid_until, "currency": currency,
-        "subtotal": computed.subtotal_minor, "tax": computed.tax_minor, "total": computed.total_minor, "now": now})
+        "subtotal": computed.subtotal_minor, "tax": computed.tax_minor, "total": computed.total_minor, "now": now,
+        "user": actor.user_id, "key": actor.api_key_id})
     _write_lines(conn, tenant, proposal, lines)
     return proposal
 
@@ -136,7 +143,7 @@ def create(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, spec: ProposalIn, 
         raise errors.NotFound("no such lead")
     lines = _lines(conn, spec.currency, spec.line_items, book)
     proposal = _insert(conn, tenant=tenant, lead=lead, title=spec.title, introduction=spec.introduction,
-                       valid_until=spec.valid_until, currency=spec.currency, lines=lines, now=now)
+                       valid_until=spec.valid_until, currency=spec.currency, lines=lines, actor=actor, now=now)
     audit.record(conn, tenant_id=tenant, action="proposal.created", actor=actor, target_type="proposal",
                  target_id=proposal, details={"lead_id": str(lead)})
     return get(conn, proposal)
@@ -150,7 +157,7 @@ def get(conn: Conn, proposal: uuid.UUID) -> ProposalOut:
 def stored_pdf(conn: Conn, proposal: uuid.UUID) -> tuple[ProposalOut, str | None]:
     """The proposal and the blob key of its frozen PDF (None while it is a draft); one round trip."""
     head, lines = conn.execute(Q["proposal_get"], (proposal,)), conn.execute(Q["proposal_lines"], (proposal,))
-    row = _row(head.fetchone())
+    row = row_of(head.fetchone())
     return _out(row, lines.fetchall()), row["pdf_blob_key"]
 
 
@@ -163,7 +170,7 @@ def _out(row: dict[str, Any], line_rows: Sequence[Sequence[Any]]) -> ProposalOut
     totals = TotalsOut(subtotal_minor=row["subtotal_minor"], tax_minor=row["tax_minor"], total_minor=row["total_minor"],
                        tax_by_rate=[RateOut(tax_rate_bp=r.tax_rate_bp, net_minor=r.net_minor, tax_minor=r.tax_minor)
                                     for r in rates])
-    fields = {k: v for k, v in row.items() if k not in ("subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key")}
+    fields = {k: v for k, v in row.items() if k not in _INTERNAL}
     return ProposalOut(**fields, line_items=lines, totals=totals)
 
 
@@ -181,8 +188,9 @@ def lead_list(conn: Conn, lead: uuid.UUID) -> ProposalList:
     return ProposalList(data=[ProposalSummary(**dict(zip(keys, r, strict=True))) for r in rows], next_cursor=None)
 
 
-def _locked(conn: Conn, proposal: uuid.UUID, expected: frozenset[str] | None) -> dict[str, Any]:
-    row = _row(conn.execute(Q["proposal_lock"], (proposal,)).fetchone())
+def locked(conn: Conn, proposal: uuid.UUID, expected: frozenset[str] | None) -> dict[str, Any]:
+    """A proposal row locked for this transaction, checked against If-Match (404, 412)."""
+    row = row_of(conn.execute(Q["proposal_lock"], (proposal,)).fetchone())
     versions.check(expected, versions.etag(row["id"], row["updated_at"]), "proposal")
     return row
 
@@ -190,7 +198,7 @@ def _locked(conn: Conn, proposal: uuid.UUID, expected: frozenset[str] | None) ->
 def patch(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: ProposalPatch,
           expected: frozenset[str] | None, actor: Actor, now: datetime) -> ProposalOut:
     """Edit a draft (409 once it was sent: revise it instead); honours If-Match."""
-    row = _locked(conn, proposal, expected)
+    row = locked(conn, proposal, expected)
     if row["status"] != "draft":
         raise errors.Conflict(f"a {row['status']} proposal is frozen: revise it as a new draft")
     sent = spec.model_fields_set
@@ -226,20 +234,40 @@ def _has_book_lines(conn: Conn, proposal: uuid.UUID) -> bool:
 def move(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, to: str, actor: Actor, now: datetime,
          expected: frozenset[str] | None = None) -> ProposalOut:
     """Move a proposal along the status machine (409 for a move it does not allow)."""
-    row = _locked(conn, proposal, expected)
+    row = locked(conn, proposal, expected)
     if to not in TRANSITIONS[row["status"]]:
         raise errors.Conflict(f"a {row['status']} proposal cannot become {to}")
-    conn.execute(Q["proposal_status"], {"status": to, "now": now, "id": proposal})
-    audit.record(conn, tenant_id=tenant, action=f"proposal.{to}", actor=actor, target_type="proposal",
-                 target_id=proposal, details={"from": row["status"]})
+    set_status(conn, tenant=tenant, proposal=proposal, frm=row["status"], to=to, actor=actor, now=now)
     return get(conn, proposal)
+
+
+def set_status(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, frm: str, to: str, actor: Actor,
+               now: datetime, details: dict[str, Any] | None = None) -> bool:
+    """Move a proposal from `frm` to `to` with its history entry and audit entry; False (nothing written) when it
+    was no longer in `frm`. The caller checked the move against TRANSITIONS."""
+    assert to in TRANSITIONS[frm], (frm, to)
+    moved = conn.execute(Q["proposal_status"], {"status": to, "from": frm, "now": now, "id": proposal,
+                                                "user": actor.user_id, "key": actor.api_key_id}).fetchone()
+    if moved is None:
+        return False
+    audit.record(conn, tenant_id=tenant, action=f"proposal.{to}", actor=actor, target_type="proposal",
+                 target_id=proposal, details={"from": frm, **(details or {})})
+    return True
+
+
+def history(conn: Conn, proposal: uuid.UUID) -> StatusHistory:
+    """Every status a proposal took, oldest first (404 for another workspace's)."""
+    exists, rows = conn.execute(Q["proposal_get"], (proposal,)), conn.execute(Q["proposal_history"], (proposal,))
+    row_of(exists.fetchone())
+    return StatusHistory(data=[StatusChange(from_status=r[0], to_status=r[1], changed_at=r[2], actor_user_id=r[3],
+                                            actor_api_key_id=r[4]) for r in rows.fetchall()])
 
 
 def revise(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, actor: Actor, now: datetime) -> ProposalOut:
     """A new draft copying a frozen proposal (its lines and prices as they were), one version up; a proposal is
     revised once (409 after: revise its latest version)."""
     # Locked: of two revisions of one proposal at once, the second waits, then finds the first.
-    source = _out(_locked(conn, proposal, None), conn.execute(Q["proposal_lines"], (proposal,)).fetchall())
+    source = _out(locked(conn, proposal, None), conn.execute(Q["proposal_lines"], (proposal,)).fetchall())
     if source.status == "draft":
         raise errors.Conflict("a draft is edited, not revised")
     newer = conn.execute(Q["proposal_revision"], (proposal,)).fetchone()
@@ -248,7 +276,7 @@ def revise(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, actor: Actor, 
     lines = [{**line.model_dump(exclude={"total_minor"}), "quantity": Decimal(line.quantity)}
              for line in source.line_items]
     copy = _insert(conn, tenant=tenant, lead=source.lead_id, title=source.title, introduction=source.introduction,
-                   valid_until=source.valid_until, currency=source.currency, lines=lines, now=now,
+                   valid_until=source.valid_until, currency=source.currency, lines=lines, actor=actor, now=now,
                    version=source.version + 1, previous=source.id)
     audit.record(conn, tenant_id=tenant, action="proposal.revised", actor=actor, target_type="proposal",
                  target_id=copy, details={"previous_id": str(source.id)})
@@ -258,7 +286,7 @@ def revise(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, actor: Actor, 
 def delete_draft(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, expected: frozenset[str] | None,
                  actor: Actor) -> None:
     """Delete a draft (409 for anything sent: void it instead)."""
-    row = _locked(conn, proposal, expected)
+    row = locked(conn, proposal, expected)
     if row["status"] != "draft":
         raise errors.Conflict(f"a {row['status']} proposal is kept: void it instead")
     conn.execute(Q["proposal_delete"], (proposal,))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from chalice.app import Blueprint, Response
 
 from chalicelib import clock
@@ -9,8 +11,17 @@ from chalicelib.atlas import drafting
 from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
 from chalicelib.http import endpoint, idempotent, json_response
 from chalicelib.inputs import if_match, parse_body
-from chalicelib.proposals import documents, service
-from chalicelib.proposals.models import ProposalDrafted, ProposalIn, ProposalList, ProposalOut, ProposalPatch
+from chalicelib.proposals import documents, sending, service
+from chalicelib.proposals.models import (
+    ProposalDrafted,
+    ProposalIn,
+    ProposalList,
+    ProposalOut,
+    ProposalPatch,
+    SendIn,
+    StatusHistory,
+)
+from chalicelib.web import pages
 
 bp = Blueprint(__name__)
 LEAD = "/workspaces/{workspace_id}/leads/{lead_id}/proposals"
@@ -147,6 +158,76 @@ def proposal_pdf(workspace_id: str, proposal_id: str) -> Response:
     with workspace_read(bp.current_request, workspace_id) as conn:
         found = documents.source(conn, proposal)
     body = documents.pdf_bytes(tenant, found)  # outside the transaction: no connection held while drawing
+    return _pdf(body, f"proposal-{proposal}.pdf")
+
+
+def _pdf(body: bytes, filename: str) -> Response:
     return Response(body=body, status_code=200, headers={
-        "Content-Type": "application/pdf", "Content-Disposition": f'inline; filename="proposal-{proposal}.pdf"',
+        "Content-Type": "application/pdf", "Content-Disposition": f'inline; filename="{filename}"',
         "Cache-Control": "private, no-store"})
+
+
+@endpoint(bp, ITEM + "/signed-pdf", "GET", summary="The signed copy of a proposal (PDF)", errors_=ERRORS, tags=TAGS,
+          description="As SignNow returned it when the signer finished (404 until then).")
+def signed_pdf(workspace_id: str, proposal_id: str) -> Response:
+    """application/pdf."""
+    tenant, proposal = parse_id(workspace_id), parse_id(proposal_id)
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        key = documents.signed_key(conn, proposal)
+    return _pdf(documents.blob_bytes(tenant, key), f"proposal-{proposal}-signed.pdf")
+
+
+@endpoint(bp, ITEM + "/history", "GET", summary="Every status a proposal took, oldest first",
+          response_model=StatusHistory, errors_=ERRORS, tags=TAGS)
+def proposal_history(workspace_id: str, proposal_id: str) -> Response:
+    """No actor for SignNow's and Stripe's callbacks and the scheduled expiry."""
+    with workspace_read(bp.current_request, workspace_id) as conn:
+        found = service.history(conn, parse_id(proposal_id))
+    return json_response(found)
+
+
+@endpoint(bp, ITEM + "/send", "POST", summary="Send a draft for signature (SignNow)", request_model=SendIn,
+          response_model=ProposalOut, errors_=(*ERRORS, 409, 412, 422, 502), tags=TAGS, idempotent=True, etag=True,
+          description="Freezes the draft: its PDF is stored with its SHA-256 and never rendered again. With the "
+                      "workspace's SignNow integration (409 without it), the PDF is uploaded, its completion "
+                      "subscribed to a callback URL of its own with a secret of its own, and a signature invite "
+                      "sent to `signer_email` (default: the lead's contact's email). Any failure of SignNow is a "
+                      "502 with nothing recorded. SignNow's signed callback then makes it `signed`, keeps the "
+                      "signed copy and, with a Stripe integration, makes its payment link.")
+def send_proposal(workspace_id: str, proposal_id: str) -> Response:
+    """Audited; emits proposal.sent."""
+    request = bp.current_request
+    body = parse_body(request, SendIn)
+    tenant, proposal = parse_id(workspace_id), parse_id(proposal_id)
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        return idempotent(conn, request, tenant_id=tenant, route=f"POST /proposals/{proposal}/send",
+                          produce=lambda: _answer(sending.send(conn, tenant=tenant, proposal=proposal, spec=body,
+                                                               expected=if_match(request), actor=principal.actor,
+                                                               now=clock.now())))
+
+
+@endpoint(bp, ITEM + "/payment-link", "POST", summary="A new Stripe payment link for a signed proposal",
+          response_model=ProposalOut, errors_=(*ERRORS, 409, 502), tags=TAGS, idempotent=True, etag=True,
+          description="A Stripe Checkout Session for the proposal's total, with the workspace's Stripe key (409 "
+                      "without it, or before the proposal is signed); `checkout_url` is its page. One is made "
+                      "when the proposal is signed; this makes a new one (say, after that one expired). Stripe's "
+                      "`checkout.session.completed` for any of them makes the proposal `paid` and moves its lead "
+                      "to its pipeline's won stage, once.")
+def proposal_payment_link(workspace_id: str, proposal_id: str) -> Response:
+    """Audited."""
+    request = bp.current_request
+    tenant, proposal = parse_id(workspace_id), parse_id(proposal_id)
+    key = f"proposal-{proposal}-{request.headers.get('idempotency-key') or uuid.uuid4()}"
+    with workspace_scope(request, workspace_id) as (conn, principal):
+        return idempotent(conn, request, tenant_id=tenant, route=f"POST /proposals/{proposal}/payment-link",
+                          produce=lambda: _answer(sending.payment_link(conn, tenant=tenant, proposal=proposal,
+                                                                       idempotency_key=key, actor=principal.actor)))
+
+
+@endpoint(bp, "/payments/complete", "GET", summary="Where Stripe Checkout returns a payer", tags=TAGS,
+          description="A static thank-you page (the Checkout Sessions' success_url). The proposal becomes paid "
+                      "only by Stripe's signed event, never by a visit here.")
+def payment_complete() -> Response:
+    """text/html."""
+    html, headers = pages.payment_complete_page()
+    return Response(body=html, status_code=200, headers=headers)

@@ -98,12 +98,16 @@ def email_delivery(channel_id: str) -> Response:
 # ---- Twilio: the path names the workspace, whose credentials (vault) sign the callbacks ----
 
 
-def _twilio(tenant_id: str, route: str) -> None:
+def _workspace_in_path(tenant_id: str) -> uuid.UUID | None:
     try:
-        tenant: uuid.UUID | None = uuid.UUID(tenant_id)
+        return uuid.UUID(tenant_id)
     except ValueError:
-        tenant = None  # refused (and counted) by the provider's screen
-    ingest.accept("twilio", _delivery(bp.current_request, tenant, None, f"/webhooks/twilio/{tenant_id}/{route}", route))
+        return None  # refused (and counted) by the provider's screen
+
+
+def _twilio(tenant_id: str, route: str) -> None:
+    ingest.accept("twilio", _delivery(bp.current_request, _workspace_in_path(tenant_id), None,
+                                      f"/webhooks/twilio/{tenant_id}/{route}", route))
 
 
 @endpoint(bp, "/webhooks/twilio/{tenant_id}/calls", "POST",
@@ -130,3 +134,22 @@ def twilio_transcriptions(tenant_id: str) -> Response:
     """Kept only if the call started with transcription on."""
     _twilio(tenant_id, "transcriptions")
     return Response(body="", status_code=204)
+
+
+# ---- Proposals: SignNow's signed-document events (one hook id per sent proposal), Stripe's payments ----
+
+
+@endpoint(bp, "/webhooks/signnow/{hook_id}", "POST", summary="SignNow document events of a sent proposal (signed)",
+          response_model=Ack, errors_=ERRORS, tags=TAGS, content_types=("application/json",))
+def signnow_delivery(hook_id: str) -> Response:
+    """Verify X-SignNow-Signature with the proposal's subscription secret, store the completion once, acknowledge."""
+    return _channel_delivery("signnow", "signnow", hook_id)
+
+
+@endpoint(bp, "/webhooks/stripe/{tenant_id}", "POST", summary="Stripe Checkout events of the workspace (signed)",
+          response_model=Ack, errors_=ERRORS, tags=TAGS, content_types=("application/json",))
+def stripe_delivery(tenant_id: str) -> Response:
+    """Verify Stripe-Signature with the workspace's signing secret (vault), store each event once, acknowledge."""
+    ingest.accept("stripe", _delivery(bp.current_request, _workspace_in_path(tenant_id), None,
+                                      f"/webhooks/stripe/{tenant_id}"))
+    return Response(body='{"status": "ok"}', status_code=200, headers={"Content-Type": "application/json"})

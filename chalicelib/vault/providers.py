@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_core import PydanticCustomError
 
+from chalicelib.auth.addresses import EmailAddress
 from chalicelib.errors import FieldError, NotFound, ValidationFailed
 
 MASK = "…"
@@ -96,10 +97,11 @@ class StripeCredentials(ProviderCredentials):
 
 
 class SignNowCredentials(ProviderCredentials):
-    """SignNow API token."""
+    """SignNow access token, and the account's login email (SignNow sends invites only "from" it)."""
 
     provider: ClassVar[str] = "signnow"
     api_token: TokenSecret
+    sender_email: EmailAddress | None = None
 
 
 class WhatsAppCredentials(ProviderCredentials):

@@ -32,3 +32,15 @@ def confirm_page() -> tuple[str, dict[str, str]]:
         "X-Frame-Options": "DENY",
     }
     return html, headers
+
+
+PAYMENT_COMPLETE = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Payment received</title>"
+                    "<meta name=\"viewport\" content=\"width=device-width\"></head><body><h1>Thank you</h1>"
+                    "<p>Your payment was received. You can close this page.</p></body></html>")
+
+
+def payment_complete_page() -> tuple[str, dict[str, str | list[str]]]:
+    """Where Stripe's Checkout sends a payer back: a static page, no script, nothing of the payment."""
+    return PAYMENT_COMPLETE, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                              "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+                              "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}

@@ -128,7 +128,7 @@ def test_only_a_draft_is_edited_and_the_status_machine_refuses_illegal_moves(ws:
     assert body_of(changed)["totals"]["total_minor"] == 3300
     problem(ws.patch(item, {"title": "Stale"}, {"If-Match": etag}), 412)
     problem(ws.post(item + "/revise", None), 409)  # a draft is edited, not revised
-    with fresh_db.admin() as conn:  # as SignNow's send will (issue 17, part 4)
+    with fresh_db.admin() as conn:  # a shortcut past the send (tests/api/test_proposal_signing.py sends)
         conn.execute("UPDATE proposals SET status = 'sent' WHERE id = %s", (proposal["id"],))
     problem(ws.patch(item, {"title": "Too late"}), 409)
     problem(ws.delete(item), 409)

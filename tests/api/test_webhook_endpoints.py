@@ -228,7 +228,8 @@ def test_event_types_are_public_and_in_openapi(api: Client) -> None:
         "contact.created", "contact.updated", "contact.deleted", "company.created", "company.updated",
         "company.deleted", "lead.created", "lead.updated", "lead.deleted", "lead.stage_changed", "lead.won",
         "lead.lost", "note.created", "conversation.created", "message.received", "message.sent", "message.failed",
-        "call.completed", "member.added", "member.removed", "endpoint.disabled"}
+        "call.completed", "proposal.sent", "proposal.signed", "proposal.paid", "member.added", "member.removed",
+        "endpoint.disabled"}
     assert "body" in json.dumps(types["message.received"]["schema"])
     assert "/webhook-event-types" in body_of(api.http.get("/openapi.json"))["paths"]
 

@@ -177,6 +177,9 @@ def plant_products(conn: Any, tenant: uuid.UUID, canary: str) -> None:
     conn.execute("INSERT INTO proposal_lines (tenant_id, proposal_id, position, product_id, sku, description, quantity,"
                  " unit_amount_minor, tax_rate_bp, net_minor, tax_minor) VALUES (%s, %s, 0, %s, 'SKU-1', %s, 1, 1999,"
                  " 0, 1999, 0)", (tenant, proposal, product, f"Plan {canary}"))
+    if _exists(conn, "proposal_status_history"):
+        conn.execute("INSERT INTO proposal_status_history (tenant_id, proposal_id, to_status) VALUES (%s, %s, 'draft')",
+                     (tenant, proposal))
 
 
 def _exists(conn: Any, table: str) -> bool:

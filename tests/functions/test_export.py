@@ -50,6 +50,7 @@ NOT_EXPORTED_COLUMNS = {
     "integration_credentials": {"ciphertext": "key-material"},  # third-party secrets, encrypted
     # The outgoing webhooks' signing secrets (current and pre-rotation), encrypted.
     "webhook_endpoints": {"secret_ciphertext": "key-material", "previous_secret_ciphertext": "key-material"},
+    "proposals": {"signnow_hook_secret": "key-material"},  # the secret SignNow signs a proposal's callbacks with
 }
 # The accounts section: list -> (source table, its columns the export withholds with their reason).
 ACCOUNTS = {

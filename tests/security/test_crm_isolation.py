@@ -69,6 +69,8 @@ BODIES: dict[tuple[str, str], Any] = {
                                             "line_items": [{"product_id": "{product_id}", "quantity": 1}]},
     ("POST", "/proposals/{proposal_id}/void"): {},
     ("POST", "/proposals/{proposal_id}/revise"): {},
+    ("POST", "/proposals/{proposal_id}/send"): {"signer_email": "idor@example.test"},
+    ("POST", "/proposals/{proposal_id}/payment-link"): {},
     ("POST", "/leads/{lead_id}/proposals/draft"): {},
 }
 # Query strings that name A's rows too (a stage delete with a target, a dry run, list filters).

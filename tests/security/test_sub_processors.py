@@ -42,6 +42,10 @@ def _graph_host() -> str:
     return _host(str(Settings.model_fields["graph_base_url"].default))
 
 
+def _setting_host(name: str) -> str:
+    return _host(str(Settings.model_fields[name].default))
+
+
 def _twilio_rest_hosts() -> set[str]:
     """Every host rest_base can hand to a recording call, whatever RecordingUrl a callback carries."""
     probes = ["", "https://api.twilio.com/x", "https://api.dublin.ie1.twilio.com/x", "https://twilio.com/x",
@@ -71,6 +75,11 @@ CALL_SITES: dict[tuple[str, str], HostsOf] = {
     ("chalicelib/inbox/providers/twilio.py", "fetch_recording"): _twilio_rest_hosts,
     ("chalicelib/inbox/providers/whatsapp.py", "WhatsApp.send_reply"): lambda: {_graph_host()},
     ("chalicelib/inbox/providers/whatsapp.py", "fetch_media"): _whatsapp_media_hosts,
+    # SIGNNOW_BASE_URL's and STRIPE_API_BASE's defaults (the sandbox, api-eval.signnow.com, is registered too).
+    ("chalicelib/inbox/providers/signnow.py", "_post_json"): lambda: {_setting_host("signnow_base_url")},
+    ("chalicelib/inbox/providers/signnow.py", "upload"): lambda: {_setting_host("signnow_base_url")},
+    ("chalicelib/inbox/providers/signnow.py", "download_signed"): lambda: {_setting_host("signnow_base_url")},
+    ("chalicelib/inbox/providers/stripe.py", "create_checkout"): lambda: {_setting_host("stripe_api_base")},
 }
 # Call sites whose hosts a workspace chooses for its own data: no sub-processor's, by design. Each with why.
 CONTROLLER_DESTINATIONS: dict[tuple[str, str], str] = {
@@ -82,6 +91,8 @@ NETWORK_IMPORTS: dict[tuple[str, str], str | None] = {
     # The SSRF-safe client itself: whom it calls is decided by its callers, the CALL_SITES.
     ("chalicelib/outbound.py", "socket"): None,
     ("chalicelib/outbound.py", "urllib3"): None,
+    # encode_multipart_formdata only (the upload's body); the request itself goes through chalicelib.outbound.
+    ("chalicelib/inbox/providers/signnow.py", "urllib3"): None,
     # Shuts down a database connection's socket when a request's deadline passes; opens nothing.
     ("chalicelib/db/deadline.py", "socket"): None,
     # fetch_ca_bundle: DB_ADMIN_SSLROOTCERT_URL, which infra sets to AWS's RDS truststore (a URL literal there).

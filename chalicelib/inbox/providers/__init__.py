@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from chalicelib.inbox.providers import mailgun, twilio, whatsapp
+from chalicelib.inbox.providers import mailgun, signnow, stripe, twilio, whatsapp
 from chalicelib.inbox.providers.base import Provider
 
-PROVIDERS: Mapping[str, Provider] = {p.name: p for p in (whatsapp.PROVIDER, mailgun.PROVIDER, twilio.PROVIDER)}
+PROVIDERS: Mapping[str, Provider] = {p.name: p for p in (whatsapp.PROVIDER, mailgun.PROVIDER, twilio.PROVIDER,
+                                                          signnow.PROVIDER, stripe.PROVIDER)}
 
 
 def for_channel(channel_type: str) -> Provider:

@@ -1,0 +1,77 @@
+"""Sending a proposal for signature, and making its payment link: the API's two calls to the providers.
+
+Sending happens in the proposal's locked transaction, so two sends of one draft cannot both go out: the frozen
+PDF is rendered and stored, uploaded to SignNow, its completion subscribed to a new hook URL with a new secret,
+and the invite sent last; any failure rolls the whole send back (502 for the provider's, nothing recorded and no
+invite out). The provider calls are short and capped (chalicelib.outbound), unlike a model's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime
+
+from chalicelib import blobs, errors, outbound
+from chalicelib.audit import Actor
+from chalicelib.db.types import Conn
+from chalicelib.inbox.providers import signnow, stripe
+from chalicelib.proposals import documents, pdf, service, signing
+from chalicelib.proposals.models import ProposalOut, SendIn
+from chalicelib.settings import get_settings
+from chalicelib.vault.envelope import CredentialIntegrityError
+from chalicelib.vault.store import get_credentials, get_vault
+
+
+def _provider_failed(name: str) -> errors.BadGateway:
+    return errors.BadGateway(f"{name} did not accept the request; nothing was sent, try again")
+
+
+def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, expected: frozenset[str] | None,
+         actor: Actor, now: datetime) -> ProposalOut:
+    """Freeze a draft's PDF and send it to its signer through SignNow (409 without the integration)."""
+    row = service.locked(conn, proposal, expected)
+    if row["status"] != "draft":
+        raise errors.Conflict(f"a {row['status']} proposal was sent already: revise it as a new draft")
+    found = documents.source(conn, proposal)
+    signer = spec.signer_email or found.parties.email
+    if not signer:
+        raise errors.ValidationFailed("the lead's contact has no email", errors=[errors.FieldError(
+            "signer_email", "required: the lead's contact has no email", "missing")])
+    try:
+        credentials = get_credentials(conn, tenant_id=tenant, provider="signnow")
+    except errors.NotFound:
+        raise errors.Conflict("the SignNow integration is not configured for this workspace") from None
+    document = pdf.render(found.proposal, found.parties)
+    digest = hashlib.sha256(document).hexdigest()
+    key = blobs.tenant_key(tenant, f"tenants/{tenant}/proposals/{proposal}/sent-{digest[:16]}.pdf")
+    blobs.put_bytes(blobs.get_blobs(), key, document)
+    hook, secret = uuid.uuid4(), secrets.token_urlsafe(32)
+    ciphertext = get_vault().encrypt(secret.encode(), signing.hook_context(tenant, hook))
+    callback = f"{get_settings().public_base_url}/webhooks/signnow/{hook}"
+    title = found.proposal.title
+    try:
+        document_id = signnow.upload(credentials, document, f"proposal-{proposal}.pdf")
+        signnow.subscribe(credentials, document_id, callback, secret)
+        signnow.invite(credentials, document_id, to=signer, subject=f"Please sign: {title}"[:200],
+                       message=spec.message or f"{found.parties.workspace} sent you a proposal to sign: {title}")
+    except (signnow.SignNowApiError, outbound.OutboundRefused):
+        raise _provider_failed("SignNow") from None
+    signing.record_sent(conn, tenant=tenant, proposal=proposal, actor=actor, now=now, sent=signing.Sent(
+        pdf_key=key, pdf_sha256=digest, signer_email=signer, document_id=document_id, hook_id=hook,
+        hook_secret_ciphertext=ciphertext))
+    return service.get(conn, proposal)
+
+
+def payment_link(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, idempotency_key: str, actor: Actor
+                 ) -> ProposalOut:
+    """A new Stripe Checkout Session for a signed proposal's total (409 before it is signed or without Stripe)."""
+    row = service.locked(conn, proposal, None)
+    if row["status"] != "signed":
+        raise errors.Conflict(f"a {row['status']} proposal takes no payment: only a signed one does")
+    try:
+        stripe.checkout(conn, tenant=tenant, proposal=row, idempotency_key=idempotency_key, actor=actor)
+    except (stripe.StripeApiError, outbound.OutboundRefused, CredentialIntegrityError):
+        raise _provider_failed("Stripe") from None
+    return service.get(conn, proposal)

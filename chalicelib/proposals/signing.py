@@ -1,0 +1,137 @@
+"""What signing and payment change in the database, each in the caller's tenant transaction: a proposal sent
+(its frozen PDF, SignNow's document, the callback's secret), signed (the signed copy), given a Checkout Session,
+paid (and its lead won). The calls to SignNow and Stripe are the providers' (chalicelib.inbox.providers);
+chalicelib.proposals.sending puts the two together for the API's routes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib import audit, errors
+from chalicelib.audit import Actor
+from chalicelib.auth.principal import Principal
+from chalicelib.crm import leads
+from chalicelib.crm.api import Context
+from chalicelib.db import queries
+from chalicelib.db.types import Conn
+from chalicelib.outgoing import events
+from chalicelib.proposals import service
+from chalicelib.vault.envelope import credential_context
+
+Q = queries.load(__package__)
+
+
+def hook_context(tenant: uuid.UUID, hook_id: uuid.UUID) -> dict[str, str]:
+    """The vault context of one SignNow subscription's secret: bound to the workspace and to that hook."""
+    return credential_context(tenant, f"signnow-hook:{hook_id}")
+
+
+def _emit(conn: Conn, tenant: uuid.UUID, status: str, row: dict[str, Any]) -> None:
+    events.emit(conn, tenant_id=tenant, event_type=f"proposal.{status}", data={
+        "proposal_id": str(row["id"]), "lead_id": str(row["lead_id"]), "status": status,
+        "total_minor": row["total_minor"], "currency": row["currency"]})
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What sending produced outside the database: the frozen PDF, SignNow's document, the hook's secret."""
+
+    pdf_key: str
+    pdf_sha256: str
+    signer_email: str
+    document_id: str
+    hook_id: uuid.UUID
+    hook_secret_ciphertext: bytes
+
+
+def record_sent(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, sent: Sent, actor: Actor,
+                now: datetime) -> None:
+    """A locked draft becomes sent, frozen with its PDF, and its SignNow callback URL is routed here."""
+    row = conn.execute(Q["proposal_mark_sent"], {
+        "id": proposal, "now": now, "signer": sent.signer_email, "document": sent.document_id, "hook": sent.hook_id,
+        "secret": sent.hook_secret_ciphertext, "key": sent.pdf_key, "sha": sent.pdf_sha256}).fetchone()
+    if row is None:
+        raise errors.Conflict("the proposal changed while it was being sent")
+    conn.execute(Q["signnow_route_insert"], (sent.hook_id, tenant))
+    service.set_status(conn, tenant=tenant, proposal=proposal, frm="draft", to="sent", actor=actor, now=now,
+                       details={"signnow_document_id": sent.document_id})
+    _emit(conn, tenant, "sent", service.row_of(row))
+
+
+@dataclass(frozen=True)
+class Hooked:
+    """The proposal a SignNow callback URL names, with its document and its subscription's secret (encrypted)."""
+
+    proposal: uuid.UUID
+    document_id: str
+    secret_ciphertext: bytes
+
+
+def by_hook(conn: Conn, hook_id: uuid.UUID) -> Hooked | None:
+    """The proposal whose SignNow subscription posts to this hook id (None: no such hook in this workspace)."""
+    row = conn.execute(Q["proposal_by_hook"], (hook_id,)).fetchone()
+    if row is None or row[1] is None or row[2] is None:
+        return None
+    return Hooked(row[0], str(row[1]), bytes(row[2]))
+
+
+def record_signed(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, blob_key: str, sha256: str,
+                  now: datetime) -> dict[str, Any] | None:
+    """A sent proposal becomes signed, with the signed copy's key and digest; None when it is no longer sent
+    (signed already by an earlier delivery, voided, expired): nothing changes."""
+    row = conn.execute(Q["proposal_mark_signed"], {"id": proposal, "now": now, "key": blob_key,
+                                                   "sha": sha256}).fetchone()
+    if row is None:
+        return None
+    service.set_status(conn, tenant=tenant, proposal=proposal, frm="sent", to="signed", actor=audit.SYSTEM, now=now)
+    found = service.row_of(row)
+    _emit(conn, tenant, "signed", found)
+    return found
+
+
+def record_checkout(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, session_id: str, url: str,
+                    actor: Actor) -> None:
+    """The Checkout Session made for a signed proposal (the latest one is shown; any of them may pay it)."""
+    conn.execute(Q["proposal_checkout"], {"id": proposal, "session": session_id, "url": url})
+    audit.record(conn, tenant_id=tenant, action="proposal.payment_link", actor=actor, target_type="proposal",
+                 target_id=proposal, details={"checkout_session_id": session_id})
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A completed Checkout Session as Stripe's verified event reported it."""
+
+    proposal: uuid.UUID
+    session_id: str
+    amount_total: int
+    currency: str
+
+
+def record_paid(conn: Conn, *, tenant: uuid.UUID, payment: Payment, now: datetime) -> bool:
+    """A signed proposal becomes paid, and its lead moves to its pipeline's won stage; exactly once: False when
+    it is not signed (paid already, voided) or the amount is not the proposal's total (audited, nothing moves)."""
+    found = conn.execute(Q["proposal_get"], (payment.proposal,)).fetchone()
+    if found is None:
+        return False  # deleted since, or not this workspace's
+    row = service.row_of(found)
+    details = {"checkout_session_id": payment.session_id, "status": row["status"]}
+    if payment.amount_total != row["total_minor"] or payment.currency.upper() != row["currency"]:
+        audit.record(conn, tenant_id=tenant, action="proposal.payment_mismatch", target_type="proposal",
+                     target_id=payment.proposal, details=details)
+        return False
+    moved = conn.execute(Q["proposal_mark_paid"], {"id": payment.proposal, "now": now,
+                                                   "session": payment.session_id}).fetchone()
+    if moved is None:
+        if row["status"] != "paid":  # money for a proposal that was voided, expired, or never signed
+            audit.record(conn, tenant_id=tenant, action="proposal.payment_unexpected", target_type="proposal",
+                         target_id=payment.proposal, details=details)
+        return False
+    service.set_status(conn, tenant=tenant, proposal=payment.proposal, frm="signed", to="paid", actor=audit.SYSTEM,
+                       now=now, details={"checkout_session_id": payment.session_id})
+    _emit(conn, tenant, "paid", row)
+    leads.win(Context(conn, tenant, Principal(actor=audit.SYSTEM)), row["lead_id"])
+    return True

@@ -98,7 +98,7 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("call.completed", "A call ended", CallOut),
     EventType("proposal.sent", "A proposal was sent for signature (SignNow)", ProposalEvent),
     EventType("proposal.signed", "A proposal was signed (SignNow)", ProposalEvent),
-    EventType("proposal.paid", "A proposal was paid (Stripe); its lead's lead.won follows", ProposalEvent),
+    EventType("proposal.paid", "A proposal was paid (Stripe); its lead was won with it (lead.won)", ProposalEvent),
     EventType("member.added", "A member joined the workspace", MemberChange),
     EventType("member.removed", "A member left or was removed", MemberChange),
     EventType("endpoint.disabled", "One of the workspace's webhook endpoints was disabled", EndpointDisabled),

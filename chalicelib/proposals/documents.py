@@ -10,7 +10,7 @@ from chalicelib.blobs import get_blobs, tenant_key
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
 from chalicelib.proposals import pdf, service
-from chalicelib.proposals.models import ProposalOut
+from chalicelib.proposals.models import ProposalOut, SignedCopy
 
 Q = queries.load(__package__)
 
@@ -38,19 +38,16 @@ def source(conn: Conn, proposal_id: uuid.UUID) -> Source:
 def pdf_bytes(tenant: uuid.UUID, found: Source) -> bytes:
     """The stored PDF of a sent proposal, or a draft rendered now."""
     if found.stored_key is not None:
-        return blob_bytes(tenant, found.stored_key)
+        with get_blobs().open(tenant_key(tenant, found.stored_key)) as stored:
+            return stored.read()
     return pdf.render(found.proposal, found.parties)
 
 
-def blob_bytes(tenant: uuid.UUID, key: str) -> bytes:
-    """A stored PDF of the workspace (its key is under the workspace's prefix, or ValueError)."""
-    with get_blobs().open(tenant_key(tenant, key)) as stored:
-        return stored.read()
-
-
-def signed_key(conn: Conn, proposal_id: uuid.UUID) -> str:
-    """The blob key of a proposal's signed copy (404 until it is signed, or for another workspace's)."""
+def signed_copy(conn: Conn, tenant: uuid.UUID, proposal_id: uuid.UUID) -> SignedCopy:
+    """A download link to a proposal's signed copy (404 until it is signed, or for another workspace's)."""
     row = service.row_of(conn.execute(Q["proposal_get"], (proposal_id,)).fetchone())
     if row["signed_pdf_blob_key"] is None:
         raise errors.NotFound("the proposal has no signed copy")
-    return str(row["signed_pdf_blob_key"])
+    link = get_blobs().download_url(str(row["signed_pdf_blob_key"]), tenant_id=tenant,
+                                    filename=f"proposal-{proposal_id}-signed.pdf", content_type="application/pdf")
+    return SignedCopy(url=link.url, expires_at=link.expires_at, sha256=str(row["signed_pdf_sha256"]))

@@ -145,6 +145,14 @@ class SendIn(BaseModel):
     message: str | None = Field(default=None, max_length=1000, description="The invitation's message")
 
 
+class SignedCopy(BaseModel):
+    """Where to fetch a proposal's signed PDF until `expires_at`, and its digest."""
+
+    url: str
+    expires_at: datetime
+    sha256: str
+
+
 class StatusChange(BaseModel):
     """One status a proposal took; no actor for a provider's callback or the scheduled expiry."""
 

@@ -41,14 +41,16 @@ DELETE FROM proposal_lines WHERE proposal_id = %s;
 -- One proposal of the current workspace.
 SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
        tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
-       signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key
+       signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key,
+       checkout_session_id, paid_session_id
   FROM proposals WHERE id = %s;
 
 -- name: proposal_lock
 -- One proposal, locked until the transaction ends (an edit or a status change checks and writes it).
 SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
        tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
-       signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key
+       signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key,
+       checkout_session_id, paid_session_id
   FROM proposals WHERE id = %s FOR UPDATE;
 
 -- name: proposal_lines
@@ -126,9 +128,7 @@ SELECT EXISTS (SELECT FROM proposal_lines WHERE proposal_id = %s AND (product_id
 UPDATE proposals SET signer_email = %(signer)s, signnow_document_id = %(document)s, signnow_hook_id = %(hook)s,
                      signnow_hook_secret = %(secret)s, pdf_blob_key = %(key)s, pdf_sha256 = %(sha)s, sent_at = %(now)s
  WHERE id = %(id)s AND status = 'draft'
-RETURNING id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
-          tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
-          signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key;
+RETURNING id;
 
 -- name: signnow_route_insert
 -- Route a sent proposal's SignNow callback URL (its hook id) to its workspace.
@@ -142,9 +142,7 @@ SELECT id, signnow_document_id, signnow_hook_secret FROM proposals WHERE signnow
 -- A sent proposal's signed copy (no row: it is no longer sent).
 UPDATE proposals SET signed_pdf_blob_key = %(key)s, signed_pdf_sha256 = %(sha)s, signed_at = %(now)s
  WHERE id = %(id)s AND status = 'sent'
-RETURNING id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
-          tax_minor, total_minor, pdf_sha256, sent_at, status_changed_at, created_at, updated_at, signer_email,
-          signnow_document_id, signed_pdf_sha256, signed_at, checkout_url, paid_at, pdf_blob_key, signed_pdf_blob_key;
+RETURNING id;
 
 -- name: proposal_checkout
 -- The latest Checkout Session made for a signed proposal.

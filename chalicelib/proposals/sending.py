@@ -12,20 +12,20 @@ import hashlib
 import secrets
 import uuid
 from datetime import datetime
+from typing import Any
 
-from chalicelib import blobs, errors, outbound
+from chalicelib import audit, blobs, errors, outbound
 from chalicelib.audit import Actor
 from chalicelib.db.types import Conn
 from chalicelib.inbox.providers import signnow, stripe
 from chalicelib.proposals import documents, pdf, service, signing
 from chalicelib.proposals.models import ProposalOut, SendIn
 from chalicelib.settings import get_settings
-from chalicelib.vault.envelope import CredentialIntegrityError
 from chalicelib.vault.store import get_credentials, get_vault
 
 
 def _provider_failed(name: str) -> errors.BadGateway:
-    return errors.BadGateway(f"{name} did not accept the request; nothing was sent, try again")
+    return errors.BadGateway(f"{name} did not confirm the request; nothing was recorded, try again")
 
 
 def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, expected: frozenset[str] | None,
@@ -43,6 +43,8 @@ def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, ex
         credentials = get_credentials(conn, tenant_id=tenant, provider="signnow")
     except errors.NotFound:
         raise errors.Conflict("the SignNow integration is not configured for this workspace") from None
+    signnow.sender(credentials)  # checked before anything reaches SignNow
+    superseded = _previous_to_supersede(conn, row)
     document = pdf.render(found.proposal, found.parties)
     digest = hashlib.sha256(document).hexdigest()
     key = blobs.tenant_key(tenant, f"tenants/{tenant}/proposals/{proposal}/sent-{digest[:16]}.pdf")
@@ -61,6 +63,40 @@ def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, ex
     signing.record_sent(conn, tenant=tenant, proposal=proposal, actor=actor, now=now, sent=signing.Sent(
         pdf_key=key, pdf_sha256=digest, signer_email=signer, document_id=document_id, hook_id=hook,
         hook_secret_ciphertext=ciphertext))
+    if superseded is not None:
+        _void(conn, tenant=tenant, row=superseded, actor=actor, now=now, details={"superseded_by": str(proposal)})
+    return service.get(conn, proposal)
+
+
+def _previous_to_supersede(conn: Conn, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The version a revision replaces when that one is still out (sent or signed, so it could still be signed or
+    paid): it is voided once the revision is sent."""
+    if row["previous_id"] is None:
+        return None
+    previous = service.locked(conn, row["previous_id"], None)
+    return previous if previous["status"] in ("sent", "signed") else None
+
+
+def _void(conn: Conn, *, tenant: uuid.UUID, row: dict[str, Any], actor: Actor, now: datetime,
+          details: dict[str, Any] | None = None) -> None:
+    """Void a locked proposal and close its payment link; a link Stripe cannot close now is audited (its payment,
+    should one come, is audited as unexpected and moves nothing)."""
+    service.set_status(conn, tenant=tenant, proposal=row["id"], frm=row["status"], to="void", actor=actor, now=now,
+                       details=details)
+    try:
+        stripe.close_checkout(conn, tenant=tenant, proposal=row)
+    except (errors.Conflict, *stripe.FAILURES) as exc:
+        audit.record(conn, tenant_id=tenant, action="proposal.payment_link_open", actor=actor, target_type="proposal",
+                     target_id=row["id"], details={"reason": type(exc).__name__})
+
+
+def void(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, expected: frozenset[str] | None, actor: Actor,
+         now: datetime) -> ProposalOut:
+    """Void a draft, sent or signed proposal (409 otherwise), closing its payment link."""
+    row = service.locked(conn, proposal, expected)
+    if "void" not in service.TRANSITIONS[row["status"]]:
+        raise errors.Conflict(f"a {row['status']} proposal cannot become void")
+    _void(conn, tenant=tenant, row=row, actor=actor, now=now)
     return service.get(conn, proposal)
 
 
@@ -72,6 +108,6 @@ def payment_link(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, idempote
         raise errors.Conflict(f"a {row['status']} proposal takes no payment: only a signed one does")
     try:
         stripe.checkout(conn, tenant=tenant, proposal=row, idempotency_key=idempotency_key, actor=actor)
-    except (stripe.StripeApiError, outbound.OutboundRefused, CredentialIntegrityError):
+    except stripe.FAILURES:
         raise _provider_failed("Stripe") from None
     return service.get(conn, proposal)

@@ -43,9 +43,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _COLUMNS = ("id", "lead_id", "version", "previous_id", "status", "title", "introduction", "valid_until", "currency",
             "subtotal_minor", "tax_minor", "total_minor", "pdf_sha256", "sent_at", "status_changed_at",
             "created_at", "updated_at", "signer_email", "signnow_document_id", "signed_pdf_sha256", "signed_at",
-            "checkout_url", "paid_at", "pdf_blob_key", "signed_pdf_blob_key")
-# Stored, never shown: where the blobs are (GET …/pdf and …/signed-pdf serve them).
-_INTERNAL = frozenset({"subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key", "signed_pdf_blob_key"})
+            "checkout_url", "paid_at", "pdf_blob_key", "signed_pdf_blob_key", "checkout_session_id", "paid_session_id")
+# Stored, not shown as such: where the blobs are (GET …/pdf and …/signed-pdf serve them), Stripe's session ids.
+_INTERNAL = frozenset({"subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key", "signed_pdf_blob_key",
+                       "checkout_session_id", "paid_session_id"})
 
 
 def row_of(row: Sequence[Any] | None) -> dict[str, Any]:

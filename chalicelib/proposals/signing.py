@@ -25,6 +25,10 @@ from chalicelib.vault.envelope import credential_context
 Q = queries.load(__package__)
 
 
+def _current(conn: Conn, proposal: uuid.UUID) -> dict[str, Any]:
+    return service.row_of(conn.execute(Q["proposal_get"], (proposal,)).fetchone())
+
+
 def hook_context(tenant: uuid.UUID, hook_id: uuid.UUID) -> dict[str, str]:
     """The vault context of one SignNow subscription's secret: bound to the workspace and to that hook."""
     return credential_context(tenant, f"signnow-hook:{hook_id}")
@@ -51,15 +55,15 @@ class Sent:
 def record_sent(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, sent: Sent, actor: Actor,
                 now: datetime) -> None:
     """A locked draft becomes sent, frozen with its PDF, and its SignNow callback URL is routed here."""
-    row = conn.execute(Q["proposal_mark_sent"], {
+    marked = conn.execute(Q["proposal_mark_sent"], {
         "id": proposal, "now": now, "signer": sent.signer_email, "document": sent.document_id, "hook": sent.hook_id,
         "secret": sent.hook_secret_ciphertext, "key": sent.pdf_key, "sha": sent.pdf_sha256}).fetchone()
-    if row is None:
+    if marked is None:
         raise errors.Conflict("the proposal changed while it was being sent")
     conn.execute(Q["signnow_route_insert"], (sent.hook_id, tenant))
     service.set_status(conn, tenant=tenant, proposal=proposal, frm="draft", to="sent", actor=actor, now=now,
                        details={"signnow_document_id": sent.document_id})
-    _emit(conn, tenant, "sent", service.row_of(row))
+    _emit(conn, tenant, "sent", _current(conn, proposal))
 
 
 @dataclass(frozen=True)
@@ -79,16 +83,28 @@ def by_hook(conn: Conn, hook_id: uuid.UUID) -> Hooked | None:
     return Hooked(row[0], str(row[1]), bytes(row[2]))
 
 
+def awaiting_signature(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID) -> bool:
+    """Whether a proposal is still sent, so its signature counts; if not, the late signature is audited."""
+    row = conn.execute(Q["proposal_get"], (proposal,)).fetchone()
+    if row is None:
+        return False
+    status = service.row_of(row)["status"]
+    if status != "sent":
+        audit.record(conn, tenant_id=tenant, action="proposal.signed_late", target_type="proposal",
+                     target_id=proposal, details={"status": status})
+    return bool(status == "sent")
+
+
 def record_signed(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, blob_key: str, sha256: str,
                   now: datetime) -> dict[str, Any] | None:
     """A sent proposal becomes signed, with the signed copy's key and digest; None when it is no longer sent
     (signed already by an earlier delivery, voided, expired): nothing changes."""
-    row = conn.execute(Q["proposal_mark_signed"], {"id": proposal, "now": now, "key": blob_key,
-                                                   "sha": sha256}).fetchone()
-    if row is None:
+    marked = conn.execute(Q["proposal_mark_signed"], {"id": proposal, "now": now, "key": blob_key,
+                                                      "sha": sha256}).fetchone()
+    if marked is None:
         return None
     service.set_status(conn, tenant=tenant, proposal=proposal, frm="sent", to="signed", actor=audit.SYSTEM, now=now)
-    found = service.row_of(row)
+    found = _current(conn, proposal)
     _emit(conn, tenant, "signed", found)
     return found
 
@@ -126,12 +142,15 @@ def record_paid(conn: Conn, *, tenant: uuid.UUID, payment: Payment, now: datetim
     moved = conn.execute(Q["proposal_mark_paid"], {"id": payment.proposal, "now": now,
                                                    "session": payment.session_id}).fetchone()
     if moved is None:
-        if row["status"] != "paid":  # money for a proposal that was voided, expired, or never signed
-            audit.record(conn, tenant_id=tenant, action="proposal.payment_unexpected", target_type="proposal",
-                         target_id=payment.proposal, details=details)
+        # Money for a proposal that was voided, expired or never signed; or a second session paid the same proposal
+        # (a redelivery of the first, or of its other event, is no news).
+        if row["status"] != "paid" or row["paid_session_id"] != payment.session_id:
+            action = "proposal.payment_duplicate" if row["status"] == "paid" else "proposal.payment_unexpected"
+            audit.record(conn, tenant_id=tenant, action=action, target_type="proposal", target_id=payment.proposal,
+                         details=details)
         return False
+    won = leads.win(Context(conn, tenant, Principal(actor=audit.SYSTEM)), row["lead_id"])
     service.set_status(conn, tenant=tenant, proposal=payment.proposal, frm="signed", to="paid", actor=audit.SYSTEM,
-                       now=now, details={"checkout_session_id": payment.session_id})
+                       now=now, details={"checkout_session_id": payment.session_id, "lead_won": won})
     _emit(conn, tenant, "paid", row)
-    leads.win(Context(conn, tenant, Principal(actor=audit.SYSTEM)), row["lead_id"])
     return True

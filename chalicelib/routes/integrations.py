@@ -20,7 +20,7 @@ TAGS = ("integrations",)
 
 class CredentialsBody(RootModel[dict[str, Any]]):
     """The provider's fields: twilio {account_sid, auth_token}; stripe {secret_key, webhook_secret?};
-    signnow {api_token}; whatsapp {phone_number_id, access_token, app_secret, verify_token}."""
+    signnow {api_token, sender_email}; whatsapp {phone_number_id, access_token, app_secret, verify_token}."""
 
 
 class IntegrationList(BaseModel):

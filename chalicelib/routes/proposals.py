@@ -19,6 +19,7 @@ from chalicelib.proposals.models import (
     ProposalOut,
     ProposalPatch,
     SendIn,
+    SignedCopy,
     StatusHistory,
 )
 from chalicelib.web import pages
@@ -126,13 +127,14 @@ def delete_proposal(workspace_id: str, proposal_id: str) -> Response:
 @endpoint(bp, ITEM + "/void", "POST", summary="Void a proposal", response_model=ProposalOut,
           errors_=(*ERRORS, 409, 412), tags=TAGS, etag=True,
           description="A draft, sent or signed proposal can be voided; a paid, declined, expired or void one "
-                      "cannot (409).")
+                      "cannot (409). Its open Stripe payment link is closed; a signature that comes later is "
+                      "audited and changes nothing.")
 def void_proposal(workspace_id: str, proposal_id: str) -> Response:
     """Audited."""
     request = bp.current_request
     with workspace_scope(request, workspace_id) as (conn, principal):
-        voided = service.move(conn, tenant=parse_id(workspace_id), proposal=parse_id(proposal_id), to="void",
-                              actor=principal.actor, now=clock.now(), expected=if_match(request))
+        voided = sending.void(conn, tenant=parse_id(workspace_id), proposal=parse_id(proposal_id),
+                              expected=if_match(request), actor=principal.actor, now=clock.now())
     return _answer(voided)
 
 
@@ -167,14 +169,17 @@ def _pdf(body: bytes, filename: str) -> Response:
         "Cache-Control": "private, no-store"})
 
 
-@endpoint(bp, ITEM + "/signed-pdf", "GET", summary="The signed copy of a proposal (PDF)", errors_=ERRORS, tags=TAGS,
-          description="As SignNow returned it when the signer finished (404 until then).")
+@endpoint(bp, ITEM + "/signed-pdf", "GET", summary="A link to the signed copy of a proposal (PDF)",
+          response_model=SignedCopy, errors_=ERRORS, tags=TAGS,
+          description="A short-lived download link (DOWNLOAD_URL_TTL_S) to the copy SignNow returned when the signer "
+                      "finished, with its SHA-256 (404 until then). A link, not the bytes: a signed PDF may be "
+                      "larger than an API answer can carry.")
 def signed_pdf(workspace_id: str, proposal_id: str) -> Response:
-    """application/pdf."""
+    """Like an attachment's download."""
     tenant, proposal = parse_id(workspace_id), parse_id(proposal_id)
     with workspace_read(bp.current_request, workspace_id) as conn:
-        key = documents.signed_key(conn, proposal)
-    return _pdf(documents.blob_bytes(tenant, key), f"proposal-{proposal}-signed.pdf")
+        found = documents.signed_copy(conn, tenant, proposal)
+    return json_response(found)
 
 
 @endpoint(bp, ITEM + "/history", "GET", summary="Every status a proposal took, oldest first",

@@ -19,10 +19,12 @@ import pytest
 import stripe
 from chalice.test import Client
 
+from chalicelib.inbox.processing import process_event
 from chalicelib.inbox.queue import LocalQueue
 from chalicelib.observability import configure_logging
 from tests.api.auth_helpers import Outbox, body_of, problem
 from tests.api.crm_helpers import Workspace, new_workspace
+from tests.api.download_helpers import follow
 from tests.api.test_proposals import PDF, PRO, a_lead, draft
 from tests.conftest import TestDatabase
 from tests.fakes.providers import SIGNED_MARK, FakeProviders, start, stop
@@ -60,7 +62,7 @@ def a_draft(ws: Workspace, email: str = "grace@example.test") -> dict[str, Any]:
 
 
 def sent(ws: Workspace, fake: FakeProviders, **body: Any) -> dict[str, Any]:
-    proposal = a_draft(ws)
+    proposal = a_draft(ws, f"signer-{uuid.uuid4().hex[:8]}@example.test")
     response = ws.post(f"/proposals/{proposal['id']}/send", body)
     assert response.status_code == 200, response.body
     return dict(body_of(response))
@@ -84,6 +86,12 @@ def post_stripe(api: Client, ws: Workspace, raw: bytes, headers: dict[str, str])
 def count_events(db: TestDatabase, provider: str) -> int:
     with db.admin() as conn:
         return int(conn.execute("SELECT count(*) FROM inbound_events WHERE provider = %s", (provider,)).fetchone()[0])
+
+
+def audited(db: TestDatabase, ws: Workspace, target: str) -> list[str]:
+    with db.admin() as conn:
+        return [r[0] for r in conn.execute("SELECT action FROM audit_log WHERE tenant_id = %s AND target_id = %s"
+                                           " ORDER BY action", (ws.id, target)).fetchall()]
 
 
 # ---- the whole way ----
@@ -116,8 +124,10 @@ def test_a_proposal_goes_from_draft_to_signed_to_paid_and_its_lead_is_won(
     assert sign(api, fake, worker, document.id).status_code == 200
     signed = body_of(ws.get(f"/proposals/{pid}"))
     assert signed["status"] == "signed" and signed["signed_at"]
-    copy = ws.get(f"/proposals/{pid}/signed-pdf", PDF).body
+    link = body_of(ws.get(f"/proposals/{pid}/signed-pdf"))
+    copy = follow(api, link["url"]).body
     assert copy == document.pdf + SIGNED_MARK and signed["signed_pdf_sha256"] == hashlib.sha256(copy).hexdigest()
+    assert link["sha256"] == signed["signed_pdf_sha256"]
     session = fake.session_for(pid)
     assert signed["checkout_url"] == session["url"]
     assert (session["amount_total"], session["currency"]) == (proposal["totals"]["total_minor"], "eur")
@@ -136,12 +146,8 @@ def test_a_proposal_goes_from_draft_to_signed_to_paid_and_its_lead_is_won(
     assert [(s["from_status"], s["to_status"]) for s in statuses] == [
         (None, "draft"), ("draft", "sent"), ("sent", "signed"), ("signed", "paid")]
     assert statuses[1]["actor_user_id"] == ws.user_id and statuses[2]["actor_user_id"] is None
-    with fresh_db.admin() as conn:
-        actions = [r[0] for r in conn.execute(
-            "SELECT action FROM audit_log WHERE tenant_id = %s AND target_id = %s ORDER BY action",
-            (ws.id, pid)).fetchall()]
-    assert actions == sorted(["proposal.created", "proposal.sent", "proposal.signed", "proposal.payment_link",
-                              "proposal.paid"])
+    actions = sorted(["proposal.created", "proposal.sent", "proposal.signed", "proposal.payment_link", "proposal.paid"])
+    assert audited(fresh_db, ws, pid) == actions
 
     # Stripe redelivers, and sends the delayed-payment event too: nothing moves a second time.
     assert post_stripe(api, ws, raw, headers).status_code == 200
@@ -151,6 +157,7 @@ def test_a_proposal_goes_from_draft_to_signed_to_paid_and_its_lead_is_won(
     assert len(body_of(ws.get(f"/proposals/{pid}/history"))["data"]) == 4
     assert len(body_of(ws.get(f"/leads/{proposal['lead_id']}/stage-history"))["data"]) == len(history)
     assert count_events(fresh_db, "stripe") == 2  # the redelivery stored nothing
+    assert audited(fresh_db, ws, pid) == actions and body_of(ws.get(f"/leads/{proposal['lead_id']}")) == lead
 
 
 def test_an_atlas_draft_goes_out_the_same_way(api: Client, ws: Workspace, fake: FakeProviders,
@@ -193,6 +200,7 @@ def test_a_signnow_account_without_its_login_email_cannot_invite(ws: Workspace, 
     proposal = a_draft(ws)
     assert "sender_email" in problem(ws.post(f"/proposals/{proposal['id']}/send", {}), 409)["detail"]
     assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "draft"
+    assert fake.documents == {} and fake.requests == []  # checked before anything reached SignNow
 
 
 @pytest.mark.parametrize("call", ["upload", "subscribe", "invite"])
@@ -285,13 +293,18 @@ def test_a_signnow_callback_for_another_document_or_event_changes_nothing(
 
 
 def test_a_voided_proposal_is_not_signed_by_a_late_callback(api: Client, ws: Workspace, fake: FakeProviders,
-                                                           worker: LocalQueue) -> None:
+                                                           worker: LocalQueue, fresh_db: TestDatabase) -> None:
     connect(ws)
     proposal = sent(ws, fake)
     assert ws.post(f"/proposals/{proposal['id']}/void", {}).status_code == 200
     assert sign(api, fake, worker, proposal["signnow_document_id"]).status_code == 200
     assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "void"
-    problem(ws.get(f"/proposals/{proposal['id']}/signed-pdf", PDF), 404)
+    problem(ws.get(f"/proposals/{proposal['id']}/signed-pdf"), 404)
+    assert not any(method == "GET" for method, _path, _auth in fake.requests)  # the late copy was never fetched
+    with fresh_db.admin() as conn:
+        (late,) = conn.execute("SELECT details FROM audit_log WHERE target_id = %s AND action = 'proposal.signed_late'",
+                               (proposal["id"],)).fetchone()
+    assert late == {"status": "void"}
 
 
 # ---- Stripe ----
@@ -324,7 +337,8 @@ def test_stripe_events_signed_by_the_stripe_package_are_accepted_and_others_refu
     problem(post_stripe(api, ws, raw, header(now, theirs)), 401)  # another workspace's secret
     problem(post_stripe(api, ws, raw, header(now - 301)), 401)  # 301 s old
     problem(post_stripe(api, ws, raw, header(now + 301)), 401)  # 301 s ahead
-    problem(post_stripe(api, other, raw, header(now, theirs)), 401)  # their URL and secret, our session
+    # Their URL and secret, our session: genuine, but not theirs to take (acknowledged, dropped, not retried).
+    assert post_stripe(api, other, raw, header(now, theirs)).status_code == 200
     problem(post_stripe(api, ws, raw + b"\n", header(now)), 401)
     bad_v1 = header(now)["Stripe-Signature"].replace("v1=", "v1=" + "0" * 64 + ",v1=")  # several v1, one good
     worker.drain()
@@ -376,7 +390,14 @@ def test_a_payment_of_another_amount_or_for_a_voided_proposal_moves_nothing(
     worker.drain()
     assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "signed"
     session["amount_total"] += 1
+    session["currency"] = "usd"
+    raw, headers = fake.stripe_event(session["id"], secret)
+    assert post_stripe(api, ws, raw, headers).status_code == 200
+    worker.drain()
+    assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "signed"
+    session["currency"] = "eur"
     assert ws.post(f"/proposals/{proposal['id']}/void", {}).status_code == 200
+    assert "proposal.payment_link_open" in audited(fresh_db, ws, proposal["id"])  # used: Stripe cannot close it
     raw, headers = fake.stripe_event(session["id"], secret)
     assert post_stripe(api, ws, raw, headers).status_code == 200
     worker.drain()
@@ -402,6 +423,8 @@ def test_a_payment_link_is_only_for_a_signed_proposal_of_a_workspace_with_stripe
     assert body_of(replay)["checkout_url"] == body_of(first)["checkout_url"] and len(fake.sessions) == 1
     second = body_of(ws.post(f"/proposals/{proposal['id']}/payment-link", {}))
     assert second["checkout_url"] != body_of(first)["checkout_url"] and len(fake.sessions) == 2
+    # The link before is closed: only the latest can take the money.
+    assert [s["status"] for s in fake.sessions.values()] == ["expired", "open"]
     fake.fail["checkout"] = 500
     problem(ws.post(f"/proposals/{proposal['id']}/payment-link", {}), 502)
 
@@ -422,7 +445,7 @@ def test_another_workspace_cannot_reach_a_proposal_s_signing_routes(
     proposal = signed_proposal(api, ws, fake, worker)
     for method, path, body in (("POST", "/send", {}), ("POST", "/payment-link", {}), ("GET", "/history", None),
                                ("GET", "/signed-pdf", None)):
-        problem(other.call(method, f"/proposals/{proposal['id']}{path}", body, PDF if "pdf" in path else None), 404)
+        problem(other.call(method, f"/proposals/{proposal['id']}{path}", body), 404)
     assert len(fake.sessions) == 0
 
 
@@ -450,3 +473,134 @@ def test_signing_never_logs_the_signer_the_title_or_the_secrets(api: Client, out
     assert "zyxcanary" not in logged.lower()
     for value in (SIGNNOW["api_token"], secret, document.subscriptions[0]["secret"]):
         assert value not in logged
+
+
+def test_a_second_session_paying_a_paid_proposal_is_audited_and_moves_nothing(
+        api: Client, ws: Workspace, fake: FakeProviders, worker: LocalQueue, fresh_db: TestDatabase) -> None:
+    secret = whsec()
+    connect(ws, stripe_secret=secret)
+    proposal = signed_proposal(api, ws, fake, worker)
+    first = fake.session_for(proposal["id"])["id"]
+    second = body_of(ws.post(f"/proposals/{proposal['id']}/payment-link", {}))["checkout_url"].rsplit("/", 1)[1]
+    for session in (second, first):  # the first was paid at the moment it was being closed
+        raw, headers = fake.stripe_event(session, secret)
+        assert post_stripe(api, ws, raw, headers).status_code == 200
+        worker.drain()
+    assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "paid"
+    assert audited(fresh_db, ws, proposal["id"]).count("proposal.paid") == 1
+    assert "proposal.payment_duplicate" in audited(fresh_db, ws, proposal["id"])
+    # A link cannot replace one that was used: its money may be on its way.
+    with fresh_db.admin() as conn:
+        conn.execute("UPDATE proposals SET status = 'signed' WHERE id = %s", (proposal["id"],))
+    assert "used" in problem(ws.post(f"/proposals/{proposal['id']}/payment-link", {}), 409)["detail"]
+
+
+def test_another_sale_on_the_same_stripe_account_is_acknowledged_and_dropped(
+        api: Client, ws: Workspace, fake: FakeProviders, fresh_db: TestDatabase) -> None:
+    secret = whsec()
+    connect(ws, stripe_secret=secret)
+    fake.sessions["cs_test_shop"] = {"id": "cs_test_shop", "object": "checkout.session", "client_reference_id": None,
+                                     "metadata": {}, "amount_total": 500, "currency": "eur", "status": "open",
+                                     "payment_status": "unpaid"}
+    raw, headers = fake.stripe_event("cs_test_shop", secret)
+    assert post_stripe(api, ws, raw, headers).status_code == 200
+    raw, headers = fake.stripe_event("cs_test_shop", secret, kind="customer.created")
+    assert post_stripe(api, ws, raw, headers).status_code == 200
+    assert count_events(fresh_db, "stripe") == 0
+
+
+def test_a_stripe_failure_at_signing_leaves_it_signed_and_a_link_can_be_made_later(
+        api: Client, ws: Workspace, fake: FakeProviders, worker: LocalQueue) -> None:
+    connect(ws, stripe_secret=whsec())
+    proposal = sent(ws, fake)
+    fake.fail["checkout"] = 503
+    assert sign(api, fake, worker, proposal["signnow_document_id"]).status_code == 200
+    signed = body_of(ws.get(f"/proposals/{proposal['id']}"))
+    assert (signed["status"], signed["checkout_url"]) == ("signed", None)
+    del fake.fail["checkout"]
+    assert body_of(ws.post(f"/proposals/{proposal['id']}/payment-link", {}))["checkout_url"].startswith("https://")
+
+
+def test_a_failed_download_is_retried_and_signs_once(api: Client, ws: Workspace, fake: FakeProviders,
+                                                     worker: LocalQueue, fresh_db: TestDatabase) -> None:
+    connect(ws)
+    proposal = sent(ws, fake)
+    fake.fail["download"] = 500
+    assert sign(api, fake, worker, proposal["signnow_document_id"]).status_code == 200
+    assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "sent"
+    with fresh_db.admin() as conn:
+        event, attempts = conn.execute("SELECT id, attempts FROM inbound_events WHERE provider = 'signnow'").fetchone()
+    assert attempts == 1
+    del fake.fail["download"]
+    process_event(uuid.UUID(ws.id), event)  # as the queue redelivers it
+    process_event(uuid.UUID(ws.id), event)  # and once more: processed already
+    assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "signed"
+    assert len(body_of(ws.get(f"/proposals/{proposal['id']}/history"))["data"]) == 3
+    assert sum(method == "GET" for method, _path, _auth in fake.requests) == 2
+
+
+def test_a_lead_won_already_is_not_moved_again(api: Client, ws: Workspace, fake: FakeProviders,
+                                               worker: LocalQueue, fresh_db: TestDatabase) -> None:
+    secret = whsec()
+    connect(ws, stripe_secret=secret)
+    proposal = signed_proposal(api, ws, fake, worker)
+    lead = body_of(ws.get(f"/leads/{proposal['lead_id']}"))
+    stages = body_of(ws.get(f"/pipelines/{lead['pipeline_id']}"))["stages"]
+    won = next(stage["id"] for stage in stages if stage["kind"] == "won")
+    assert ws.patch(f"/leads/{lead['id']}", {"stage_id": won}).status_code == 200
+    moves = len(body_of(ws.get(f"/leads/{lead['id']}/stage-history"))["data"])
+    raw, headers = fake.stripe_event(fake.session_for(proposal["id"])["id"], secret)
+    assert post_stripe(api, ws, raw, headers).status_code == 200
+    worker.drain()
+    assert body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "paid"
+    assert len(body_of(ws.get(f"/leads/{lead['id']}/stage-history"))["data"]) == moves
+    with fresh_db.admin() as conn:
+        (details,) = conn.execute("SELECT details FROM audit_log WHERE target_id = %s AND action = 'proposal.paid'",
+                                  (proposal["id"],)).fetchone()
+    assert details["lead_won"] is False
+
+
+def test_hostile_signature_headers_are_401_never_500(api: Client, ws: Workspace, fake: FakeProviders) -> None:
+    connect(ws, stripe_secret=whsec())
+    proposal = sent(ws, fake)
+    url, raw, headers = fake.signnow_callback(proposal["signnow_document_id"])
+    for value in ("t=1,v1=é", "t=é,v1=00", "v1=", "t=" + "9" * 40 + ",v1=0", ",,,", "t=1," + "v1=a," * 300):
+        problem(post_stripe(api, ws, b"{}", {"Content-Type": "application/json", "Stripe-Signature": value}), 401)
+    for value in ("é" * 10, "=" * 44, "00" * 33, "x" * 500):
+        problem(post_signnow(api, url, raw, {**headers, "X-SignNow-Signature": value}), 401)
+
+
+def test_a_hook_secret_moved_to_another_proposal_does_not_verify(
+        api: Client, ws: Workspace, fake: FakeProviders, worker: LocalQueue, fresh_db: TestDatabase,
+        logs: io.StringIO) -> None:
+    connect(ws)
+    first, second = sent(ws, fake), sent(ws, fake)
+    with fresh_db.admin() as conn:  # an attacker with write access to the table swaps the two ciphertexts
+        conn.execute("UPDATE proposals p SET signnow_hook_secret = q.signnow_hook_secret FROM proposals q"
+                     " WHERE p.id = %s AND q.id = %s", (first["id"], second["id"]))
+    url, raw, headers = fake.signnow_callback(first["signnow_document_id"])
+    problem(post_signnow(api, url, raw, headers), 401)
+    assert "signnow hook secret failed its integrity check" in logs.getvalue()
+
+
+def test_sending_a_revision_voids_the_version_it_replaces(api: Client, ws: Workspace, fake: FakeProviders,
+                                                          worker: LocalQueue, fresh_db: TestDatabase) -> None:
+    connect(ws)
+    first = sent(ws, fake)
+    revised = body_of(ws.post(f"/proposals/{first['id']}/revise", None))
+    assert body_of(ws.get(f"/proposals/{first['id']}"))["status"] == "sent"  # until the revision goes out
+    assert ws.post(f"/proposals/{revised['id']}/send", {}).status_code == 200
+    old = body_of(ws.get(f"/proposals/{first['id']}/history"))["data"]
+    assert old[-1]["to_status"] == "void"
+    assert sign(api, fake, worker, first["signnow_document_id"]).status_code == 200  # the old one, signed late
+    assert body_of(ws.get(f"/proposals/{first['id']}"))["status"] == "void"
+    assert "proposal.signed_late" in audited(fresh_db, ws, first["id"])
+
+
+def test_voiding_a_signed_proposal_closes_its_payment_link(api: Client, ws: Workspace, fake: FakeProviders,
+                                                           worker: LocalQueue) -> None:
+    connect(ws, stripe_secret=whsec())
+    proposal = signed_proposal(api, ws, fake, worker)
+    assert fake.session_for(proposal["id"])["status"] == "open"
+    assert ws.post(f"/proposals/{proposal['id']}/void", {}).status_code == 200
+    assert fake.session_for(proposal["id"])["status"] == "expired"

@@ -88,7 +88,8 @@ class FakeProviders:
                      payment_status: str = "paid", timestamp: int | None = None,
                      event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
         """A Stripe event about a session, signed like Stripe: (body, headers)."""
-        session = {**self.sessions[session_id], "status": "complete", "payment_status": payment_status}
+        self.sessions[session_id].update(status="complete", payment_status=payment_status)
+        session = dict(self.sessions[session_id])
         body = json.dumps({"id": event_id or f"evt_{uuid.uuid4().hex}", "object": "event", "type": kind,
                            "created": int(time.time()), "livemode": False, "api_version": "2026-10-28.endive",
                            "data": {"object": session}}).encode()
@@ -144,6 +145,12 @@ def handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = urlsplit(self.path)
+            session = re.fullmatch(r"/stripe/v1/checkout/sessions/(cs_[A-Za-z0-9_]+)", path.path)
+            if session:
+                if not self._authorized("sk_"):
+                    return None
+                found = fake.sessions.get(session.group(1))
+                return self._json(200, found) if found else self._json(404, {"error": "no such session"})
             match = re.fullmatch(r"/signnow/document/([0-9a-f]{40})/download", path.path)
             if not match or not self._authorized(""):
                 return self._json(404, {"error": "not found"}) if not match else None
@@ -163,6 +170,9 @@ def handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
                 return self._signnow(path[len("/signnow"):], body)
             if path == "/stripe/v1/checkout/sessions":
                 return self._checkout(body)
+            expire = re.fullmatch(r"/stripe/v1/checkout/sessions/(cs_[A-Za-z0-9_]+)/expire", path)
+            if expire:
+                return self._expire(expire.group(1))
             return self._json(404, {"error": "not found"})
 
         def _signnow(self, path: str, body: bytes) -> None:
@@ -218,6 +228,16 @@ def handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
                     "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}}
                 fake.sessions[session_id] = session
                 fake.by_idempotency_key[key] = session_id
+            return self._json(200, session)
+
+        def _expire(self, session_id: str) -> None:
+            if not self._authorized("sk_") or self._failing("expire"):
+                return
+            with fake.lock:
+                session = fake.sessions.get(session_id)
+                if session is None or session["status"] != "open":  # as Stripe: only an open session expires
+                    return self._json(400, {"error": {"message": "session is not open"}})
+                session.update(status="expired", url=None)
             return self._json(200, session)
 
         def _control(self, path: str, body: bytes) -> None:

@@ -52,4 +52,8 @@ def test_only_sent_proposals_past_their_validity_expire_in_every_workspace(fresh
         audited = conn.execute("SELECT tenant_id, target_id FROM audit_log WHERE action = 'proposal.expired'"
                                " ORDER BY 1").fetchall()
     assert sorted(audited) == sorted([(a, due_a), (b, due_b)])
+    with fresh_db.admin() as conn:
+        history = conn.execute("SELECT tenant_id, proposal_id, from_status, to_status, actor_user_id"
+                               " FROM proposal_status_history").fetchall()
+    assert sorted(history) == sorted([(a, due_a, "sent", "expired", None), (b, due_b, "sent", "expired", None)])
     assert expire_proposals.run(jobs_db, NOW) is None  # the same hour's slot runs once

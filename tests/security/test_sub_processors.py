@@ -79,7 +79,7 @@ CALL_SITES: dict[tuple[str, str], HostsOf] = {
     ("chalicelib/inbox/providers/signnow.py", "_post_json"): lambda: {_setting_host("signnow_base_url")},
     ("chalicelib/inbox/providers/signnow.py", "upload"): lambda: {_setting_host("signnow_base_url")},
     ("chalicelib/inbox/providers/signnow.py", "download_signed"): lambda: {_setting_host("signnow_base_url")},
-    ("chalicelib/inbox/providers/stripe.py", "create_checkout"): lambda: {_setting_host("stripe_api_base")},
+    ("chalicelib/inbox/providers/stripe.py", "_call"): lambda: {_setting_host("stripe_api_base")},
 }
 # Call sites whose hosts a workspace chooses for its own data: no sub-processor's, by design. Each with why.
 CONTROLLER_DESTINATIONS: dict[tuple[str, str], str] = {

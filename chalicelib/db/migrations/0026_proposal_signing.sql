@@ -26,8 +26,9 @@ CREATE TABLE public.proposal_status_history (
     tenant_id         uuid NOT NULL,
     id                uuid NOT NULL DEFAULT gen_random_uuid(),
     proposal_id       uuid NOT NULL,
-    from_status       text,
-    to_status         text NOT NULL,
+    from_status       text CHECK (from_status IN ('draft', 'sent', 'signed', 'paid', 'declined', 'expired', 'void')),
+    to_status         text NOT NULL
+                      CHECK (to_status IN ('draft', 'sent', 'signed', 'paid', 'declined', 'expired', 'void')),
     changed_at        timestamptz NOT NULL DEFAULT now(),
     actor_user_id     uuid,
     actor_api_key_id  uuid,

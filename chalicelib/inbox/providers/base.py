@@ -43,6 +43,11 @@ class Delivery:
         """One header by its lower-case name."""
         return self.headers.get(name)
 
+    @property
+    def media_type(self) -> str:
+        """The body's media type (Content-Type without parameters, lower case; empty when there is none)."""
+        return (self.header("content-type") or "").split(";")[0].strip().lower()
+
 
 @dataclass(frozen=True)
 class Event:

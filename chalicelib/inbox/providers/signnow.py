@@ -32,6 +32,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,9 @@ from chalicelib.vault.store import get_credentials, get_vault
 COMPLETE = frozenset({"document.complete", "document.freeform.signed"})
 MAX_PAST_S, MAX_FUTURE_S = 86_400, 300
 MAX_PDF_BYTES = 50 * 1024 * 1024  # SignNow's own upload limit
+# Each call's whole exchange, connect included: a send's four calls stay inside API Gateway's 29 s.
+CALL_TIMEOUT_S = 6.0
+log = logging.getLogger("crm.proposals")
 
 
 class SignNowApiError(RuntimeError):
@@ -92,7 +96,7 @@ def _json(response: outbound.OutboundResponse, call: str) -> dict[str, Any]:
 def _post_json(credentials: SignNowCredentials, path: str, body: dict[str, Any], call: str) -> dict[str, Any]:
     response = outbound.request("POST", get_settings().signnow_base_url + path, allow=_allow(), max_bytes=65536,
                                 headers={**_bearer(credentials), "Content-Type": "application/json"},
-                                body=json.dumps(body).encode())
+                                body=json.dumps(body).encode(), total_timeout_s=CALL_TIMEOUT_S)
     return _json(response, call)
 
 
@@ -111,7 +115,7 @@ def upload(credentials: SignNowCredentials, pdf: bytes, filename: str) -> str:
     body, content_type = urllib3.encode_multipart_formdata({"file": (filename, pdf, "application/pdf")})
     response = outbound.request("POST", get_settings().signnow_base_url + "/document", allow=_allow(),
                                 headers={**_bearer(credentials), "Content-Type": content_type}, body=body,
-                                max_bytes=65536)
+                                max_bytes=65536, total_timeout_s=CALL_TIMEOUT_S)
     return document_id(_json(response, "upload").get("id"))
 
 
@@ -124,12 +128,17 @@ def subscribe(credentials: SignNowCredentials, document: str, callback_url: str,
                                                    "attributes": attributes, "secret_key": secret}, "subscribe")
 
 
-def invite(credentials: SignNowCredentials, document: str, *, to: str, subject: str, message: str) -> None:
-    """Send the free-form signature invite to the signer."""
+def sender(credentials: SignNowCredentials) -> str:
+    """The account's login email, which invites come from (409 when the integration lacks it)."""
     if credentials.sender_email is None:
         raise errors.Conflict("the SignNow integration needs sender_email, the SignNow account's login email")
+    return credentials.sender_email
+
+
+def invite(credentials: SignNowCredentials, document: str, *, to: str, subject: str, message: str) -> None:
+    """Send the free-form signature invite to the signer."""
     answer = _post_json(credentials, f"/document/{document_id(document)}/invite", {
-        "to": to, "from": credentials.sender_email, "subject": subject, "message": message}, "invite")
+        "to": to, "from": sender(credentials), "subject": subject, "message": message}, "invite")
     if answer.get("result") != "success":
         raise SignNowApiError("invite answered no success")
 
@@ -139,7 +148,7 @@ def download_signed(credentials: SignNowCredentials, document: str) -> bytes:
     response = outbound.request("GET", f"{get_settings().signnow_base_url}/document/{document_id(document)}"
                                        "/download?type=collapsed", headers={**_bearer(credentials),
                                                                              "Accept": "application/pdf"},
-                                allow=_allow(), max_bytes=MAX_PDF_BYTES)
+                                allow=_allow(), max_bytes=MAX_PDF_BYTES, total_timeout_s=60.0)
     if response.status != 200 or not response.body.startswith(b"%PDF-"):
         raise SignNowApiError(f"download answered {response.status}")
     return response.body
@@ -179,8 +188,7 @@ class SignNow:
         """The hook must route to a workspace, and the body be JSON."""
         if delivery.tenant is None or delivery.channel is None:
             raise UnknownSource(reason="unknown_hook")
-        media = (delivery.header("content-type") or "").split(";")[0].strip().lower()
-        if media != "application/json":
+        if delivery.media_type != "application/json":
             raise UnsupportedContent()
         return None
 
@@ -194,6 +202,9 @@ class SignNow:
             secret = get_vault().decrypt(hooked.secret_ciphertext,
                                          signing.hook_context(delivery.tenant, delivery.channel)).plaintext.decode()
         except CredentialIntegrityError:
+            # Not this hook's ciphertext (moved from another row, or damaged): an alert, and the delivery refused.
+            log.error("signnow hook secret failed its integrity check",
+                      extra={"fields": {"hook": str(delivery.channel)}})
             raise BadSignature(reason="no_credentials") from None
         if not signature_valid(secret, delivery.raw, delivery.header("x-signnow-signature")):
             raise BadSignature()
@@ -224,8 +235,12 @@ class SignNow:
         """Nothing more: the worker fetches the signed copy."""
 
     def process(self, conn: Conn, event: StoredEvent) -> None:
-        """Keep the signed copy, mark the proposal signed, then offer its payment (Stripe, when connected)."""
+        """Keep the signed copy, mark the proposal signed, then offer its payment (Stripe, when connected). A
+        proposal no longer sent (voided, expired meanwhile) keeps its status: the late signature is audited, and
+        its copy is neither fetched nor kept."""
         proposal = uuid.UUID(event.payload["proposal_id"])
+        if not signing.awaiting_signature(conn, tenant=event.tenant, proposal=proposal):
+            return
         credentials = get_credentials(conn, tenant_id=event.tenant, provider="signnow")
         pdf = download_signed(credentials, event.payload["document_id"])
         digest = hashlib.sha256(pdf).hexdigest()

@@ -38,7 +38,6 @@ from chalicelib.db.types import Conn
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
 from chalicelib.inbox.refusals import (
     BadSignature,
-    ForeignSender,
     Malformed,
     Replayed,
     UnknownSource,
@@ -54,6 +53,9 @@ TOLERANCE_S = 300
 # The API version the request and the events are shaped for (Stripe-Version).
 API_VERSION = "2026-10-28.endive"
 PAID = frozenset({"paid", "no_payment_required"})
+# The largest unit_amount a Checkout line takes (docs.stripe.com/api/checkout/sessions/create).
+MAX_AMOUNT = 99_999_999
+CALL_TIMEOUT_S = 8.0
 KINDS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
 SUCCESS_PATH = "/payments/complete"
 SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
@@ -67,6 +69,35 @@ class StripeApiError(RuntimeError):
 
 class MalformedEvent(Malformed):
     """The body is not a Stripe event we can read (the message is a fixed word)."""
+
+
+# What a failed Stripe call raises here (the vault's, when the key cannot be read).
+FAILURES = (StripeApiError, outbound.OutboundRefused, CredentialIntegrityError)
+
+
+def _allow() -> frozenset[str]:
+    return frozenset(get_settings().outbound_allow_hosts)
+
+
+def _call(credentials: StripeCredentials, method: str, path: str, *, form: bytes | None = None,
+          idempotency_key: str | None = None) -> dict[str, Any]:
+    """One call to Stripe's API with the workspace's key: its JSON object, or StripeApiError (status only)."""
+    headers = {"Authorization": f"Bearer {credentials.secret_key.get_secret_value()}", "Stripe-Version": API_VERSION}
+    if form is not None:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    response = outbound.request(method, get_settings().stripe_api_base + path, body=form, headers=headers,
+                                max_bytes=256 * 1024, allow=_allow(), total_timeout_s=CALL_TIMEOUT_S)
+    if response.status != 200:
+        raise StripeApiError(f"{path.split('/')[2]} answered {response.status}")
+    try:
+        answer = json.loads(response.body)
+    except ValueError:
+        raise StripeApiError("no JSON") from None
+    if not isinstance(answer, dict):
+        raise StripeApiError("no object")
+    return answer
 
 
 def create_checkout(credentials: StripeCredentials, *, tenant: uuid.UUID, proposal: dict[str, Any],
@@ -84,34 +115,57 @@ def create_checkout(credentials: StripeCredentials, *, tenant: uuid.UUID, propos
         ("metadata[proposal_id]", str(proposal["id"])),
         ("success_url", settings.public_base_url + SUCCESS_PATH),
     ]).encode()
-    response = outbound.request(
-        "POST", settings.stripe_api_base + "/v1/checkout/sessions", body=form, max_bytes=256 * 1024,
-        allow=frozenset(settings.outbound_allow_hosts),
-        headers={"Authorization": f"Bearer {credentials.secret_key.get_secret_value()}",
-                 "Content-Type": "application/x-www-form-urlencoded", "Stripe-Version": API_VERSION,
-                 "Idempotency-Key": idempotency_key})
-    if response.status != 200:
-        raise StripeApiError(f"checkout session answered {response.status}")
-    try:
-        answer = json.loads(response.body)
-        session, url = answer["id"], answer["url"]
-    except (ValueError, KeyError, TypeError):
-        raise StripeApiError("checkout session answered no id and url") from None
+    answer = _call(credentials, "POST", "/v1/checkout/sessions", form=form, idempotency_key=idempotency_key)
+    session, url = answer.get("id"), answer.get("url")
     if not (isinstance(session, str) and SESSION_ID.fullmatch(session) and isinstance(url, str)
             and url.startswith("https://") and len(url) <= 2000):
         raise StripeApiError("checkout session answered no usable id and url")
     return session, url
 
 
-def checkout(conn: Conn, *, tenant: uuid.UUID, proposal: dict[str, Any], idempotency_key: str,
-             actor: Actor) -> None:
-    """Make and record a Checkout Session for a signed proposal (409 when Stripe is not connected)."""
+def session_status(credentials: StripeCredentials, session: str) -> str:
+    """A Checkout Session's status: open, complete or expired."""
+    if not SESSION_ID.fullmatch(session):
+        raise StripeApiError("not a session id")
+    return str(_call(credentials, "GET", f"/v1/checkout/sessions/{session}").get("status"))
+
+
+def expire_session(credentials: StripeCredentials, session: str) -> None:
+    """Close an open Checkout Session, so nobody pays through it any more."""
+    if not SESSION_ID.fullmatch(session):
+        raise StripeApiError("not a session id")
+    _call(credentials, "POST", f"/v1/checkout/sessions/{session}/expire", form=b"")
+
+
+def _credentials(conn: Conn, tenant: uuid.UUID) -> StripeCredentials:
     try:
-        credentials = get_credentials(conn, tenant_id=tenant, provider="stripe")
+        return get_credentials(conn, tenant_id=tenant, provider="stripe")
     except errors.NotFound:
         raise errors.Conflict("the Stripe integration is not configured for this workspace") from None
-    if proposal["total_minor"] <= 0:
-        raise errors.Conflict("the proposal's total is zero: there is nothing to pay")
+
+
+def close_checkout(conn: Conn, *, tenant: uuid.UUID, proposal: dict[str, Any]) -> None:
+    """Close the proposal's open Checkout Session, if it has one (409 when it was completed: its payment is on its
+    way, and a new session could take the money twice)."""
+    session = proposal.get("checkout_session_id")
+    if not session:
+        return
+    credentials = _credentials(conn, tenant)
+    status = session_status(credentials, session)
+    if status == "complete":
+        raise errors.Conflict("the proposal's payment link was used: its payment is being confirmed")
+    if status == "open":
+        expire_session(credentials, session)
+
+
+def checkout(conn: Conn, *, tenant: uuid.UUID, proposal: dict[str, Any], idempotency_key: str,
+             actor: Actor) -> None:
+    """Make and record a Checkout Session for a signed proposal, closing the one before (409 when Stripe is not
+    connected, the total is zero or above what Checkout takes, or the last session was completed)."""
+    credentials = _credentials(conn, tenant)
+    if not 0 < proposal["total_minor"] <= MAX_AMOUNT:
+        raise errors.Conflict(f"Stripe Checkout takes totals from 1 to {MAX_AMOUNT:,} minor units")
+    close_checkout(conn, tenant=tenant, proposal=proposal)
     session, url = create_checkout(credentials, tenant=tenant, proposal=proposal, idempotency_key=idempotency_key)
     signing.record_checkout(conn, tenant=tenant, proposal=proposal["id"], session_id=session, url=url, actor=actor)
 
@@ -123,8 +177,8 @@ def offer(conn: Conn, *, tenant: uuid.UUID, proposal: dict[str, Any]) -> None:
         checkout(conn, tenant=tenant, proposal=proposal, idempotency_key=f"proposal-{proposal['id']}-signed",
                  actor=Actor())
     except errors.Conflict:
-        return  # no Stripe, or nothing to pay
-    except (StripeApiError, outbound.OutboundRefused, CredentialIntegrityError) as exc:
+        return  # no Stripe, or nothing Checkout can take
+    except FAILURES as exc:
         log.warning("payment link not made", extra={"fields": {"error": type(exc).__name__}})
 
 
@@ -136,8 +190,9 @@ def signature_valid(secret: str, raw: bytes, header: str | None, now: float) -> 
     stamps = [value.strip() for key, value in pairs if key.strip() == "t"]
     if len(stamps) != 1 or not (stamps[0].isascii() and stamps[0].isdigit() and len(stamps[0]) <= 12):
         return False
-    expected = hmac.new(secret.encode(), stamps[0].encode() + b"." + raw, hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, value.strip()) for key, value in pairs if key.strip() == "v1"):
+    expected = hmac.new(secret.encode(), stamps[0].encode() + b"." + raw, hashlib.sha256).hexdigest().encode()
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a hostile header is a 401, not a 500).
+    if not any(hmac.compare_digest(expected, value.strip().encode()) for key, value in pairs if key.strip() == "v1"):
         return False
     if abs(now - int(stamps[0])) > TOLERANCE_S:  # genuine, but too old (or too far ahead) to be taken now
         raise Replayed(reason="stale")
@@ -159,7 +214,7 @@ class Stripe:
         """The URL must name a workspace id, and the body be JSON."""
         if delivery.tenant is None:
             raise UnknownSource(reason="unknown_workspace")
-        if (delivery.header("content-type") or "").split(";")[0].strip().lower() != "application/json":
+        if delivery.media_type != "application/json":
             raise UnsupportedContent()
         return None
 
@@ -194,8 +249,10 @@ class Stripe:
         if kind not in KINDS:
             return []
         metadata: dict[str, Any] = session["metadata"] if isinstance(session.get("metadata"), dict) else {}
-        if metadata.get("workspace_id") != str(verified.tenant):
-            raise ForeignSender(reason="foreign_session")  # signed for this workspace, yet not a session of ours
+        if metadata.get("workspace_id") != str(verified.tenant) or "proposal_id" not in metadata:
+            # Genuine, but not a proposal's session of this workspace (the account sells other things too, or serves
+            # another workspace): acknowledged and dropped, so Stripe neither retries nor disables the endpoint.
+            return []
         try:
             proposal = uuid.UUID(str(session["client_reference_id"]))
             payload: dict[str, Any] = {"proposal_id": str(proposal), "session_id": str(session["id"]),
@@ -204,7 +261,7 @@ class Stripe:
         except (KeyError, ValueError, TypeError):
             raise MalformedEvent("session") from None
         if str(metadata.get("proposal_id")) != str(proposal):
-            raise ForeignSender(reason="foreign_session")
+            raise MalformedEvent("session")
         if not SESSION_ID.fullmatch(payload["session_id"]) or len(payload["currency"]) != 3:
             raise MalformedEvent("session")
         return [Event(kind, event_id, payload)]

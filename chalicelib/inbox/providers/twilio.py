@@ -229,8 +229,7 @@ class Twilio:
         """A workspace id that parses, the form media type (Chalice lets */* through), a form that parses."""
         if delivery.tenant is None:
             raise UnknownSource(reason="unknown_workspace")
-        media = (delivery.header("content-type") or "").split(";")[0].strip().lower()
-        if media != FORM:
+        if delivery.media_type != FORM:
             raise UnsupportedContent()
         # Parsed only because the signature covers the parameters; used for nothing else until verified.
         return parse_form(delivery.raw)

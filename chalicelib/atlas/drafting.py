@@ -13,6 +13,7 @@ import functools
 import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,13 +136,19 @@ def checked(gathered: Gathered, answer: Suggestion) -> tuple[list[LineIn], str, 
 
 
 def draft(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, gathered: Gathered, answer: Suggestion,
-          actor: Actor, now: datetime) -> tuple[ProposalOut, list[str]]:
+          actor: Callable[[], Actor], now: datetime) -> tuple[ProposalOut, list[str]]:
     """Store the checked draft (in the caller's tenant transaction); returns it and the warnings (403 when
-    Atlas was turned off while the provider wrote)."""
-    switch = conn.execute(Q["atlas_enabled"], (tenant,)).fetchone()
-    if switch is None or not switch[0]:
-        raise errors.Forbidden(OFF)
+    Atlas was turned off while the provider wrote). The switch is read with the draft's own reads (one round
+    trip), and checked before anything is written."""
+    switch_read = conn.execute(Q["atlas_enabled"], (tenant,))
     lines, introduction, warnings = checked(gathered, answer)
     spec = ProposalIn(title=f"Proposal: {gathered.title}"[:200], introduction=introduction,
                       valid_until=(now + VALID_FOR).date(), currency=gathered.currency, line_items=lines)
-    return service.create(conn, tenant=tenant, lead=lead, spec=spec, actor=actor, now=now), warnings
+
+    def switched_on() -> Actor:
+        switch = switch_read.fetchone()  # arrived with the lead's read
+        if switch is None or not switch[0]:
+            raise errors.Forbidden(OFF)
+        return actor()
+
+    return service.create(conn, tenant=tenant, lead=lead, spec=spec, actor=switched_on, now=now), warnings

@@ -125,12 +125,12 @@ class ProposalOut(BaseModel):
     totals: TotalsOut
     pdf_sha256: str | None = Field(description="SHA-256 of the PDF frozen when the proposal was sent")
     sent_at: datetime | None
-    signer_email: str | None = Field(description="Who was asked to sign (SignNow)")
-    signnow_document_id: str | None
-    signed_pdf_sha256: str | None = Field(description="SHA-256 of the signed copy SignNow returned")
-    signed_at: datetime | None
-    checkout_url: str | None = Field(description="The latest Stripe Checkout page for paying the total")
-    paid_at: datetime | None
+    signer_email: str | None = Field(default=None, description="Who was asked to sign (SignNow)")
+    signnow_document_id: str | None = None
+    signed_pdf_sha256: str | None = Field(default=None, description="SHA-256 of the signed copy SignNow returned")
+    signed_at: datetime | None = None
+    checkout_url: str | None = Field(default=None, description="The latest Stripe Checkout page for paying the total")
+    paid_at: datetime | None = None
     status_changed_at: datetime
     created_at: datetime
     updated_at: datetime

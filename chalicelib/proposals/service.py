@@ -44,6 +44,9 @@ _COLUMNS = ("id", "lead_id", "version", "previous_id", "status", "title", "intro
             "subtotal_minor", "tax_minor", "total_minor", "pdf_sha256", "sent_at", "status_changed_at",
             "created_at", "updated_at", "signer_email", "signnow_document_id", "signed_pdf_sha256", "signed_at",
             "checkout_url", "paid_at", "pdf_blob_key", "signed_pdf_blob_key", "checkout_session_id", "paid_session_id")
+# A line's columns as proposal_lines returns them.
+_LINE_COLUMNS = ("position", "product_id", "sku", "description", "quantity", "unit_amount_minor", "discount_bp",
+                 "tax_rate_bp", "net_minor", "tax_minor")
 # Stored, not shown as such: where the blobs are (GET …/pdf and …/signed-pdf serve them), Stripe's session ids.
 _INTERNAL = frozenset({"subtotal_minor", "tax_minor", "total_minor", "pdf_blob_key", "signed_pdf_blob_key",
                        "checkout_session_id", "paid_session_id"})
@@ -123,8 +126,8 @@ def _write_lines(conn: Conn, tenant: uuid.UUID, proposal: uuid.UUID, lines: list
 
 def _insert(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, title: str, introduction: str, valid_until: Any,
             currency: str, lines: list[dict[str, Any]], actor: Actor, now: datetime, version: int = 1,
-            previous: uuid.UUID | None = None) -> uuid.UUID:
-    computed = _computed(lines)
+            previous: uuid.UUID | None = None, computed: money.Totals | None = None) -> uuid.UUID:
+    computed = computed or _computed(lines)
     proposal = uuid.uuid4()
     conn.execute(Q["proposal_insert"], {
         "tenant": tenant, "id": proposal, "lead": lead, "version": version, "previous": previous, "title": title,
@@ -135,19 +138,31 @@ def _insert(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, title: str, intro
     return proposal
 
 
-def create(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, spec: ProposalIn, actor: Actor,
+def create(conn: Conn, *, tenant: uuid.UUID, lead: uuid.UUID, spec: ProposalIn, actor: Actor | Callable[[], Actor],
            now: datetime) -> ProposalOut:
-    """A new draft for a lead of this workspace (404 for another's)."""
+    """A new draft for a lead of this workspace (404 for another's). `actor` may be a function, called once the
+    lead was read (a caller whose authorization travels with that read).
+
+    One round trip before the commit: the lead and the products are read together, and the writes are queued
+    (their errors come with the commit); the answer is built from what was written, not read back."""
     exists = conn.execute(Q["lead_exists"], (lead,))
     book = _book(conn, spec.line_items)  # queued behind it: one round trip for both
     if exists.fetchone() is None:
         raise errors.NotFound("no such lead")
+    who = actor() if callable(actor) else actor
     lines = _lines(conn, spec.currency, spec.line_items, book)
+    computed = _computed(lines)
     proposal = _insert(conn, tenant=tenant, lead=lead, title=spec.title, introduction=spec.introduction,
-                       valid_until=spec.valid_until, currency=spec.currency, lines=lines, actor=actor, now=now)
-    audit.record(conn, tenant_id=tenant, action="proposal.created", actor=actor, target_type="proposal",
+                       valid_until=spec.valid_until, currency=spec.currency, lines=lines, actor=who, now=now,
+                       computed=computed)
+    audit.record(conn, tenant_id=tenant, action="proposal.created", actor=who, target_type="proposal",
                  target_id=proposal, details={"lead_id": str(lead)})
-    return get(conn, proposal)
+    row = dict.fromkeys(_COLUMNS)
+    row.update(id=proposal, lead_id=lead, version=1, status="draft", title=spec.title, introduction=spec.introduction,
+               valid_until=spec.valid_until, currency=spec.currency, subtotal_minor=computed.subtotal_minor,
+               tax_minor=computed.tax_minor, total_minor=computed.total_minor, status_changed_at=now, created_at=now,
+               updated_at=now)
+    return _out(row, [tuple(line[name] for name in _LINE_COLUMNS) for line in lines])
 
 
 def get(conn: Conn, proposal: uuid.UUID) -> ProposalOut:

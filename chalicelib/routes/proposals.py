@@ -8,7 +8,7 @@ from chalice.app import Blueprint, Response
 
 from chalicelib import clock
 from chalicelib.atlas import drafting
-from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope
+from chalicelib.auth.principal import parse_id, workspace_read, workspace_scope, workspace_tx
 from chalicelib.http import endpoint, idempotent, json_response
 from chalicelib.inputs import if_match, parse_body
 from chalicelib.proposals import documents, sending, service
@@ -69,13 +69,14 @@ def draft_proposal(workspace_id: str, lead_id: str) -> Response:
     """Two short transactions around the provider's call: no connection is held while a model writes."""
     request = bp.current_request
     tenant, lead = parse_id(workspace_id), parse_id(lead_id)
-    with workspace_scope(request, workspace_id) as (conn, _principal):
+    # Database work only inside each: the authorization travels with the reads (workspace_tx).
+    with workspace_tx(request, workspace_id) as (conn, _caller):
         gathered = drafting.gather(conn, tenant, lead)
     provider = drafting.get_drafter()
     answer = provider.suggest(gathered.given)
-    with workspace_scope(request, workspace_id) as (conn, principal):
+    with workspace_tx(request, workspace_id) as (conn, caller):
         proposal, warnings = drafting.draft(conn, tenant=tenant, lead=lead, gathered=gathered, answer=answer,
-                                            actor=principal.actor, now=clock.now())
+                                            actor=lambda: caller().actor, now=clock.now())
     drafted = ProposalDrafted(**proposal.model_dump(), warnings=warnings, provider=provider.name)
     return json_response(drafted, 201, headers={"ETag": service.etag(proposal),
                                                 "Location": f"/workspaces/{workspace_id}/proposals/{proposal.id}"})

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chalicelib.inbox.providers.mailgun import signature_valid as mailgun_valid
+from chalicelib.inbox.providers.signnow import signature_valid as signnow_valid
+from chalicelib.inbox.providers.stripe import signature_valid as stripe_valid
 from chalicelib.inbox.providers.twilio import signature as twilio_signature
 from chalicelib.inbox.providers.twilio import signature_valid as twilio_valid
 from chalicelib.inbox.providers.whatsapp import signature_valid as whatsapp_valid
+from chalicelib.inbox.refusals import Replayed
 
 # twilio-ruby's request validator spec: a real Voice webhook and its signature.
 TWILIO_TOKEN = "2bd9e9638872de601313dc77410d3b23"
@@ -86,3 +91,42 @@ def test_random_whatsapp_headers_are_never_accepted_unless_exact(body: bytes, se
     if whatsapp_valid(secret, body, header):
         assert header.strip().lower() == exact
     assert whatsapp_valid(secret, body, exact)
+
+
+# ---- SignNow (X-SignNow-Signature) and Stripe (Stripe-Signature) ----
+
+
+def test_signnow_signature_is_over_the_raw_bytes_in_base64_or_lower_case_hex() -> None:
+    raw = json.dumps({"meta": {"event": "document.complete"}, "content": {"document_name": "Offre ✓"}},
+                     ensure_ascii=False).encode()
+    mac = hmac.new(b"sub-secret", raw, hashlib.sha256).digest()
+    assert signnow_valid("sub-secret", raw, base64.b64encode(mac).decode())
+    assert signnow_valid("sub-secret", raw, mac.hex())
+    for bad in (mac.hex().upper(), "sha256=" + mac.hex(), base64.b64encode(mac).decode()[:-4], "", None,
+                base64.b64encode(mac[:16]).decode()):
+        assert not signnow_valid("sub-secret", raw, bad), bad
+    assert not signnow_valid("sub-secret", json.dumps(json.loads(raw)).encode(), base64.b64encode(mac).decode())
+
+
+def test_stripe_signature_follows_stripes_scheme() -> None:
+    raw, now = b'{"id": "evt_1", "type": "checkout.session.completed"}', 1_800_000_000
+    v1 = hmac.new(b"whsec_test", b"%d." % now + raw, hashlib.sha256).hexdigest()
+    assert stripe_valid("whsec_test", raw, f"t={now},v1={v1}", now)
+    assert stripe_valid("whsec_test", raw, f"t={now},v0=abc,v1={'0' * 64},v1={v1}", now + 300)  # any v1
+    for bad in (f"t={now},v1={v1.upper()}", f"t={now},v0={v1}", f"v1={v1}", f"t={now}", f"t={now},t={now},v1={v1}",
+                f"t={now + 1},v1={v1}", ""):
+        assert not stripe_valid("whsec_test", raw, bad, now), bad
+    for late in (now + 301, now - 301):
+        with pytest.raises(Replayed):
+            stripe_valid("whsec_test", raw, f"t={now},v1={v1}", late)
+
+
+@given(body=st.binary(max_size=300), secret=st.text(min_size=1, max_size=40), header=st.text(max_size=300))
+def test_a_guessed_signature_is_never_accepted_and_parsing_never_raises(body: bytes, secret: str,
+                                                                        header: str) -> None:
+    assert not signnow_valid(secret, body, header)
+    try:
+        accepted = stripe_valid(secret, body, header, 1_800_000_000)
+    except Replayed:  # the one declared refusal, and only for a genuine MAC: never for a guess
+        raise AssertionError("a guessed header reached the timestamp check") from None
+    assert not accepted

@@ -160,15 +160,16 @@ def signature(secret: str, raw: bytes) -> bytes:
 
 
 def signature_valid(secret: str, raw: bytes, header: str | None) -> bool:
-    """Whether X-SignNow-Signature carries the body's MAC, base64 or hex (compared in constant time)."""
+    """Whether X-SignNow-Signature carries the body's MAC, base64 or lower-case hex (compared in constant time)."""
     if not header or len(header) > 200:
         return False
     expected, value = signature(secret, raw), header.strip()
     candidates = []
     with contextlib.suppress(binascii.Error, ValueError):
         candidates.append(base64.b64decode(value, validate=True))
-    with contextlib.suppress(ValueError):
-        candidates.append(bytes.fromhex(value))
+    if value == value.lower():  # hex as integrations print it (lower case); the same MAC as the base64
+        with contextlib.suppress(ValueError):
+            candidates.append(bytes.fromhex(value))
     return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
 
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -604,3 +605,51 @@ def test_voiding_a_signed_proposal_closes_its_payment_link(api: Client, ws: Work
     assert fake.session_for(proposal["id"])["status"] == "open"
     assert ws.post(f"/proposals/{proposal['id']}/void", {}).status_code == 200
     assert fake.session_for(proposal["id"])["status"] == "expired"
+
+
+# ---- concurrency (hostile tests L08, W04) ----
+
+
+def test_two_sends_at_once_send_once_and_twenty_callbacks_at_once_sign_once(
+        outbox: Outbox, fake: FakeProviders, worker: LocalQueue, fresh_db: TestDatabase, app_db: object) -> None:
+    import app as app_module
+    from chalicelib.db.pool import Database, use_database
+
+    use_database(Database(fresh_db.app_url, size=8), "app")
+    with Client(app_module.app) as api:
+        ws = new_workspace(api, outbox, "racer")
+        connect(ws)
+        proposal = a_draft(ws)
+        fake.delay["upload"] = 0.3  # both requests are inside SignNow's calls at once
+        statuses: list[int] = []
+
+        def send() -> None:
+            with Client(app_module.app) as own:
+                statuses.append(Workspace(own, ws.browser, ws.id).post(f"/proposals/{proposal['id']}/send",
+                                                                       {}).status_code)
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(statuses) == [200, 409]
+        invited = [d for d in fake.documents.values() if d.invites]
+        assert len(invited) == 1 and len(fake.documents) == 1  # the second waited for the lock, then found it sent
+        url, raw, headers = fake.signnow_callback(invited[0].id)
+        answers: list[int] = []
+
+        def deliver() -> None:
+            with Client(app_module.app) as own:
+                answers.append(post_signnow(own, url, raw, headers).status_code)
+
+        threads = [threading.Thread(target=deliver) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        worker.drain()
+        assert answers == [200] * 20
+        assert count_events(fresh_db, "signnow") == 1
+        assert [s["to_status"] for s in body_of(ws.get(f"/proposals/{proposal['id']}/history"))["data"]] == [
+            "draft", "sent", "signed"]

@@ -50,8 +50,10 @@ class FakeProviders:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_idempotency_key: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
-    # Status codes to answer instead, by call name (upload, subscribe, invite, download, checkout).
+    # Status codes to answer instead, by call name (upload, subscribe, invite, download, checkout, expire).
     fail: dict[str, int] = field(default_factory=dict)
+    # Seconds to wait before answering, by call name (to make concurrent requests overlap).
+    delay: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -137,6 +139,7 @@ def handler(fake: FakeProviders) -> type[BaseHTTPRequestHandler]:
             return True
 
         def _failing(self, call: str) -> bool:
+            time.sleep(fake.delay.get(call, 0.0))
             status = fake.fail.get(call)
             if status is not None:
                 self._json(status, {"error": f"{call} failed"})

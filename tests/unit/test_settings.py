@@ -58,6 +58,19 @@ def test_prod_refuses_a_local_key_file_and_plain_http() -> None:
         load_settings(**{**PROD_OK, "public_base_url": "http://crm.example"})
 
 
+def test_provider_bases_are_https_in_prod_and_plain_urls_everywhere() -> None:
+    for name in ("signnow_base_url", "stripe_api_base"):
+        with pytest.raises(SettingsError, match="SIGNNOW_BASE_URL and STRIPE_API_BASE must be https"):
+            load_settings(**{**PROD_OK, name: "http://127.0.0.1:8025/fake"})
+        with pytest.raises(SettingsError, match=name.upper()):
+            load_settings(**{name: "ftp://api.example"})
+        with pytest.raises(SettingsError, match=name.upper()):
+            load_settings(**{name: "https://api.example/?x=1"})
+    local = load_settings(signnow_base_url="http://127.0.0.1:8025/signnow/", stripe_api_base="https://api.stripe.com")
+    assert local.signnow_base_url == "http://127.0.0.1:8025/signnow"  # the outbound guard still refuses it
+    # unless OUTBOUND_ALLOW_HOSTS names 127.0.0.1:8025 (tests, `make fakes`)
+
+
 def test_valid_prod_settings_load() -> None:
     settings = load_settings(**PROD_OK)
     assert not settings.uses_embedded_db

@@ -8,10 +8,13 @@ script would send: JSON, the cookie, `Origin: PUBLIC_BASE_URL's origin` and `X-C
 
 from __future__ import annotations
 
+import contextlib
 import email
 import json
+import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -238,3 +241,15 @@ def problem(response: Any, status: int) -> dict[str, Any]:
 
 def fresh_address(label: str = "user") -> str:
     return f"{label}-{uuid.uuid4().hex[:8]}@example.test"
+
+
+@contextlib.contextmanager
+def real_environ() -> Iterator[None]:
+    """Put the process's os.environ back afterwards: chalice.test.Client swaps os.environ for a copy around each
+    request and restores what it found, so clients in several threads can leave a copy (with this test's settings)
+    in place for every later test."""
+    environ = os.environ
+    try:
+        yield
+    finally:
+        os.environ = environ  # noqa: B003 - the very object chalice.test swapped out, not a new mapping

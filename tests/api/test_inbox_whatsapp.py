@@ -12,7 +12,16 @@ from chalice.test import Client
 
 import app as app_module
 from chalicelib.inbox.queue import LocalQueue
-from tests.api.auth_helpers import Outbox, body_of, call, create_workspace, fresh_address, problem, sign_in
+from tests.api.auth_helpers import (
+    Outbox,
+    body_of,
+    call,
+    create_workspace,
+    fresh_address,
+    problem,
+    real_environ,
+    sign_in,
+)
 from tests.conftest import TestDatabase
 from tests.fix_inbox import (
     WHATSAPP_PHONE,
@@ -95,7 +104,7 @@ def test_twenty_concurrent_copies_of_a_delivery_make_one_message(
     from chalicelib.db.pool import Database, use_database
 
     use_database(Database(fresh_db.app_url, size=8), "app")
-    with Client(app_module.app) as api:
+    with real_environ(), Client(app_module.app) as api:
         _owner, _workspace, channel = whatsapp_setup(api, outbox)
         raw = whatsapp_delivery(channel["phone_number_id"], messages=[whatsapp_text("wamid.D1")])
         statuses: list[int] = []

@@ -23,7 +23,7 @@ from chalice.test import Client
 from chalicelib.inbox.processing import process_event
 from chalicelib.inbox.queue import LocalQueue
 from chalicelib.observability import configure_logging
-from tests.api.auth_helpers import Outbox, body_of, problem
+from tests.api.auth_helpers import Outbox, body_of, problem, real_environ
 from tests.api.crm_helpers import Workspace, new_workspace
 from tests.api.download_helpers import follow
 from tests.api.test_proposals import PDF, PRO, a_lead, draft
@@ -610,13 +610,15 @@ def test_voiding_a_signed_proposal_closes_its_payment_link(api: Client, ws: Work
 # ---- concurrency (hostile tests L08, W04) ----
 
 
+
+
 def test_two_sends_at_once_send_once_and_twenty_callbacks_at_once_sign_once(
         outbox: Outbox, fake: FakeProviders, worker: LocalQueue, fresh_db: TestDatabase, app_db: object) -> None:
     import app as app_module
     from chalicelib.db.pool import Database, use_database
 
     use_database(Database(fresh_db.app_url, size=8), "app")
-    with Client(app_module.app) as api:
+    with real_environ(), Client(app_module.app) as api:
         ws = new_workspace(api, outbox, "racer")
         connect(ws)
         proposal = a_draft(ws)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from chalicelib import errors
 
 
 def etag(record_id: uuid.UUID | str, updated_at: datetime) -> str:
     """A strong validator of one version of a record."""
-    digest = hashlib.sha256(f"{record_id}:{updated_at.isoformat()}".encode()).hexdigest()[:20]
+    # In UTC: the same instant gives the same ETag whatever time zone the database session answered in.
+    instant = updated_at.astimezone(UTC) if updated_at.tzinfo is not None else updated_at
+    digest = hashlib.sha256(f"{record_id}:{instant.isoformat()}".encode()).hexdigest()[:20]
     return f'"{digest}"'
 
 

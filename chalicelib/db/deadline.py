@@ -48,6 +48,16 @@ def remaining() -> float | None:
     return None if end is None else end - time.monotonic()
 
 
+def time_for_call(cap: float, reserve: float = 3.0) -> float | None:
+    """Seconds one outside call (a provider's API) may take: at most `cap`, and leaving `reserve` of the request's
+    budget for the database work after it; None when the budget cannot spare even a second."""
+    left = remaining()
+    if left is None:
+        return cap
+    spare = min(cap, left - reserve)
+    return spare if spare >= 1.0 else None
+
+
 class _Alarm:
     """One armed deadline for one connection (small: a busy process holds one per request in flight)."""
 

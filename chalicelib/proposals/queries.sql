@@ -148,6 +148,11 @@ RETURNING id;
 -- The latest Checkout Session made for a signed proposal.
 UPDATE proposals SET checkout_session_id = %(session)s, checkout_url = %(url)s WHERE id = %(id)s;
 
+-- name: proposal_checkout_forget
+-- Forget a proposal's Checkout Session when it is that one (closed, or its delayed payment failed).
+UPDATE proposals SET checkout_session_id = NULL, checkout_url = NULL
+ WHERE id = %(id)s AND checkout_session_id = %(session)s;
+
 -- name: proposal_mark_paid
 -- The session that paid a signed proposal (no row: it is not signed, or was paid already).
 UPDATE proposals SET paid_session_id = %(session)s, paid_at = %(now)s

@@ -45,6 +45,7 @@ def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, ex
         raise errors.Conflict("the SignNow integration is not configured for this workspace") from None
     signnow.sender(credentials)  # checked before anything reaches SignNow
     superseded = _previous_to_supersede(conn, row)
+    link_open = superseded is not None and not _close_link(conn, tenant, superseded, refuse_used=True)
     document = pdf.render(found.proposal, found.parties)
     digest = hashlib.sha256(document).hexdigest()
     key = blobs.tenant_key(tenant, f"tenants/{tenant}/proposals/{proposal}/sent-{digest[:16]}.pdf")
@@ -64,7 +65,8 @@ def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, ex
         pdf_key=key, pdf_sha256=digest, signer_email=signer, document_id=document_id, hook_id=hook,
         hook_secret_ciphertext=ciphertext))
     if superseded is not None:
-        _void(conn, tenant=tenant, row=superseded, actor=actor, now=now, details={"superseded_by": str(proposal)})
+        _void(conn, tenant=tenant, row=superseded, actor=actor, now=now, details={"superseded_by": str(proposal)},
+              link_open=link_open)
     return service.get(conn, proposal)
 
 
@@ -77,17 +79,32 @@ def _previous_to_supersede(conn: Conn, row: dict[str, Any]) -> dict[str, Any] | 
     return previous if previous["status"] in ("sent", "signed") else None
 
 
-def _void(conn: Conn, *, tenant: uuid.UUID, row: dict[str, Any], actor: Actor, now: datetime,
-          details: dict[str, Any] | None = None) -> None:
-    """Void a locked proposal and close its payment link; a link Stripe cannot close now is audited (its payment,
-    should one come, is audited as unexpected and moves nothing)."""
-    service.set_status(conn, tenant=tenant, proposal=row["id"], frm=row["status"], to="void", actor=actor, now=now,
-                       details=details)
+def _close_link(conn: Conn, tenant: uuid.UUID, row: dict[str, Any], *, refuse_used: bool = False) -> bool:
+    """Close a proposal's payment link; False when Stripe cannot close it now (no integration any more, or Stripe
+    did not answer). A link already used is a 409 with `refuse_used`, else False too."""
     try:
         stripe.close_checkout(conn, tenant=tenant, proposal=row)
-    except (errors.Conflict, *stripe.FAILURES) as exc:
+    except stripe.PaymentLinkUsed:
+        if refuse_used:
+            raise errors.Conflict("the version this revises was paid through its payment link, or its payment is "
+                                  "on its way: it is not replaced") from None
+        return False
+    except (errors.Conflict, *stripe.FAILURES):
+        return False
+    return True
+
+
+def _void(conn: Conn, *, tenant: uuid.UUID, row: dict[str, Any], actor: Actor, now: datetime,
+          details: dict[str, Any] | None = None, link_open: bool | None = None) -> None:
+    """Void a locked proposal and close its payment link (unless the caller did: `link_open`); a link that stays
+    open is audited (a payment through it would be audited as unexpected and move nothing)."""
+    service.set_status(conn, tenant=tenant, proposal=row["id"], frm=row["status"], to="void", actor=actor, now=now,
+                       details=details)
+    if link_open is None:
+        link_open = not _close_link(conn, tenant, row)
+    if link_open:
         audit.record(conn, tenant_id=tenant, action="proposal.payment_link_open", actor=actor, target_type="proposal",
-                     target_id=row["id"], details={"reason": type(exc).__name__})
+                     target_id=row["id"])
 
 
 def void(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, expected: frozenset[str] | None, actor: Actor,

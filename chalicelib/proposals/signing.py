@@ -117,6 +117,18 @@ def record_checkout(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, sessi
                  target_id=proposal, details={"checkout_session_id": session_id})
 
 
+def forget_checkout(conn: Conn, *, proposal: uuid.UUID, session_id: str) -> None:
+    """The proposal's link no longer pays (closed, or its delayed payment failed): not shown, not checked again."""
+    conn.execute(Q["proposal_checkout_forget"], {"id": proposal, "session": session_id})
+
+
+def payment_failed(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, session_id: str) -> None:
+    """A delayed payment through the proposal's session failed: audited, and its link forgotten."""
+    forget_checkout(conn, proposal=proposal, session_id=session_id)
+    audit.record(conn, tenant_id=tenant, action="proposal.payment_failed", target_type="proposal",
+                 target_id=proposal, details={"checkout_session_id": session_id})
+
+
 @dataclass(frozen=True)
 class Payment:
     """A completed Checkout Session as Stripe's verified event reported it."""

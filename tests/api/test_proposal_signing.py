@@ -607,9 +607,51 @@ def test_voiding_a_signed_proposal_closes_its_payment_link(api: Client, ws: Work
     assert fake.session_for(proposal["id"])["status"] == "expired"
 
 
+def test_a_failed_delayed_payment_frees_the_proposal_for_a_new_link(
+        api: Client, ws: Workspace, fake: FakeProviders, worker: LocalQueue, fresh_db: TestDatabase) -> None:
+    secret = whsec()
+    connect(ws, stripe_secret=secret)
+    proposal = signed_proposal(api, ws, fake, worker)
+    session = fake.session_for(proposal["id"])["id"]
+    raw, headers = fake.stripe_event(session, secret, payment_status="unpaid")  # completed, the money not yet in
+    assert post_stripe(api, ws, raw, headers).status_code == 200
+    worker.drain()
+    assert "used" in problem(ws.post(f"/proposals/{proposal['id']}/payment-link", {}), 409)["detail"]
+    raw, headers = fake.stripe_event(session, secret, kind="checkout.session.async_payment_failed",
+                                     payment_status="unpaid")
+    assert post_stripe(api, ws, raw, headers).status_code == 200
+    worker.drain()
+    after = body_of(ws.get(f"/proposals/{proposal['id']}"))
+    assert (after["status"], after["checkout_url"]) == ("signed", None)
+    assert "proposal.payment_failed" in audited(fresh_db, ws, proposal["id"])
+    renewed = ws.post(f"/proposals/{proposal['id']}/payment-link", {})
+    assert renewed.status_code == 200, renewed.body
+    assert fake.session_for(proposal["id"])["id"] != session
+
+
+def test_a_revision_does_not_replace_a_version_whose_link_was_used(
+        api: Client, ws: Workspace, fake: FakeProviders, worker: LocalQueue) -> None:
+    secret = whsec()
+    connect(ws, stripe_secret=secret)
+    first = signed_proposal(api, ws, fake, worker)
+    fake.stripe_event(fake.session_for(first["id"])["id"], secret, payment_status="unpaid")  # paid at Stripe, not here
+    revised = body_of(ws.post(f"/proposals/{first['id']}/revise", None))
+    documents = len(fake.documents)
+    assert "not replaced" in problem(ws.post(f"/proposals/{revised['id']}/send", {}), 409)["detail"]
+    assert len(fake.documents) == documents  # refused before anything reached SignNow
+    assert body_of(ws.get(f"/proposals/{first['id']}"))["status"] == "signed"
+
+
+def test_a_send_without_time_left_for_signnow_is_a_502_before_any_call(
+        ws: Workspace, fake: FakeProviders, env: Callable[..., None]) -> None:
+    connect(ws)
+    proposal = a_draft(ws)
+    env(db_request_deadline_s=3.5)  # less than a call's second plus the commit's reserve
+    problem(ws.post(f"/proposals/{proposal['id']}/send", {}), 502)
+    assert fake.requests == [] and body_of(ws.get(f"/proposals/{proposal['id']}"))["status"] == "draft"
+
+
 # ---- concurrency (hostile tests L08, W04) ----
-
-
 
 
 def test_two_sends_at_once_send_once_and_twenty_callbacks_at_once_sign_once(

@@ -39,6 +39,7 @@ from typing import Any
 
 from chalicelib import blobs, clock, errors, outbound
 from chalicelib.blobs import get_blobs
+from chalicelib.db import deadline
 from chalicelib.db.types import Conn
 from chalicelib.inbox.providers import stripe as payments
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
@@ -60,7 +61,8 @@ from chalicelib.vault.store import get_credentials, get_vault
 COMPLETE = frozenset({"document.complete", "document.freeform.signed"})
 MAX_PAST_S, MAX_FUTURE_S = 86_400, 300
 MAX_PDF_BYTES = 50 * 1024 * 1024  # SignNow's own upload limit
-# Each call's whole exchange, connect included: a send's four calls stay inside API Gateway's 29 s.
+# Each call's exchange at most (less when the request's database budget, DB_REQUEST_DEADLINE_S, runs out sooner:
+# the send's commit must still fit in it).
 CALL_TIMEOUT_S = 6.0
 log = logging.getLogger("crm.proposals")
 
@@ -75,6 +77,14 @@ class MalformedCallback(Malformed):
 
 def _allow() -> frozenset[str]:
     return frozenset(get_settings().outbound_allow_hosts)
+
+
+def _timeout() -> float:
+    """CALL_TIMEOUT_S, or less when the request's database budget runs out sooner (SignNowApiError: no time)."""
+    seconds = deadline.time_for_call(CALL_TIMEOUT_S)
+    if seconds is None:
+        raise SignNowApiError("no time left in the request")
+    return seconds
 
 
 def _bearer(credentials: SignNowCredentials) -> dict[str, str]:
@@ -96,7 +106,7 @@ def _json(response: outbound.OutboundResponse, call: str) -> dict[str, Any]:
 def _post_json(credentials: SignNowCredentials, path: str, body: dict[str, Any], call: str) -> dict[str, Any]:
     response = outbound.request("POST", get_settings().signnow_base_url + path, allow=_allow(), max_bytes=65536,
                                 headers={**_bearer(credentials), "Content-Type": "application/json"},
-                                body=json.dumps(body).encode(), total_timeout_s=CALL_TIMEOUT_S)
+                                body=json.dumps(body).encode(), total_timeout_s=_timeout())
     return _json(response, call)
 
 
@@ -115,7 +125,7 @@ def upload(credentials: SignNowCredentials, pdf: bytes, filename: str) -> str:
     body, content_type = urllib3.encode_multipart_formdata({"file": (filename, pdf, "application/pdf")})
     response = outbound.request("POST", get_settings().signnow_base_url + "/document", allow=_allow(),
                                 headers={**_bearer(credentials), "Content-Type": content_type}, body=body,
-                                max_bytes=65536, total_timeout_s=CALL_TIMEOUT_S)
+                                max_bytes=65536, total_timeout_s=_timeout())
     return document_id(_json(response, "upload").get("id"))
 
 

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 
 from chalicelib import clock, errors, outbound
 from chalicelib.audit import Actor
-from chalicelib.db import queries
+from chalicelib.db import deadline, queries
 from chalicelib.db.types import Conn
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
 from chalicelib.inbox.refusals import (
@@ -56,7 +56,8 @@ PAID = frozenset({"paid", "no_payment_required"})
 # The largest unit_amount a Checkout line takes (docs.stripe.com/api/checkout/sessions/create).
 MAX_AMOUNT = 99_999_999
 CALL_TIMEOUT_S = 8.0
-KINDS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
+KINDS = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded",
+                   "checkout.session.async_payment_failed"})
 SUCCESS_PATH = "/payments/complete"
 SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
 log = logging.getLogger("crm.proposals")
@@ -65,6 +66,10 @@ Q = queries.load(__package__)
 
 class StripeApiError(RuntimeError):
     """Stripe answered something unexpected (the message holds the status code only)."""
+
+
+class PaymentLinkUsed(errors.Conflict):
+    """The proposal's Checkout Session was completed: its payment is paid or on its way."""
 
 
 class MalformedEvent(Malformed):
@@ -87,8 +92,13 @@ def _call(credentials: StripeCredentials, method: str, path: str, *, form: bytes
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
+    seconds = deadline.time_for_call(CALL_TIMEOUT_S)
+    if seconds is None:
+        raise StripeApiError("no time left in the request")
     response = outbound.request(method, get_settings().stripe_api_base + path, body=form, headers=headers,
-                                max_bytes=256 * 1024, allow=_allow(), total_timeout_s=CALL_TIMEOUT_S)
+                                max_bytes=256 * 1024, allow=_allow(), total_timeout_s=seconds)
+    if response.status == 404 and method == "GET":
+        return {}  # no such object (at this account)
     if response.status != 200:
         raise StripeApiError(f"{path.split('/')[2]} answered {response.status}")
     try:
@@ -123,11 +133,13 @@ def create_checkout(credentials: StripeCredentials, *, tenant: uuid.UUID, propos
     return session, url
 
 
-def session_status(credentials: StripeCredentials, session: str) -> str:
-    """A Checkout Session's status: open, complete or expired."""
+def session_status(credentials: StripeCredentials, session: str) -> tuple[str, str]:
+    """A Checkout Session's status (open, complete, expired; "missing" when Stripe has no such session for this
+    key) and its payment_status."""
     if not SESSION_ID.fullmatch(session):
         raise StripeApiError("not a session id")
-    return str(_call(credentials, "GET", f"/v1/checkout/sessions/{session}").get("status"))
+    found = _call(credentials, "GET", f"/v1/checkout/sessions/{session}")
+    return str(found.get("status") or "missing"), str(found.get("payment_status"))
 
 
 def expire_session(credentials: StripeCredentials, session: str) -> None:
@@ -145,17 +157,19 @@ def _credentials(conn: Conn, tenant: uuid.UUID) -> StripeCredentials:
 
 
 def close_checkout(conn: Conn, *, tenant: uuid.UUID, proposal: dict[str, Any]) -> None:
-    """Close the proposal's open Checkout Session, if it has one (409 when it was completed: its payment is on its
-    way, and a new session could take the money twice)."""
+    """Close the proposal's open Checkout Session, if it has one, and forget its link (409 when it was completed:
+    its payment is paid or on its way, and another session could take the money twice; a delayed payment that
+    failed forgets the session when its event comes)."""
     session = proposal.get("checkout_session_id")
     if not session:
         return
     credentials = _credentials(conn, tenant)
-    status = session_status(credentials, session)
+    status, _paid = session_status(credentials, session)
     if status == "complete":
-        raise errors.Conflict("the proposal's payment link was used: its payment is being confirmed")
+        raise PaymentLinkUsed("the proposal's payment link was used: its payment is paid or on its way")
     if status == "open":
         expire_session(credentials, session)
+    signing.forget_checkout(conn, proposal=proposal["id"], session_id=session)
 
 
 def checkout(conn: Conn, *, tenant: uuid.UUID, proposal: dict[str, Any], idempotency_key: str,
@@ -272,8 +286,13 @@ class Stripe:
     def process(self, conn: Conn, event: StoredEvent) -> None:
         """Pay the proposal (and win its lead) when the session's money arrived; otherwise wait for the next."""
         payload = event.payload
+        if event.kind == "checkout.session.async_payment_failed":
+            # The session can take no other payment: a new link may be made (POST …/payment-link).
+            signing.payment_failed(conn, tenant=event.tenant, proposal=uuid.UUID(payload["proposal_id"]),
+                                   session_id=payload["session_id"])
+            return
         if payload["payment_status"] not in PAID:
-            return  # a delayed method: checkout.session.async_payment_succeeded follows
+            return  # a delayed method: checkout.session.async_payment_succeeded or …_failed follows
         signing.record_paid(conn, tenant=event.tenant, now=clock.now(), payment=signing.Payment(
             uuid.UUID(payload["proposal_id"]), payload["session_id"], payload["amount_total"], payload["currency"]))
 

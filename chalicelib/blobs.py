@@ -12,6 +12,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +58,7 @@ class BlobStore(Protocol):
     """The operations the app needs."""
 
     def put_file(self, key: str, path: Path) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_file(self, key: str, path: Path) -> None: ...
     def open(self, key: str) -> IO[bytes]: ...
     def list(self, prefix: str) -> list[str]: ...
@@ -79,16 +81,6 @@ def tenant_key(tenant_id: uuid.UUID, key: str, *, root: str = "tenants") -> str:
     if not check_key(key).startswith(f"{root}/{tenant_id}/"):
         raise ValueError("blob key outside the workspace")
     return key
-
-
-def put_bytes(store: BlobStore, key: str, data: bytes) -> None:
-    """Store `data` at `key` (through a temporary file: both stores upload files)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "blob"
-        path.write_bytes(data)
-        store.put_file(key, path)
 
 
 def attachment_disposition(filename: str | None) -> str:
@@ -153,12 +145,19 @@ class LocalBlobs:
 
     def put_file(self, key: str, path: Path) -> None:
         """Copy `path` to `key` (temp file + rename: no reader sees half a blob)."""
+        with open(path, "rb") as source:
+            self._write(key, iter(lambda: source.read(1 << 20), b""))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` at `key`, as put_file does."""
+        self._write(key, iter((data,)))
+
+    def _write(self, key: str, chunks: Iterator[bytes]) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        with open(path, "rb") as source, os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                                                   "wb") as sink:
-            while chunk := source.read(1 << 20):
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as sink:
+            for chunk in chunks:
                 sink.write(chunk)
         temporary.replace(target)
 
@@ -218,6 +217,10 @@ class S3Blobs:
     def put_file(self, key: str, path: Path) -> None:
         """Upload a file."""
         self.client.upload_file(str(path), self.bucket, check_key(key))  # type: ignore[attr-defined]
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Upload bytes (one PUT)."""
+        self.client.put_object(Bucket=self.bucket, Key=check_key(key), Body=data)  # type: ignore[attr-defined]
 
     def get_file(self, key: str, path: Path) -> None:
         """Download a blob to a file."""

@@ -10,10 +10,11 @@ only by an explicit `allow` list of host:port (OUTBOUND_ALLOW_HOSTS, refused in 
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:  # urllib3 is imported on first use: it costs cold-start time on every API Lambda
@@ -42,6 +43,21 @@ class OutboundResponse:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+def json_object(response: OutboundResponse, error: Callable[[str], Exception], call: str,
+                ok: Container[int] = (200,)) -> dict[str, Any]:
+    """A provider API's answer as its JSON object, or `error` naming the call and what was wrong (the status, never
+    the body: it may quote what was sent)."""
+    if response.status not in ok:
+        raise error(f"{call} answered {response.status}")
+    try:
+        answer = json.loads(response.body)
+    except ValueError:
+        raise error(f"{call} answered no JSON") from None
+    if not isinstance(answer, dict):
+        raise error(f"{call} answered no object")
+    return answer
 
 
 def _system_resolver(host: str, port: int) -> list[str]:

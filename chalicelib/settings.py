@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Stage = Literal["local", "prod"]
@@ -122,17 +122,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return value
 
-    @field_validator("signnow_base_url", "stripe_api_base")
+    @field_validator("public_base_url", "signnow_base_url", "stripe_api_base")
     @classmethod
-    def _check_provider_base(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
-            raise ValueError("must be an absolute https URL without query or fragment")
-        return value.rstrip("/")
-
-    @field_validator("public_base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        if not value:
+    def _check_base_url(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name == "public_base_url":
             return value  # derived from HOST and PORT below (local stage only)
         if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
@@ -196,6 +189,11 @@ class Settings(BaseSettings):
             if problem:
                 raise ValueError(f"{name} {problem}")
         return self
+
+    @property
+    def outbound_allow(self) -> frozenset[str]:
+        """OUTBOUND_ALLOW_HOSTS as chalicelib.outbound takes it (`allow=`)."""
+        return frozenset(self.outbound_allow_hosts)
 
     @property
     def uses_embedded_db(self) -> bool:

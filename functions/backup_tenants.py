@@ -22,7 +22,7 @@ from typing import Any
 from chalicelib.blobs import BlobStore, get_blobs
 from chalicelib.db.pool import Database
 from chalicelib.jobs.backup import apply_retention, backup_workspace
-from chalicelib.jobs.common import claim, each_workspace, finish, log_finished, workspaces
+from chalicelib.jobs.common import claim, each_workspace, finish, live_workspaces, log_finished
 from chalicelib.jobs.gfs import utc
 from chalicelib.jobs.progress import Progress
 from chalicelib.settings import get_settings
@@ -51,7 +51,7 @@ def run(db: Database, now: datetime, *, blobs: BlobStore, vault: Vault, dry_run:
     # A dry run writes nothing, so it needs no claim (and must not use up the slot's).
     if not dry_run and not claim(db, NAME, now):
         return BackupRun(claimed=False)
-    live = [w.id for w in workspaces(db) if w.deleted_at is None]
+    live = live_workspaces(db)
     expired: list[str] = []
     position = iter(range(1, len(live) + 1))
 

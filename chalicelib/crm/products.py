@@ -12,7 +12,7 @@ from chalicelib.crm.api import Context, Resource
 from chalicelib.crm.common import patch_values
 from chalicelib.crm.listing import Filter, ListSpec, parse_choice, text_sort, time_sort
 from chalicelib.crm.store import Row, Table
-from chalicelib.crm.values import Currency
+from chalicelib.crm.values import MAX_PRICE_MINOR, Currency
 
 TABLE = Table(
     name="products",
@@ -25,7 +25,6 @@ TABLE = Table(
     conflicts={"products_sku_unique": "a product with this SKU exists"},
 )
 SKU = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-MAX_AMOUNT = 100_000_000_000_000  # minor units; the column's CHECK says the same
 
 
 class ProductCreate(BaseModel):
@@ -35,7 +34,7 @@ class ProductCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     sku: str = Field(pattern=SKU)
     description: str = Field(default="", max_length=5000)
-    unit_amount_minor: int = Field(ge=0, le=MAX_AMOUNT, strict=True)
+    unit_amount_minor: int = Field(ge=0, le=MAX_PRICE_MINOR, strict=True)
     currency: Currency
     tax_rate_bp: int = Field(default=0, ge=0, le=10_000, strict=True)
     active: bool = True
@@ -48,7 +47,7 @@ class ProductPatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     sku: str | None = Field(default=None, pattern=SKU)
     description: str | None = Field(default=None, max_length=5000)
-    unit_amount_minor: int | None = Field(default=None, ge=0, le=MAX_AMOUNT, strict=True)
+    unit_amount_minor: int | None = Field(default=None, ge=0, le=MAX_PRICE_MINOR, strict=True)
     currency: Currency | None = None
     tax_rate_bp: int | None = Field(default=None, ge=0, le=10_000, strict=True)
     active: bool | None = None

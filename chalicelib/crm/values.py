@@ -22,6 +22,9 @@ XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS XUA XXX YER ZAR ZMW 
 """.split())  # noqa: SIM905 - a pasted list reads best as text
 # Amounts are bigint in the database.
 MAX_MINOR = 2**63 - 1
+# A price, a proposal line and a proposal's total: at most a hundred trillion minor units (the products' and
+# proposals' CHECKs say the same).
+MAX_PRICE_MINOR = 10**14
 
 
 def normalize_phone(value: str) -> str:

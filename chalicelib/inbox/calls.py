@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from psycopg import sql
@@ -275,10 +273,7 @@ def _recording(conn: Conn, tenant_id: uuid.UUID, call: _Call, payload: dict[str,
     if conn.execute(Q["call_recording_exists"], (call.id, key)).fetchone() is None:
         data = recordings.fetch(recording_sid, max_bytes=settings.max_media_bytes)
         digest = hashlib.sha256(data).hexdigest()
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / "recording.mp3"
-            path.write_bytes(data)
-            get_blobs(settings).put_file(key, path)
+        get_blobs(settings).put_bytes(key, data)
         conn.execute(Q["call_recording_insert"],
                      (tenant_id, call.id, f"{recording_sid}.mp3", len(data), digest, key))
         log_event(log, "recording stored", call_id=str(call.id), size=len(data))

@@ -16,6 +16,7 @@ from chalicelib import audit, errors, versions
 from chalicelib.auth.addresses import EmailAddress
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
+from chalicelib.inbox import webhook_records
 from chalicelib.ttlcache import TTLCache
 from chalicelib.vault.envelope import credential_context
 from chalicelib.vault.providers import masked
@@ -142,7 +143,7 @@ def create(conn: Conn, *, tenant_id: uuid.UUID, spec: WhatsAppChannelIn | EmailC
     except psycopg.errors.UniqueViolation:
         raise errors.Conflict("this WhatsApp number is already a channel of this workspace") from None
     assert found is not None
-    conn.execute(Q["webhook_route_insert"], (channel_id, tenant_id))
+    webhook_records.route(conn, channel_id, tenant_id)
     audit.record(conn, tenant_id=tenant_id, action="channel.created", actor=actor, target_type="channel",
                  target_id=channel_id, details={"type": spec.type})
     return _out(found, base_url)

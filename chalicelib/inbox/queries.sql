@@ -43,6 +43,10 @@ RETURNING id, type, phone_number_id, display_phone_number, address, secrets_hint
 -- Delete a channel (its conversations go with it); a row comes back when it existed.
 DELETE FROM channels WHERE id = %s RETURNING id;
 
+-- name: workspace_deleted_at
+-- Whether the callback URL's workspace exists (a row) and when it was deleted (NULL: it was not).
+SELECT deleted_at FROM workspaces WHERE id = %s;
+
 -- name: webhook_route_insert
 -- Route a channel's webhook URL to its workspace.
 INSERT INTO webhook_routes (channel_id, workspace_id) VALUES (%s, %s);

@@ -62,6 +62,11 @@ def workspaces(db: Database) -> list[Workspace]:
     return [Workspace(r[0], str(r[1]), r[2]) for r in rows]
 
 
+def live_workspaces(db: Database) -> list[uuid.UUID]:
+    """The ids of the workspaces not deleted (a deleted one waits for its purge, untouched)."""
+    return [w.id for w in workspaces(db) if w.deleted_at is None]
+
+
 def claim(db: Database, name: str, scheduled_for: datetime) -> bool:
     """Claim one scheduled run; False when another invocation already has it (overlaps do the work once)."""
     with db.pool.connection() as conn:

@@ -38,7 +38,7 @@ from chalicelib import audit, clock, outbound
 from chalicelib.db import queries
 from chalicelib.db.pool import Database, get_database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.common import each_workspace, workspaces
+from chalicelib.jobs.common import each_workspace, live_workspaces
 from chalicelib.observability import log_event
 from chalicelib.outgoing import catalogue, events, signing
 from chalicelib.outgoing.endpoints import secret_context
@@ -145,7 +145,7 @@ def send(tenant: uuid.UUID, claimed: Claimed, *, resolver: outbound.Resolver | N
     started = time.monotonic()
     try:
         response = outbound.request("POST", claimed.url, headers=headers, body=body, max_bytes=EXCERPT_BYTES,
-                                    truncate=True, allow=frozenset(get_settings().outbound_allow_hosts),
+                                    truncate=True, allow=get_settings().outbound_allow,
                                     total_timeout_s=TOTAL_TIMEOUT_S, resolver=resolver)
     except outbound.OutboundRefused as exc:
         return Outcome(None, _ms(started), exc.kind)
@@ -322,6 +322,6 @@ def sweep(*, db: Database | None = None) -> tuple[int, list[str]]:
     workspace's failure stopping none of the others (jobs.common.each_workspace). Returns the attempts made and
     the ids of the workspaces that failed."""
     db = db or get_database("jobs")
-    outcome = each_workspace("deliver_webhooks", [w.id for w in workspaces(db) if w.deleted_at is None],
+    outcome = each_workspace("deliver_webhooks", live_workspaces(db),
                              lambda tenant: {"attempts": dispatch_tenant(tenant, db=db)})
     return outcome.counts.get("attempts", 0), outcome.failed

@@ -112,7 +112,7 @@ def etag(endpoint: EndpointOut) -> str:
 def check_url(url: str) -> None:
     """422 unless the outbound guard may call `url` (it is checked again at every delivery)."""
     try:
-        outbound.resolve_checked(url, allow=frozenset(get_settings().outbound_allow_hosts))
+        outbound.resolve_checked(url, allow=get_settings().outbound_allow)
     except outbound.OutboundRefused as exc:
         raise errors.ValidationFailed("this URL cannot receive webhooks", errors=[
             errors.FieldError("url", str(exc), "url_refused")]) from None

@@ -10,7 +10,7 @@ from chalicelib import audit
 from chalicelib.db import queries
 from chalicelib.db.pool import Database
 from chalicelib.db.tenancy import tenant_tx
-from chalicelib.jobs.common import Outcome, each_workspace, log_finished, workspaces
+from chalicelib.jobs.common import Outcome, each_workspace, live_workspaces, log_finished
 
 Q = queries.load(__package__)
 JOB = "expire_proposals"
@@ -28,6 +28,6 @@ def expire(db: Database, now: datetime) -> Outcome:
                              target_type="proposal", target_id=proposal, details={"from": "sent"})
         return {"proposals": len(expired)}
 
-    outcome = each_workspace(JOB, [w.id for w in workspaces(db) if w.deleted_at is None], work)
+    outcome = each_workspace(JOB, live_workspaces(db), work)
     log_finished(JOB, outcome)
     return outcome

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from chalicelib.auth.addresses import EmailAddress
-from chalicelib.crm.values import Currency
+from chalicelib.crm.values import MAX_PRICE_MINOR, Currency
 
 Status = Literal["draft", "sent", "signed", "paid", "declined", "expired", "void"]
 
@@ -40,7 +40,7 @@ class LineIn(BaseModel):
     product_id: UUID | None = None
     description: str | None = Field(default=None, min_length=1, max_length=500)
     quantity: Quantity
-    unit_amount_minor: int | None = Field(default=None, ge=0, le=10**14, strict=True)
+    unit_amount_minor: int | None = Field(default=None, ge=0, le=MAX_PRICE_MINOR, strict=True)
     discount_bp: int = Field(default=0, ge=0, le=10_000, strict=True)
     tax_rate_bp: int | None = Field(default=None, ge=0, le=10_000, strict=True)
 

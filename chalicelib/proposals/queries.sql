@@ -45,6 +45,10 @@ SELECT id, lead_id, version, previous_id, status, title, introduction, valid_unt
        checkout_session_id, paid_session_id
   FROM proposals WHERE id = %s;
 
+-- name: proposal_exists
+-- A proposal of the current workspace (no row: not this workspace's).
+SELECT id FROM proposals WHERE id = %s;
+
 -- name: proposal_lock
 -- One proposal, locked until the transaction ends (an edit or a status change checks and writes it).
 SELECT id, lead_id, version, previous_id, status, title, introduction, valid_until, currency, subtotal_minor,
@@ -129,10 +133,6 @@ UPDATE proposals SET signer_email = %(signer)s, signnow_document_id = %(document
                      signnow_hook_secret = %(secret)s, pdf_blob_key = %(key)s, pdf_sha256 = %(sha)s, sent_at = %(now)s
  WHERE id = %(id)s AND status = 'draft'
 RETURNING id;
-
--- name: signnow_route_insert
--- Route a sent proposal's SignNow callback URL (its hook id) to its workspace.
-INSERT INTO webhook_routes (channel_id, workspace_id) VALUES (%s, %s);
 
 -- name: proposal_by_hook
 -- The proposal a SignNow callback URL names, its document and its subscription's secret (encrypted).

@@ -49,7 +49,7 @@ def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, ex
     document = pdf.render(found.proposal, found.parties)
     digest = hashlib.sha256(document).hexdigest()
     key = blobs.tenant_key(tenant, f"tenants/{tenant}/proposals/{proposal}/sent-{digest[:16]}.pdf")
-    blobs.put_bytes(blobs.get_blobs(), key, document)
+    blobs.get_blobs().put_bytes(key, document)
     hook, secret = uuid.uuid4(), secrets.token_urlsafe(32)
     ciphertext = get_vault().encrypt(secret.encode(), signing.hook_context(tenant, hook))
     callback = f"{get_settings().public_base_url}/webhooks/signnow/{hook}"
@@ -61,7 +61,7 @@ def send(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, spec: SendIn, ex
                        message=spec.message or f"{found.parties.workspace} sent you a proposal to sign: {title}")
     except (signnow.SignNowApiError, outbound.OutboundRefused):
         raise _provider_failed("SignNow") from None
-    signing.record_sent(conn, tenant=tenant, proposal=proposal, actor=actor, now=now, sent=signing.Sent(
+    signing.record_sent(conn, tenant=tenant, row=row, actor=actor, now=now, sent=signing.Sent(
         pdf_key=key, pdf_sha256=digest, signer_email=signer, document_id=document_id, hook_id=hook,
         hook_secret_ciphertext=ciphertext))
     if superseded is not None:

@@ -273,8 +273,9 @@ def set_status(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, frm: str, 
 
 def history(conn: Conn, proposal: uuid.UUID) -> StatusHistory:
     """Every status a proposal took, oldest first (404 for another workspace's)."""
-    exists, rows = conn.execute(Q["proposal_get"], (proposal,)), conn.execute(Q["proposal_history"], (proposal,))
-    row_of(exists.fetchone())
+    exists, rows = conn.execute(Q["proposal_exists"], (proposal,)), conn.execute(Q["proposal_history"], (proposal,))
+    if exists.fetchone() is None:
+        raise errors.NotFound("no such proposal")
     return StatusHistory(data=[StatusChange(from_status=r[0], to_status=r[1], changed_at=r[2], actor_user_id=r[3],
                                             actor_api_key_id=r[4]) for r in rows.fetchall()])
 

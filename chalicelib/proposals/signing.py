@@ -13,11 +13,9 @@ from typing import Any
 
 from chalicelib import audit, errors
 from chalicelib.audit import Actor
-from chalicelib.auth.principal import Principal
-from chalicelib.crm import leads
-from chalicelib.crm.api import Context
 from chalicelib.db import queries
 from chalicelib.db.types import Conn
+from chalicelib.inbox import webhook_records
 from chalicelib.outgoing import events
 from chalicelib.proposals import service
 from chalicelib.vault.envelope import credential_context
@@ -52,18 +50,19 @@ class Sent:
     hook_secret_ciphertext: bytes
 
 
-def record_sent(conn: Conn, *, tenant: uuid.UUID, proposal: uuid.UUID, sent: Sent, actor: Actor,
+def record_sent(conn: Conn, *, tenant: uuid.UUID, row: dict[str, Any], sent: Sent, actor: Actor,
                 now: datetime) -> None:
-    """A locked draft becomes sent, frozen with its PDF, and its SignNow callback URL is routed here."""
+    """A locked draft (its row) becomes sent, frozen with its PDF, and its SignNow callback URL is routed here."""
+    proposal = row["id"]
     marked = conn.execute(Q["proposal_mark_sent"], {
         "id": proposal, "now": now, "signer": sent.signer_email, "document": sent.document_id, "hook": sent.hook_id,
         "secret": sent.hook_secret_ciphertext, "key": sent.pdf_key, "sha": sent.pdf_sha256}).fetchone()
     if marked is None:
         raise errors.Conflict("the proposal changed while it was being sent")
-    conn.execute(Q["signnow_route_insert"], (sent.hook_id, tenant))
+    webhook_records.route(conn, sent.hook_id, tenant)
     service.set_status(conn, tenant=tenant, proposal=proposal, frm="draft", to="sent", actor=actor, now=now,
                        details={"signnow_document_id": sent.document_id})
-    _emit(conn, tenant, "sent", _current(conn, proposal))
+    _emit(conn, tenant, "sent", row)
 
 
 @dataclass(frozen=True)
@@ -161,6 +160,12 @@ def record_paid(conn: Conn, *, tenant: uuid.UUID, payment: Payment, now: datetim
             audit.record(conn, tenant_id=tenant, action=action, target_type="proposal", target_id=payment.proposal,
                          details=details)
         return False
+    # Imported here: the CRM's resource layer (and Chalice with it) stays out of the inbound worker's cold start,
+    # which loads this module for every provider's events.
+    from chalicelib.auth.principal import Principal
+    from chalicelib.crm import leads
+    from chalicelib.crm.api import Context
+
     won = leads.win(Context(conn, tenant, Principal(actor=audit.SYSTEM)), row["lead_id"])
     service.set_status(conn, tenant=tenant, proposal=payment.proposal, frm="signed", to="paid", actor=audit.SYSTEM,
                        now=now, details={"checkout_session_id": payment.session_id, "lead_won": won})

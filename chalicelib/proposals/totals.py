@@ -16,9 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
+from chalicelib.crm.values import MAX_PRICE_MINOR
+
 BP = 10_000
 MAX_QUANTITY = Decimal(1_000_000)
-MAX_AMOUNT_MINOR = 10**14  # per line and in all: a hundred trillion minor units
+MAX_AMOUNT_MINOR = MAX_PRICE_MINOR  # per line and in all
 _EXACT = decimal.Context(prec=60, rounding=ROUND_HALF_EVEN, traps=[decimal.InvalidOperation, decimal.Overflow])
 
 

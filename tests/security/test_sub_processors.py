@@ -67,6 +67,8 @@ def test_the_hosts_the_call_sites_are_built_from_are_the_known_ones() -> None:
     assert whatsapp.MEDIA_HOSTS == (".fbcdn.net", ".fbsbx.com", ".whatsapp.net", ".facebook.com")
     assert twilio.API_BASE == "https://api.twilio.com"
     assert _graph_host() == "graph.facebook.com"
+    assert (_setting_host("signnow_base_url"), _setting_host("stripe_api_base")) == ("api.signnow.com",
+                                                                                       "api.stripe.com")
 
 
 # Each outbound.request call site (file, enclosing function) and the hosts it can reach in production.
@@ -76,9 +78,7 @@ CALL_SITES: dict[tuple[str, str], HostsOf] = {
     ("chalicelib/inbox/providers/whatsapp.py", "WhatsApp.send_reply"): lambda: {_graph_host()},
     ("chalicelib/inbox/providers/whatsapp.py", "fetch_media"): _whatsapp_media_hosts,
     # SIGNNOW_BASE_URL's and STRIPE_API_BASE's defaults (the sandbox, api-eval.signnow.com, is registered too).
-    ("chalicelib/inbox/providers/signnow.py", "_post_json"): lambda: {_setting_host("signnow_base_url")},
-    ("chalicelib/inbox/providers/signnow.py", "upload"): lambda: {_setting_host("signnow_base_url")},
-    ("chalicelib/inbox/providers/signnow.py", "download_signed"): lambda: {_setting_host("signnow_base_url")},
+    ("chalicelib/inbox/providers/signnow.py", "_request"): lambda: {_setting_host("signnow_base_url")},
     ("chalicelib/inbox/providers/stripe.py", "_call"): lambda: {_setting_host("stripe_api_base")},
 }
 # Call sites whose hosts a workspace chooses for its own data: no sub-processor's, by design. Each with why.

@@ -60,9 +60,3 @@ INSERT INTO messages (tenant_id, conversation_id, direction, kind, body, provide
 -- Attach one of the email's stored files to its message.
 INSERT INTO attachments (tenant_id, message_id, filename, content_type, size_bytes, sha256, blob_key)
      VALUES (%s, %s, %s, %s, %s, %s, %s);
-
--- ---- Twilio (twilio.py) ----
-
--- name: workspace_deleted_at
--- Whether the callback URL's workspace exists (a row) and when it was deleted (NULL: it was not).
-SELECT deleted_at FROM workspaces WHERE id = %s;

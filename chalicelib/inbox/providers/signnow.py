@@ -75,39 +75,28 @@ class MalformedCallback(Malformed):
     """The body is not a SignNow event of this subscription's document (the message is a fixed word)."""
 
 
-def _allow() -> frozenset[str]:
-    return frozenset(get_settings().outbound_allow_hosts)
-
-
-def _timeout() -> float:
-    """CALL_TIMEOUT_S, or less when the request's database budget runs out sooner (SignNowApiError: no time)."""
-    seconds = deadline.time_for_call(CALL_TIMEOUT_S)
+def _request(credentials: SignNowCredentials, method: str, path: str, *, headers: dict[str, str],
+             body: bytes | None = None, max_bytes: int = 65536,
+             cap: float = CALL_TIMEOUT_S) -> outbound.OutboundResponse:
+    """One call to SignNow's API with the workspace's token, in at most `cap` seconds and never more than the
+    request's database budget spares (SignNowApiError when it spares none)."""
+    seconds = deadline.time_for_call(cap)
     if seconds is None:
         raise SignNowApiError("no time left in the request")
-    return seconds
+    settings = get_settings()
+    return outbound.request(method, settings.signnow_base_url + path, allow=settings.outbound_allow,
+                            headers={**_bearer(credentials), **headers}, body=body, max_bytes=max_bytes,
+                            total_timeout_s=seconds)
 
 
 def _bearer(credentials: SignNowCredentials) -> dict[str, str]:
     return {"Authorization": f"Bearer {credentials.api_token.get_secret_value()}", "Accept": "application/json"}
 
 
-def _json(response: outbound.OutboundResponse, call: str) -> dict[str, Any]:
-    if response.status not in (200, 201):
-        raise SignNowApiError(f"{call} answered {response.status}")
-    try:
-        answer = json.loads(response.body)
-    except ValueError:
-        raise SignNowApiError(f"{call} answered no JSON") from None
-    if not isinstance(answer, dict):
-        raise SignNowApiError(f"{call} answered no object")
-    return answer
-
-
 def _post_json(credentials: SignNowCredentials, path: str, body: dict[str, Any], call: str) -> dict[str, Any]:
-    response = outbound.request("POST", get_settings().signnow_base_url + path, allow=_allow(), max_bytes=65536,
-                                headers={**_bearer(credentials), "Content-Type": "application/json"},
-                                body=json.dumps(body).encode(), total_timeout_s=_timeout())
-    return _json(response, call)
+    response = _request(credentials, "POST", path, headers={"Content-Type": "application/json"},
+                        body=json.dumps(body).encode())
+    return outbound.json_object(response, SignNowApiError, call, ok=(200, 201))
 
 
 def document_id(value: object) -> str:
@@ -123,10 +112,8 @@ def upload(credentials: SignNowCredentials, pdf: bytes, filename: str) -> str:
     import urllib3
 
     body, content_type = urllib3.encode_multipart_formdata({"file": (filename, pdf, "application/pdf")})
-    response = outbound.request("POST", get_settings().signnow_base_url + "/document", allow=_allow(),
-                                headers={**_bearer(credentials), "Content-Type": content_type}, body=body,
-                                max_bytes=65536, total_timeout_s=_timeout())
-    return document_id(_json(response, "upload").get("id"))
+    response = _request(credentials, "POST", "/document", headers={"Content-Type": content_type}, body=body)
+    return document_id(outbound.json_object(response, SignNowApiError, "upload", ok=(200, 201)).get("id"))
 
 
 def subscribe(credentials: SignNowCredentials, document: str, callback_url: str, secret: str) -> None:
@@ -155,10 +142,8 @@ def invite(credentials: SignNowCredentials, document: str, *, to: str, subject: 
 
 def download_signed(credentials: SignNowCredentials, document: str) -> bytes:
     """The signed document as one PDF."""
-    response = outbound.request("GET", f"{get_settings().signnow_base_url}/document/{document_id(document)}"
-                                       "/download?type=collapsed", headers={**_bearer(credentials),
-                                                                             "Accept": "application/pdf"},
-                                allow=_allow(), max_bytes=MAX_PDF_BYTES, total_timeout_s=60.0)
+    response = _request(credentials, "GET", f"/document/{document_id(document)}/download?type=collapsed",
+                        headers={"Accept": "application/pdf"}, max_bytes=MAX_PDF_BYTES, cap=60.0)
     if response.status != 200 or not response.body.startswith(b"%PDF-"):
         raise SignNowApiError(f"download answered {response.status}")
     return response.body
@@ -256,7 +241,7 @@ class SignNow:
         pdf = download_signed(credentials, event.payload["document_id"])
         digest = hashlib.sha256(pdf).hexdigest()
         key = blobs.tenant_key(event.tenant, f"tenants/{event.tenant}/proposals/{proposal}/signed-{digest[:16]}.pdf")
-        blobs.put_bytes(get_blobs(), key, pdf)
+        get_blobs().put_bytes(key, pdf)
         signed = signing.record_signed(conn, tenant=event.tenant, proposal=proposal, blob_key=key, sha256=digest,
                                        now=clock.now())
         if signed is not None:

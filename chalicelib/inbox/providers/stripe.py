@@ -33,8 +33,9 @@ from urllib.parse import urlencode
 
 from chalicelib import clock, errors, outbound
 from chalicelib.audit import Actor
-from chalicelib.db import deadline, queries
+from chalicelib.db import deadline
 from chalicelib.db.types import Conn
+from chalicelib.inbox import webhook_records
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
 from chalicelib.inbox.refusals import (
     BadSignature,
@@ -61,7 +62,6 @@ KINDS = frozenset({"checkout.session.completed", "checkout.session.async_payment
 SUCCESS_PATH = "/payments/complete"
 SESSION_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
 log = logging.getLogger("crm.proposals")
-Q = queries.load(__package__)
 
 
 class StripeApiError(RuntimeError):
@@ -80,10 +80,6 @@ class MalformedEvent(Malformed):
 FAILURES = (StripeApiError, outbound.OutboundRefused, CredentialIntegrityError)
 
 
-def _allow() -> frozenset[str]:
-    return frozenset(get_settings().outbound_allow_hosts)
-
-
 def _call(credentials: StripeCredentials, method: str, path: str, *, form: bytes | None = None,
           idempotency_key: str | None = None) -> dict[str, Any]:
     """One call to Stripe's API with the workspace's key: its JSON object, or StripeApiError (status only)."""
@@ -96,18 +92,10 @@ def _call(credentials: StripeCredentials, method: str, path: str, *, form: bytes
     if seconds is None:
         raise StripeApiError("no time left in the request")
     response = outbound.request(method, get_settings().stripe_api_base + path, body=form, headers=headers,
-                                max_bytes=256 * 1024, allow=_allow(), total_timeout_s=seconds)
+                                max_bytes=256 * 1024, allow=get_settings().outbound_allow, total_timeout_s=seconds)
     if response.status == 404 and method == "GET":
         return {}  # no such object (at this account)
-    if response.status != 200:
-        raise StripeApiError(f"{path.split('/')[2]} answered {response.status}")
-    try:
-        answer = json.loads(response.body)
-    except ValueError:
-        raise StripeApiError("no JSON") from None
-    if not isinstance(answer, dict):
-        raise StripeApiError("no object")
-    return answer
+    return outbound.json_object(response, StripeApiError, path.split("/")[2])
 
 
 def create_checkout(credentials: StripeCredentials, *, tenant: uuid.UUID, proposal: dict[str, Any],
@@ -235,9 +223,7 @@ class Stripe:
     def verify(self, conn: Conn, delivery: Delivery, screened: object) -> _Verified:
         """Stripe-Signature under the workspace's webhook signing secret (vault)."""
         assert delivery.tenant is not None
-        workspace = conn.execute(Q["workspace_deleted_at"], (delivery.tenant,)).fetchone()
-        if workspace is None or workspace[0] is not None:
-            raise UnknownSource(reason="unknown_workspace")
+        webhook_records.require_live_workspace(conn, delivery.tenant)
         try:
             secret = get_credentials(conn, tenant_id=delivery.tenant, provider="stripe").webhook_secret
         except (errors.NotFound, CredentialIntegrityError):

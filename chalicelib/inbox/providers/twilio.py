@@ -22,9 +22,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from chalicelib import errors, outbound
-from chalicelib.db import queries
 from chalicelib.db.types import Conn
-from chalicelib.inbox import calls
+from chalicelib.inbox import calls, webhook_records
 from chalicelib.inbox.providers.base import Delivery, Event, Reply, Sent, StoredEvent
 from chalicelib.inbox.refusals import BadSignature, ForeignSender, Malformed, UnknownSource, UnsupportedContent
 from chalicelib.settings import get_settings
@@ -40,7 +39,6 @@ MAX_TEXT = 100_000
 KINDS = {"calls": "call", "recordings": "recording", "transcriptions": "transcription"}
 RECORDING_STATUSES = frozenset({"in-progress", "completed", "absent", "failed"})
 TRANSCRIPTION_STATUSES = frozenset({"completed", "failed"})
-Q = queries.load(__package__)
 _SID = {prefix: re.compile(rf"^{prefix}[0-9a-fA-F]{{32}}$") for prefix in ("AC", "CA", "RE", "TR")}
 # Fields kept per kind (everything else Twilio sends is dropped before storage).
 _KEEP = {
@@ -237,9 +235,7 @@ class Twilio:
     def verify(self, conn: Conn, delivery: Delivery, screened: object) -> _Verified:
         """X-Twilio-Signature with the workspace's auth token (vault), over the URL Twilio was given."""
         assert delivery.tenant is not None and isinstance(screened, dict)
-        workspace = conn.execute(Q["workspace_deleted_at"], (delivery.tenant,)).fetchone()
-        if workspace is None or workspace[0] is not None:
-            raise UnknownSource(reason="unknown_workspace")
+        webhook_records.require_live_workspace(conn, delivery.tenant)
         try:
             credentials = get_credentials(conn, tenant_id=delivery.tenant, provider="twilio")
         except (errors.NotFound, CredentialIntegrityError):
@@ -282,7 +278,7 @@ class _Recordings:
 
     def __init__(self, conn: Conn, tenant: uuid.UUID, recording_url: str | None) -> None:
         self._conn, self._tenant = conn, tenant
-        self._allow = frozenset(get_settings().outbound_allow_hosts)
+        self._allow = get_settings().outbound_allow
         self._base = rest_base(recording_url, self._allow)
         self._credentials: TwilioCredentials | None = None
 

@@ -15,11 +15,9 @@ import hashlib
 import hmac
 import json
 import logging
-import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -205,7 +203,7 @@ class WhatsApp:
         response = request("POST", f"{settings.graph_base_url}/{reply.channel.phone_number_id}/messages",
                            headers={"Authorization": f"Bearer {reply.secrets.access_token.get_secret_value()}",
                                     "Content-Type": "application/json"},
-                           body=json.dumps(payload).encode(), allow=frozenset(settings.outbound_allow_hosts),
+                           body=json.dumps(payload).encode(), allow=settings.outbound_allow,
                            max_bytes=65536)
         if response.status >= 300:
             raise OutboundRefused(f"the Graph API answered {response.status}")
@@ -277,7 +275,7 @@ def fetch_media(conn: Conn, *, tenant: uuid.UUID, message_id: uuid.UUID, secrets
                 media: dict[str, Any]) -> uuid.UUID:
     """Look the media id up at the Graph API, download it from Meta's host, store it as the message's attachment."""
     settings = get_settings()
-    allow = frozenset(settings.outbound_allow_hosts)
+    allow = settings.outbound_allow
     assert secrets.access_token is not None
     bearer = {"Authorization": f"Bearer {secrets.access_token.get_secret_value()}"}
     lookup = request("GET", f"{settings.graph_base_url}/{media['id']}", headers=bearer, allow=allow, max_bytes=65536)
@@ -297,10 +295,7 @@ def fetch_media(conn: Conn, *, tenant: uuid.UUID, message_id: uuid.UUID, secrets
         raise OutboundRefused("media checksum mismatch")
     attachment = uuid.uuid4()
     key = f"tenants/{tenant}/attachments/{message_id}/{attachment}"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "media"
-        path.write_bytes(download.body)
-        get_blobs().put_file(key, path)
+    get_blobs().put_bytes(key, download.body)
     conn.execute(Q["whatsapp_attachment_insert"],
                  (tenant, attachment, message_id, media.get("filename"),
                   str(info.get("mime_type") or media.get("mime_type") or "application/octet-stream"),

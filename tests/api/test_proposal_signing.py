@@ -23,6 +23,8 @@ from chalice.test import Client
 from chalicelib.inbox.processing import process_event
 from chalicelib.inbox.queue import LocalQueue
 from chalicelib.observability import configure_logging
+from chalicelib.proposals import signing
+from chalicelib.vault.store import get_vault
 from tests.api.auth_helpers import Outbox, body_of, problem, real_environ
 from tests.api.crm_helpers import Workspace, new_workspace
 from tests.api.download_helpers import follow
@@ -121,6 +123,13 @@ def test_a_proposal_goes_from_draft_to_signed_to_paid_and_its_lead_is_won(
     assert all(s["callback"].endswith(f"/webhooks/signnow/{document.subscriptions[0]['callback'].rsplit('/', 1)[1]}")
                for s in document.subscriptions)
     assert all(auth == f"Bearer {SIGNNOW['api_token']}" for _m, path, auth in fake.requests if "/signnow/" in path)
+    # The subscription's secret is at rest only as the vault's ciphertext (the policy's envelope encryption).
+    with fresh_db.admin() as conn:
+        (stored,) = conn.execute("SELECT signnow_hook_secret FROM proposals WHERE id = %s", (pid,)).fetchone()
+    hook_secret = document.subscriptions[0]["secret"].encode()
+    hook = uuid.UUID(document.subscriptions[0]["callback"].rsplit("/", 1)[1])
+    assert len(hook_secret) >= 40 and hook_secret not in bytes(stored)
+    assert get_vault().decrypt(bytes(stored), signing.hook_context(uuid.UUID(ws.id), hook)).plaintext == hook_secret
 
     assert sign(api, fake, worker, document.id).status_code == 200
     signed = body_of(ws.get(f"/proposals/{pid}"))

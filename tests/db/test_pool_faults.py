@@ -157,7 +157,7 @@ def test_backend_terminated_mid_statement_is_unavailable(fresh_db: TestDatabase,
         for _ in range(200):
             with fresh_db.admin() as admin:
                 if admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'crm_app'"
-                                 " AND query LIKE 'SELECT pg_sleep%%'").fetchall():
+                                 " AND datname = current_database() AND query LIKE 'SELECT pg_sleep%%'").fetchall():
                     return
             time.sleep(0.05)
 
